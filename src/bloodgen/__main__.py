@@ -1,0 +1,3 @@
+from bloodgen.cli import main
+
+raise SystemExit(main())
