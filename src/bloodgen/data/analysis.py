@@ -1,0 +1,217 @@
+"""`bloodgen data`: figures that describe BloodMNIST, computed apart from the plots and the report.
+
+The statistics functions take arrays and return plain dicts (what goes into summary.json); the plot
+functions take arrays or those dicts and write PNGs; `analyse` ties them together with the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES, OFFICIAL_SPLIT_SIZES, SPLITS, BloodMNIST
+
+SPLITS_AND_ALL = SPLITS + (ALL,)
+SAMPLES_PER_CLASS = 12
+MAX_DUPLICATE_EXAMPLES = 8
+
+
+def class_counts(data: BloodMNIST) -> dict:
+    counts = {s: np.bincount(data.labels(s), minlength=N_CLASSES).tolist() for s in SPLITS_AND_ALL}
+    # max/min class count: how much more often the commonest class appears than the rarest
+    imbalance = {s: (max(c) / min(c) if min(c) else float("inf")) for s, c in counts.items()}
+    fractions = {s: (np.array(c) / sum(c)).round(4).tolist() for s, c in counts.items()}
+    return {"counts": counts, "fractions": fractions, "imbalance_ratio": imbalance}
+
+
+def channel_stats(data: BloodMNIST) -> dict:
+    """Per-channel mean and std of pixel values scaled to [0, 1], per split."""
+    stats = {}
+    for s in SPLITS_AND_ALL:
+        x = data.images(s).reshape(-1, 3).astype(np.float64) / 255.0
+        stats[s] = {"mean": x.mean(0).round(5).tolist(), "std": x.std(0).round(5).tolist()}
+    return stats
+
+
+def class_mean_images(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(8, 28, 28, 3) float images in [0, 255]: the average image of each class."""
+    return np.stack([images[labels == c].mean(0) if (labels == c).any() else np.zeros(images.shape[1:])
+                     for c in range(N_CLASSES)])
+
+
+def intensity_histograms(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(8, 3, 256) normalised histograms of R, G and B values per class."""
+    hist = np.zeros((N_CLASSES, 3, 256))
+    for c in range(N_CLASSES):
+        pixels = images[labels == c].reshape(-1, 3)
+        for ch in range(3):
+            counts = np.bincount(pixels[:, ch], minlength=256)
+            hist[c, ch] = counts / max(counts.sum(), 1)
+    return hist
+
+
+def exact_duplicates(data: BloodMNIST) -> dict:
+    """Groups of byte-identical images across the whole dataset, and which splits they straddle."""
+    images, labels = data.images(ALL), data.labels(ALL)
+    split_of = np.concatenate([np.full(n, i) for i, n in enumerate(data.split_sizes.values())])
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    keys = flat.view(np.dtype((np.void, flat.shape[1])))[:, 0]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
+    cross = [g for g in groups if len(set(split_of[g])) > 1]
+    return {
+        "n_groups": len(groups),
+        "n_images_in_groups": int(sum(len(g) for g in groups)),
+        "n_groups_across_splits": len(cross),
+        "n_groups_with_conflicting_labels": sum(len(set(labels[g])) > 1 for g in groups),
+        "groups": [{"indices_in_all": g.tolist(), "splits": [SPLITS[i] for i in split_of[g]],
+                    "labels": labels[g].tolist()} for g in groups],
+    }
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_class_counts(counts: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.27
+    x = np.arange(N_CLASSES)
+    for i, s in enumerate(SPLITS):
+        ax.bar(x + (i - 1) * width, counts["counts"][s], width, label=f"{s} (imbalance {counts['imbalance_ratio'][s]:.2f})")
+    ax.set_xticks(x, CLASS_NAMES, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("BloodMNIST class counts per split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_image_rows(rows: list[np.ndarray], row_labels: list[str], path: Path, title: str,
+                    image_titles: list[list[str]] | None = None) -> None:
+    """One row of images per entry of `rows` (each (k, 28, 28, 3) uint8/float in [0, 255])."""
+    plt = _plt()
+    n_cols = max(len(r) for r in rows)
+    cell = 1.6 if image_titles else 0.9
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * cell + 1.6, len(rows) * cell + 0.5), squeeze=False)
+    for r, (imgs, label) in enumerate(zip(rows, row_labels)):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(imgs):
+                ax.imshow(np.clip(imgs[c], 0, 255).astype(np.uint8), interpolation="nearest")
+                if image_titles:
+                    ax.set_title(image_titles[r][c], fontsize=7)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_histograms(hist: np.ndarray, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6), sharex=True)
+    for c, ax in enumerate(axes.flat):
+        for ch, colour in enumerate(("red", "green", "blue")):
+            ax.plot(np.arange(256), hist[c, ch], color=colour, lw=1)
+        ax.set_title(CLASS_NAMES[c], fontsize=9)
+    for ax in axes[1]:
+        ax.set_xlabel("pixel value")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of pixels")
+    fig.suptitle("RGB intensity histograms per class (all splits)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _markdown_report(summary: dict, figures: dict[str, str]) -> str:
+    counts = summary["class_counts"]
+    lines = ["# BloodMNIST: data summary", "",
+             f"File `{summary['data']['path']}` (sha256 `{summary['data']['sha256']}`, "
+             f"{'the official file' if summary['data']['official'] else 'NOT the official file'}).", "",
+             "## Class counts", "",
+             "| class | " + " | ".join(SPLITS_AND_ALL) + " |", "|---|" + "---:|" * len(SPLITS_AND_ALL)]
+    for c in range(N_CLASSES):
+        lines.append(f"| {c} {CLASS_NAMES[c]} | " + " | ".join(str(counts["counts"][s][c]) for s in SPLITS_AND_ALL) + " |")
+    lines.append("| **total** | " + " | ".join(str(sum(counts["counts"][s])) for s in SPLITS_AND_ALL) + " |")
+    lines.append("| imbalance (max/min) | " + " | ".join(f"{counts['imbalance_ratio'][s]:.2f}" for s in SPLITS_AND_ALL) + " |")
+    official = ", ".join(f"{s} {n}" for s, n in OFFICIAL_SPLIT_SIZES.items())
+    lines += ["", f"Official split sizes: {official}.", "", f"![class counts]({figures['class_counts']})", "",
+              "## Per-channel statistics (pixel values in [0, 1])", "",
+              "| split | mean R | mean G | mean B | std R | std G | std B |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in SPLITS_AND_ALL:
+        st = summary["channel_stats"][s]
+        lines.append(f"| {s} | " + " | ".join(f"{v:.4f}" for v in st["mean"] + st["std"]) + " |")
+    dup = summary["duplicates"]
+    lines += ["", "## Images", "", f"![mean image per class]({figures['mean_images']})", "",
+              f"![random samples per class]({figures['samples_per_class']})", "",
+              f"![RGB histograms per class]({figures['rgb_histograms']})", "",
+              "## Exact duplicates", "",
+              f"{dup['n_groups']} groups of byte-identical images ({dup['n_images_in_groups']} images); "
+              f"{dup['n_groups_across_splits']} groups straddle two or more splits; "
+              f"{dup['n_groups_with_conflicting_labels']} groups carry different labels."]
+    if "duplicates" in figures:
+        lines += ["", f"![duplicate examples]({figures['duplicates']})"]
+    return "\n".join(lines) + "\n"
+
+
+def analyse(data: BloodMNIST, out_dir: str | Path, seed: int = 0) -> dict:
+    """Write summary.md, summary.json and the PNG figures to `out_dir`; return the summary dict."""
+    from tqdm import tqdm
+
+    from bloodgen.provenance import environment, write_json, write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = data.split(ALL)
+    figures = {"class_counts": "class_counts.png", "mean_images": "mean_images.png",
+               "samples_per_class": "samples_per_class.png", "rgb_histograms": "rgb_histograms.png"}
+    summary: dict = {"data": data.provenance(), "seed": seed, "class_names": list(CLASS_NAMES)}
+    rng = np.random.default_rng(seed)
+
+    steps = tqdm(total=7, desc="bloodgen data", unit="step")
+    summary["class_counts"] = class_counts(data)
+    plot_class_counts(summary["class_counts"], out / figures["class_counts"])
+    steps.update()
+    summary["channel_stats"] = channel_stats(data)
+    steps.update()
+    means = class_mean_images(images, labels)
+    plot_image_rows([m[None] for m in means], list(CLASS_NAMES), out / figures["mean_images"], "Mean image per class")
+    steps.update()
+    picks = [rng.choice(np.flatnonzero(labels == c), size=min(SAMPLES_PER_CLASS, (labels == c).sum()), replace=False)
+             for c in range(N_CLASSES)]
+    summary["sample_indices_in_all"] = [p.tolist() for p in picks]
+    plot_image_rows([images[p] for p in picks], list(CLASS_NAMES), out / figures["samples_per_class"],
+                    f"Random images per class (seed {seed})")
+    steps.update()
+    plot_histograms(intensity_histograms(images, labels), out / figures["rgb_histograms"])
+    steps.update()
+    summary["duplicates"] = exact_duplicates(data)
+    groups = summary["duplicates"]["groups"][:MAX_DUPLICATE_EXAMPLES]
+    if groups:
+        figures["duplicates"] = "duplicates.png"
+        plot_image_rows([images[g["indices_in_all"]] for g in groups], [f"group {i + 1}" for i in range(len(groups))],
+                        out / figures["duplicates"], "Exact duplicates (split, class of each copy)",
+                        image_titles=[[f"{s}\n{CLASS_NAMES[l]}" for s, l in zip(g["splits"], g["labels"])]
+                                      for g in groups])
+    steps.update()
+    summary["figures"] = figures
+    summary["environment"] = environment()
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", _markdown_report(summary, figures))
+    steps.update()
+    steps.close()
+    return summary
