@@ -137,42 +137,43 @@ def plot_histograms(hist: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def _markdown_report(summary: dict, figures: dict[str, str]) -> str:
+def summary_document(summary: dict, figures: dict[str, str]):
+    from bloodgen.report.document import Document, Heading, Image, Paragraph, Table
+
     counts = summary["class_counts"]
-    lines = ["# BloodMNIST: data summary", "",
-             f"File `{summary['data']['path']}` (sha256 `{summary['data']['sha256']}`, "
-             f"{'the official file' if summary['data']['official'] else 'NOT the official file'}).", "",
-             "## Class counts", "",
-             "| class | " + " | ".join(SPLITS_AND_ALL) + " |", "|---|" + "---:|" * len(SPLITS_AND_ALL)]
-    for c in range(N_CLASSES):
-        lines.append(f"| {c} {CLASS_NAMES[c]} | " + " | ".join(str(counts["counts"][s][c]) for s in SPLITS_AND_ALL) + " |")
-    lines.append("| **total** | " + " | ".join(str(sum(counts["counts"][s])) for s in SPLITS_AND_ALL) + " |")
-    lines.append("| imbalance (max/min) | " + " | ".join(f"{counts['imbalance_ratio'][s]:.2f}" for s in SPLITS_AND_ALL) + " |")
+    data = summary["data"]
+    doc = Document("BloodMNIST: data summary")
+    doc.add(Paragraph(f"File `{data['path']}` (sha256 `{data['sha256']}`), "
+                      f"{'the official MedMNIST v2 file' if data['official'] else '**not** the official file'}."))
+    rows = [[f"{c} {CLASS_NAMES[c]}"] + [str(counts["counts"][s][c]) for s in SPLITS_AND_ALL] for c in range(N_CLASSES)]
+    rows.append(["**total**"] + [str(sum(counts["counts"][s])) for s in SPLITS_AND_ALL])
+    rows.append(["imbalance (max/min)"] + [f"{counts['imbalance_ratio'][s]:.2f}" for s in SPLITS_AND_ALL])
     official = ", ".join(f"{s} {n}" for s, n in OFFICIAL_SPLIT_SIZES.items())
-    lines += ["", f"Official split sizes: {official}.", "", f"![class counts]({figures['class_counts']})", "",
-              "## Per-channel statistics (pixel values in [0, 1])", "",
-              "| split | mean R | mean G | mean B | std R | std G | std B |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for s in SPLITS_AND_ALL:
-        st = summary["channel_stats"][s]
-        lines.append(f"| {s} | " + " | ".join(f"{v:.4f}" for v in st["mean"] + st["std"]) + " |")
+    doc.add(Heading("Class counts"), Table(["class", *SPLITS_AND_ALL], rows, caption=f"Official split sizes: {official}."),
+            Image(figures["class_counts"], "Class counts per split"))
+    doc.add(Heading("Per-channel statistics (pixel values in [0, 1])"),
+            Table(["split", "mean R", "mean G", "mean B", "std R", "std G", "std B"],
+                  [[s] + [f"{v:.4f}" for v in summary["channel_stats"][s]["mean"] + summary["channel_stats"][s]["std"]]
+                   for s in SPLITS_AND_ALL]))
+    doc.add(Heading("Images"), Image(figures["mean_images"], "Mean image per class"),
+            Image(figures["samples_per_class"], f"Random images per class (seed {summary['seed']})"),
+            Image(figures["rgb_histograms"], "RGB intensity histograms per class"))
     dup = summary["duplicates"]
-    lines += ["", "## Images", "", f"![mean image per class]({figures['mean_images']})", "",
-              f"![random samples per class]({figures['samples_per_class']})", "",
-              f"![RGB histograms per class]({figures['rgb_histograms']})", "",
-              "## Exact duplicates", "",
-              f"{dup['n_groups']} groups of byte-identical images ({dup['n_images_in_groups']} images); "
-              f"{dup['n_groups_across_splits']} groups straddle two or more splits; "
-              f"{dup['n_groups_with_conflicting_labels']} groups carry different labels."]
+    doc.add(Heading("Exact duplicates"),
+            Paragraph(f"{dup['n_groups']} groups of byte-identical images ({dup['n_images_in_groups']} images); "
+                      f"{dup['n_groups_across_splits']} groups straddle two or more splits (a test image that is also "
+                      f"a training image); {dup['n_groups_with_conflicting_labels']} groups carry different labels."))
     if "duplicates" in figures:
-        lines += ["", f"![duplicate examples]({figures['duplicates']})"]
-    return "\n".join(lines) + "\n"
+        doc.add(Image(figures["duplicates"], "Examples of exact duplicates, with the split and class of each copy"))
+    return doc
 
 
 def analyse(data: BloodMNIST, out_dir: str | Path, seed: int = 0) -> dict:
-    """Write summary.md, summary.json and the PNG figures to `out_dir`; return the summary dict."""
+    """Write summary.md, summary.html (self-contained), summary.json and the PNG figures to `out_dir`; return the summary dict."""
     from tqdm import tqdm
 
-    from bloodgen.provenance import environment, write_json, write_text
+    from bloodgen.provenance import environment, write_json
+    from bloodgen.report.document import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,7 @@ def analyse(data: BloodMNIST, out_dir: str | Path, seed: int = 0) -> dict:
     summary["figures"] = figures
     summary["environment"] = environment()
     write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", _markdown_report(summary, figures))
+    write_report(summary_document(summary, figures), out, stem="summary")
     steps.update()
     steps.close()
     return summary

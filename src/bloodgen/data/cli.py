@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
                     "RGB histograms and exact duplicates across splits.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(p)
-    p.add_argument("--out", metavar="DIR", default="data-report", help="folder for summary.md, summary.json and PNGs")
+    p.add_argument("--out", metavar="DIR", default="data-report", help="folder for summary.md, summary.html, summary.json and PNGs")
     p.add_argument("--seed", type=int, default=0, help="seed for the random sample grid")
     p.set_defaults(func=run)
 
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     counts = summary["class_counts"]["counts"]
     print(f"BloodMNIST {data.path}: train {sum(counts['train'])}, val {sum(counts['val'])}, "
           f"test {sum(counts['test'])} images; {summary['duplicates']['n_groups']} duplicate groups")
-    print(f"wrote {args.out}/summary.md, summary.json and {len(summary['figures'])} figures")
+    print(f"wrote {args.out}/summary.md, summary.html, summary.json and {len(summary['figures'])} figures")
     return 0
