@@ -59,14 +59,24 @@ def exact_duplicates(data: BloodMNIST) -> dict:
     keys = flat.view(np.dtype((np.void, flat.shape[1])))[:, 0]
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
-    cross = [g for g in groups if len(set(split_of[g])) > 1]
+    conflicting = [len(set(labels[g])) > 1 for g in groups]
+    crossing = [len(set(split_of[g])) > 1 for g in groups]
+    # The groups that matter most first: contradictory labels, then test/val images also seen in training.
+    order = sorted(range(len(groups)), key=lambda i: (not conflicting[i], not crossing[i]))
+    pairs: dict[str, int] = {}
+    for g in groups:
+        names = sorted({SPLITS[i] for i in split_of[g]}, key=SPLITS.index)
+        if len(names) > 1:
+            key = "-".join(names)
+            pairs[key] = pairs.get(key, 0) + 1
     return {
         "n_groups": len(groups),
         "n_images_in_groups": int(sum(len(g) for g in groups)),
-        "n_groups_across_splits": len(cross),
-        "n_groups_with_conflicting_labels": sum(len(set(labels[g])) > 1 for g in groups),
-        "groups": [{"indices_in_all": g.tolist(), "splits": [SPLITS[i] for i in split_of[g]],
-                    "labels": labels[g].tolist()} for g in groups],
+        "n_groups_across_splits": int(sum(crossing)),
+        "groups_across_splits_by_pair": pairs,
+        "n_groups_with_conflicting_labels": int(sum(conflicting)),
+        "groups": [{"indices_in_all": groups[i].tolist(), "splits": [SPLITS[k] for k in split_of[groups[i]]],
+                    "labels": labels[groups[i]].tolist()} for i in order],
     }
 
 
@@ -89,7 +99,8 @@ def plot_class_counts(counts: dict, path: Path) -> None:
     ax.set_xticks(x, CLASS_NAMES, rotation=30, ha="right")
     ax.set_ylabel("images")
     ax.set_title("BloodMNIST class counts per split")
-    ax.legend()
+    ax.set_ylim(0, max(max(counts["counts"][s]) for s in SPLITS) * 1.3)  # headroom for the legend
+    ax.legend(loc="upper left", ncols=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -161,8 +172,11 @@ def summary_document(summary: dict, figures: dict[str, str]):
     dup = summary["duplicates"]
     doc.add(Heading("Exact duplicates"),
             Paragraph(f"{dup['n_groups']} groups of byte-identical images ({dup['n_images_in_groups']} images); "
-                      f"{dup['n_groups_across_splits']} groups straddle two or more splits (a test image that is also "
-                      f"a training image); {dup['n_groups_with_conflicting_labels']} groups carry different labels."))
+                      f"{dup['n_groups_across_splits']} groups straddle two or more splits "
+                      f"({', '.join(f'{k}: {v}' for k, v in dup['groups_across_splits_by_pair'].items()) or 'none'}), "
+                      f"so a model can be scored on an image it was trained on; "
+                      f"{dup['n_groups_with_conflicting_labels']} groups carry contradictory labels. "
+                      f"The official splits are kept as they are, for comparability with published results."))
     if "duplicates" in figures:
         doc.add(Image(figures["duplicates"], "Examples of exact duplicates, with the split and class of each copy"))
     return doc
@@ -190,7 +204,8 @@ def analyse(data: BloodMNIST, out_dir: str | Path, seed: int = 0) -> dict:
     summary["channel_stats"] = channel_stats(data)
     steps.update()
     means = class_mean_images(images, labels)
-    plot_image_rows([m[None] for m in means], list(CLASS_NAMES), out / figures["mean_images"], "Mean image per class")
+    plot_image_rows([means], [""], out / figures["mean_images"], "Mean image per class",
+                    image_titles=[[name.replace(" ", "\n") for name in CLASS_NAMES]])
     steps.update()
     picks = [rng.choice(np.flatnonzero(labels == c), size=min(SAMPLES_PER_CLASS, (labels == c).sum()), replace=False)
              for c in range(N_CLASSES)]
