@@ -1,0 +1,1 @@
+"""Classifiers: the ResNet-18 reference that judges generated cells, and diffusion models used as classifiers."""

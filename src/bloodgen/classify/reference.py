@@ -1,0 +1,180 @@
+"""The reference classifier: ResNet-18 adapted to 28x28, as in the MedMNIST v2 benchmark.
+
+It judges generated images (class fidelity), and its training recipe, applied to synthetic or mixed
+training sets, gives train-on-synthetic/test-on-real and augmentation figures. Training runs through
+`accelerate`, so the same code uses a CPU, a GPU or several; the selected weights are cached on disk,
+keyed by the data file and the recipe, and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.data import N_CLASSES, make_loader, random_dihedral, to_model_range
+from bloodgen.errors import UserError
+
+CACHE_ENV = "BLOODGEN_CACHE"
+
+# Result keys shared by every classification report.
+KEY_ACCURACY = "accuracy"
+KEY_BALANCED_ACCURACY = "balanced_accuracy"
+KEY_MACRO_PRECISION = "macro_precision"
+KEY_MACRO_RECALL = "macro_recall"
+KEY_MACRO_F1 = "macro_f1"
+KEY_AUC = "auc_ovr"
+KEY_PER_CLASS_RECALL = "per_class_recall"
+KEY_CONFUSION = "confusion_matrix"
+
+
+def resnet18_28(n_classes: int = N_CLASSES) -> nn.Module:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, so 28x28 inputs keep their detail."""
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=n_classes)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bloodgen")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
+                  device: torch.device | str | None = None) -> np.ndarray:
+    """Softmax probabilities (N, C) for uint8 images (N, 28, 28, 3)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(images[start:start + batch_size]).to(device)
+        out.append(model(x).float().softmax(-1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
+    """Accuracy, balanced accuracy, macro precision/recall/F1, one-vs-rest AUC, per-class recall, confusion."""
+    from sklearn import metrics as skm
+
+    y_pred = proba.argmax(1)
+    labels = list(range(proba.shape[1]))
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
+                                                                   zero_division=0)
+    present = np.unique(y_true)
+    try:  # AUC needs every class present among the true labels and probabilities that sum to one
+        auc = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=labels)) if len(present) == len(labels) else None
+    except ValueError:
+        auc = None
+    per_class_recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return {
+        KEY_ACCURACY: float(skm.accuracy_score(y_true, y_pred)),
+        KEY_BALANCED_ACCURACY: float(skm.balanced_accuracy_score(y_true, y_pred)),
+        KEY_MACRO_PRECISION: float(precision), KEY_MACRO_RECALL: float(recall), KEY_MACRO_F1: float(f1),
+        KEY_AUC: auc,
+        KEY_PER_CLASS_RECALL: per_class_recall.round(4).tolist(),
+        KEY_CONFUSION: skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                     recipe: ClassifierRecipe = ClassifierRecipe(), model: nn.Module | None = None,
+                     progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train with AdamW + cosine schedule; keep the weights of the epoch with the best val accuracy.
+
+    Returns the model (on the accelerator's device, in eval mode) and a history dict.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    images, labels = train
+    if len(images) < recipe.batch_size:
+        recipe = replace(recipe, batch_size=max(1, len(images)))
+    accelerator = Accelerator()
+    set_seed(recipe.seed)
+    model = model if model is not None else resnet18_28()
+    loader = make_loader(images, labels, recipe.batch_size, shuffle=True, augment=False, seed=recipe.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    total_steps = recipe.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=max(total_steps, 1),
+                                                    pct_start=0.15)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    best_acc, best_state, history = -1.0, None, []
+    start = time.perf_counter()
+    bar = tqdm(range(recipe.epochs), desc="classifier", disable=not (progress and accelerator.is_main_process))
+    for epoch in bar:
+        model.train()
+        losses = []
+        for x, y in loader:
+            if recipe.augment:
+                x = random_dihedral(x)
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        val_acc = float((predict_proba(accelerator.unwrap_model(model), val[0]).argmax(1) == val[1]).mean())
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_accuracy": val_acc})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_acc=f"{val_acc:.4f}")
+        if val_acc > best_acc:
+            best_acc = val_acc
+            best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    model = accelerator.unwrap_model(model)
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {"history": history, "best_val_accuracy": best_acc, "train_seconds": time.perf_counter() - start,
+                   "device": str(accelerator.device), "n_train": int(len(images))}
+
+
+def reference_classifier(data, recipe: ClassifierRecipe = ClassifierRecipe(), cache_dir: str | Path | None = None,
+                         retrain: bool = False) -> tuple[nn.Module, dict]:
+    """The reference classifier for this data file: loaded from the cache, or trained on train/val and cached."""
+    from safetensors.torch import load_file, save_file
+
+    from bloodgen.provenance import atomic_path, environment, write_json
+
+    folder = Path(cache_dir or default_cache_dir()) / "classifier" / f"{data.sha256[:16]}-{recipe.key()}"
+    weights, info_path = folder / "model.safetensors", folder / "info.json"
+    model = resnet18_28()
+    if weights.is_file() and info_path.is_file() and not retrain:
+        try:
+            model.load_state_dict(load_file(weights))
+            model.eval()
+            return model, json.loads(info_path.read_text())
+        except Exception as err:  # a damaged cache entry is rebuilt rather than trusted
+            print(f"bloodgen: rebuilding damaged classifier cache {folder}: {type(err).__name__}")
+    model, info = train_classifier(data.split("train"), data.split("val"), recipe, model=model)
+    info.update(recipe=asdict(recipe), data=data.provenance(), environment=environment(),
+                test=classification_report(data.labels("test"), predict_proba(model, data.images("test"))))
+    with atomic_path(weights) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(info_path, info)
+    return model, info
+
+
+def load_classifier(path: str | Path) -> nn.Module:
+    """A reference classifier from a `model.safetensors` file (or the folder holding it)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    path = path / "model.safetensors" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"classifier weights not found at {path}; train them with `bloodgen classifier train`")
+    model = resnet18_28()
+    try:
+        model.load_state_dict(load_file(path))
+    except Exception as err:
+        raise UserError(f"{path} is not a bloodgen classifier ({type(err).__name__}: {err})") from None
+    return model.eval()

@@ -1,0 +1,141 @@
+"""Are synthetic cells faithful and useful? Class fidelity, train-on-synthetic/test-on-real, augmentation,
+and memorisation. Math on arrays only: images, labels and features come in, plain dicts go out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, ClassifierRecipe, classification_report,
+                                         predict_proba, train_classifier)
+from bloodgen.data import N_CLASSES
+
+KEY_FIDELITY_PER_CLASS = "class_fidelity_per_class"
+KEY_FIDELITY_MACRO = "class_fidelity_macro"
+KEY_FIDELITY_CONFUSION = "class_fidelity_confusion"
+KEY_MEMORISED_FRACTION = "memorised_fraction"
+KEY_EXACT_COPIES = "exact_copies"
+KEY_MEMORISATION_FLAG = "memorisation_flag"
+
+MEMORISATION_FLAG_FRACTION = 0.01
+
+
+def class_fidelity(model, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Fraction of generated images of class c that the reference classifier assigns to c."""
+    pred = predict_proba(model, images).argmax(1)
+    per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else None for c in range(N_CLASSES)]
+    present = [v for v in per_class if v is not None]
+    confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=int)
+    np.add.at(confusion, (labels, pred), 1)
+    return {KEY_FIDELITY_PER_CLASS: per_class, KEY_FIDELITY_MACRO: float(np.mean(present)) if present else None,
+            KEY_FIDELITY_CONFUSION: confusion.tolist()}
+
+
+def matched_class_counts(real_labels: np.ndarray) -> np.ndarray:
+    """How many synthetic images of each class TSTR uses: as many as the real train split, same proportions."""
+    return np.bincount(real_labels, minlength=N_CLASSES)
+
+
+def train_and_test(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                   test: tuple[np.ndarray, np.ndarray], recipe: ClassifierRecipe) -> dict:
+    """One classifier trained with `recipe` on `train` (selected on `val`) and scored on `test`."""
+    model, info = train_classifier(train, val, recipe, progress=False)
+    report = classification_report(test[1], predict_proba(model, test[0]))
+    report["train_seconds"] = info["train_seconds"]
+    report["n_train"] = int(len(train[1]))
+    return report
+
+
+def minority_top_up(real_labels: np.ndarray) -> np.ndarray:
+    """Synthetic images per class that bring every class up to the largest class's count."""
+    counts = np.bincount(real_labels, minlength=N_CLASSES)
+    return counts.max() - counts
+
+
+def take_per_class(images: np.ndarray, labels: np.ndarray, counts: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`counts[c]` images of each class c, drawn without replacement; too few of a class is an error."""
+    from bloodgen.errors import UserError
+
+    picks = []
+    for c, k in enumerate(counts):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < k:
+            raise UserError(f"need {k} synthetic images of class {c} but the samples hold {len(idx)}; "
+                            f"sample more (e.g. `bloodgen sample ... --balanced -n {int(counts.sum()) * 2}`)")
+        picks.append(rng.choice(idx, size=int(k), replace=False))
+    order = np.concatenate(picks) if picks else np.zeros(0, int)
+    return images[order], labels[order]
+
+
+def _nearest_distances(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance from each query row to its nearest reference row, and that row's index."""
+    dists, idxs = [], []
+    for start in range(0, len(queries), chunk):
+        d = torch.cdist(queries[start:start + chunk], reference)
+        value, index = d.min(1)
+        dists.append(value)
+        idxs.append(index)
+    return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
+
+
+def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray,
+                 flag_fraction: float = MEMORISATION_FLAG_FRACTION) -> dict:
+    """Nearest-training-image distances of generated vs real test items, in one space (pixels or features).
+
+    Inputs are 2-d float arrays of vectors (flattened pixels in [0, 1], or Inception features). A generated
+    image counts as memorised when it lies closer to a training image than any real test image does;
+    test images that are exact copies of training images (BloodMNIST has a few) are left out of that
+    threshold, since with them it would be zero and nothing could ever be flagged.
+    """
+    g, tr, te = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (generated, train, test))
+    d_gen, nn_gen = _nearest_distances(g, tr)
+    d_test, _ = _nearest_distances(te, tr)
+    distinct_test = d_test[d_test > 1e-6]
+    threshold = float(distinct_test.min()) if len(distinct_test) else 0.0
+    memorised = float((d_gen < threshold).mean()) if len(d_gen) else 0.0
+    exact = int((d_gen <= 1e-6).sum())
+    return {
+        "generated_nn_distance_median": float(np.median(d_gen)),
+        "test_nn_distance_median": float(np.median(d_test)),
+        "distance_ratio_median": float(np.median(d_gen) / max(np.median(d_test), 1e-12)),
+        "threshold": threshold,
+        KEY_MEMORISED_FRACTION: memorised,
+        KEY_EXACT_COPIES: exact,
+        KEY_MEMORISATION_FLAG: bool(memorised > flag_fraction or exact > 0),
+        "nearest_train_index": nn_gen.tolist(),
+        "generated_nn_distance": d_gen.round(5).tolist(),
+    }
+
+
+def pixel_vectors(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def utility_report(reference_model, reference_info: dict, generated: tuple[np.ndarray, np.ndarray], data,
+                   seed: int = 0, features: dict[str, np.ndarray] | None = None) -> dict:
+    """Class fidelity, TSTR (with the train-on-real baseline), augmentation and memorisation in one dict.
+
+    Every classifier here is trained with the reference classifier's own recipe, so the reference's
+    test scores are the train-on-real baseline. `features` may hold Inception features for keys
+    'generated', 'train' and 'test' to add the memorisation check in feature space next to pixel space.
+    """
+    recipe = ClassifierRecipe(**reference_info["recipe"])
+    rng = np.random.default_rng(seed)
+    images, labels = generated
+    train, val, test = data.split("train"), data.split("val"), data.split("test")
+    report = {"fidelity": class_fidelity(reference_model, images, labels)}
+    synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
+    report["tstr"] = train_and_test(synthetic, val, test, recipe)
+    report["train_on_real"] = reference_info["test"]
+    top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
+    mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
+    report["augmented"] = train_and_test(mixed, val, test, recipe)
+    report["augmentation_gain_balanced_accuracy"] = (report["augmented"][KEY_BALANCED_ACCURACY]
+                                                     - report["train_on_real"][KEY_BALANCED_ACCURACY])
+    report["memorisation"] = {"pixels": memorisation(pixel_vectors(images), pixel_vectors(train[0]),
+                                                     pixel_vectors(test[0]))}
+    if features:
+        report["memorisation"]["inception"] = memorisation(features["generated"], features["train"], features["test"])
+    return report
