@@ -203,3 +203,9 @@ def test_data_command_on_real_file(real_npz, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["class_counts"]["counts"]["train"] == OFFICIAL_TRAIN_COUNTS
     assert summary["data"]["official"] and summary["duplicates"]["n_groups"] > 0
+
+
+def test_building_the_cli_does_not_import_torch():
+    code = "import sys, bloodgen.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", "a subcommand's add_parser imports torch; import it inside run()"
