@@ -1,0 +1,141 @@
+"""Denoising diffusion (DDPM) with diffusers' U-Net and noise schedulers, and classifier-free guidance.
+
+The network is `diffusers.UNet2DModel` (28 -> 14 -> 7, self-attention at the levels the config marks
+and in the 7x7 middle block); the time step enters through its sinusoidal embedding, the class through
+`num_class_embeds` (added to the time embedding), with one extra "null" class that label dropout
+trains for the unconditional half of classifier-free guidance.
+
+The forward process and the samplers are diffusers schedulers built from one config: DDPMScheduler for
+training and ancestral sampling, DDIMScheduler and DPMSolverMultistepScheduler for 20-50-step sampling
+("trailing" timestep spacing, which keeps the last step at t = T - 1 where few steps need it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bloodgen.errors import UserError
+from bloodgen.models.base import Family, StepContext, norm_groups, randn
+
+SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction"}
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+class DDPM(Family):
+    sampling_network = "unet"
+    sampler_options = ("sampler", "steps", "guidance")
+    choices = {"beta_schedule": tuple(SCHEDULES), "prediction": tuple(PREDICTIONS), "sampler": SAMPLERS}
+
+    def check(self) -> None:
+        from bloodgen.models.config import require
+
+        c = self.config
+        require(all(ch >= 1 for ch in c["channels"]), "channels", "must be positive widths", c)
+        require(len(c["attention"]) == len(c["channels"]), "attention",
+                f"must have one true/false per level of channels ({len(c['channels'])})", c)
+        require(all(ch % c["attention_head_dim"] == 0 for ch, a in zip(c["channels"], c["attention"]) if a)
+                and c["channels"][-1] % c["attention_head_dim"] == 0 and c["attention_head_dim"] >= 1,
+                "attention_head_dim", "must divide the width of every attention level and of the last level", c)
+        require(len(c["channels"]) == 3, "channels", "must list 3 widths (28x28, 14x14, 7x7)", c)
+        require(c["layers_per_block"] >= 1, "layers_per_block", "must be >= 1", c)
+        require(c["timesteps"] >= 2, "timesteps", "must be >= 2", c)
+        require(1 <= c["sample_steps"] <= c["timesteps"], "sample_steps", "must be in 1..timesteps", c)
+        require(0 <= c["dropout"] < 1, "dropout", "must be in [0, 1)", c)
+        require(0 <= c["cfg_dropout"] < 1, "cfg_dropout", "must be in [0, 1)", c)
+        require(c["guidance"] >= 0, "guidance", "must be >= 0", c)
+
+    def build(self) -> dict[str, nn.Module]:
+        from diffusers import UNet2DModel
+
+        c = self.config
+        widths = c["channels"]
+        return {"unet": UNet2DModel(
+            sample_size=28, in_channels=3, out_channels=3, block_out_channels=tuple(widths),
+            layers_per_block=c["layers_per_block"],
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in c["attention"]),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(c["attention"])),
+            attention_head_dim=c["attention_head_dim"], norm_num_groups=math.gcd(norm_groups(min(widths)), *widths),
+            dropout=c["dropout"], resnet_time_scale_shift="scale_shift",
+            # Class n_classes is the "no label" class of classifier-free guidance.
+            num_class_embeds=self.n_classes + 1 if self.conditional else None)}
+
+    @property
+    def null_class(self) -> int:
+        return self.n_classes
+
+    def noise_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        c = self.config
+        return DDPMScheduler(num_train_timesteps=c["timesteps"], beta_schedule=SCHEDULES[c["beta_schedule"]],
+                             prediction_type=PREDICTIONS[c["prediction"]], clip_sample=True)
+
+    def sampling_scheduler(self, sampler: str):
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        base = self.noise_scheduler()
+        if sampler == "ddpm":
+            return base
+        cls = DDIMScheduler if sampler == "ddim" else DPMSolverMultistepScheduler
+        return cls.from_config(base.config, timestep_spacing="trailing")
+
+    def denoise(self, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net's prediction (epsilon or v) for noisy x at time t; the one place t and labels enter it."""
+        return unet(x, t, class_labels=labels if self.conditional else None).sample
+
+    def train_step(self, networks, x, y, ctx: StepContext) -> dict[str, torch.Tensor]:
+        scheduler = self.noise_scheduler()
+        noise = torch.randn_like(x)
+        t = torch.randint(0, self.config["timesteps"], (x.shape[0],), device=x.device)
+        x_t = scheduler.add_noise(x, noise, t)
+        target = noise if self.config["prediction"] == "epsilon" else scheduler.get_velocity(x, noise, t)
+        labels = None
+        if self.conditional:
+            drop = torch.rand(x.shape[0], device=x.device) < self.config["cfg_dropout"]
+            labels = torch.where(drop, torch.full_like(y, self.null_class), y)
+        loss = F.mse_loss(self.denoise(networks["unet"], x_t, t, labels).float(), target)
+        ctx.update(loss, "unet")
+        return {"loss": loss.detach()}
+
+    def guided(self, unet, x, t, labels, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance: uncond + w * (cond - uncond); w = 1 is the plain conditional model."""
+        if not self.conditional or guidance == 1:
+            return self.denoise(unet, x, t, labels)
+        null = torch.full_like(labels, self.null_class)
+        cond, uncond = self.denoise(unet, torch.cat([x, x]), t, torch.cat([labels, null])).chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    def check_sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Fill in the config's defaults and check the values, before any sampling starts."""
+        options = super().check_sampler_options(options)
+        c = self.config
+        sampler = options.get("sampler", c["sampler"])
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        # Ancestral DDPM defaults to every training step; the fast samplers to the config's step count.
+        steps = options.get("steps") or (c["timesteps"] if sampler == "ddpm" else c["sample_steps"])
+        if not 1 <= steps <= c["timesteps"]:
+            raise UserError(f"--steps must be in 1..{c['timesteps']} (the model's training steps), got {steps}")
+        guidance = options.get("guidance", c["guidance"])
+        if guidance < 0:
+            raise UserError(f"--guidance must be >= 0, got {guidance}")
+        return {"sampler": sampler, "steps": steps, "guidance": guidance}
+
+    @torch.no_grad()
+    def sample(self, network, labels, generators, **options: Any) -> torch.Tensor:
+        opts = self.check_sampler_options(options)
+        device = next(network.parameters()).device
+        scheduler = self.sampling_scheduler(opts["sampler"])
+        scheduler.set_timesteps(opts["steps"], device=device)
+        labels = labels.to(device) if self.conditional else None
+        x = randn(generators, (3, 28, 28), device) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            out = self.guided(network, scheduler.scale_model_input(x, t), t, labels, opts["guidance"])
+            x = scheduler.step(out, t, x, generator=generators).prev_sample
+        return x.clamp(-1, 1)

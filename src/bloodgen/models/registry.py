@@ -1,0 +1,33 @@
+"""Model names -> families. A new family is one module implementing `Family` plus one entry here
+and its presets in `bloodgen/configs/<name>.json`.
+
+Entries name the class as "module:Class" so listing the families (for `--help`) imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from bloodgen.errors import UserError
+
+if TYPE_CHECKING:
+    from bloodgen.models.base import Family
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    "vae": ("bloodgen.models.vae:VAE", "convolutional VAE, class-conditional decoder, beta + KL warm-up"),
+    "gan": ("bloodgen.models.gan:GAN", "DCGAN-style ResNet GAN, spectral norm, hinge loss, EMA generator"),
+    "cgan": ("bloodgen.models.gan:GAN", "conditional GAN: conditional-norm generator, projection discriminator"),
+    "ddpm": ("bloodgen.models.ddpm:DDPM", "diffusion: diffusers U-Net, DDPM/DDIM/DPM-Solver, classifier-free guidance"),
+}
+
+
+def model_names() -> tuple[str, ...]:
+    return tuple(FAMILIES)
+
+
+def get_family(name: str) -> type[Family]:
+    if name not in FAMILIES:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(FAMILIES)}")
+    module_name, class_name = FAMILIES[name][0].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,201 @@
+"""Load a trained model (checkpoint, run folder or export) and draw reproducible samples from it.
+
+Reproducibility: sample i of a call with seed s draws its noise only from its own generator, seeded
+from (s, i), and the class labels come from a separate stream of s. So the same model, seed and device
+give the same images whatever the batch size.
+
+The evaluation engine and the study use the `sample_fn(n, seed) -> (images, labels)` contract:
+images uint8 (n, 28, 28, 3), labels int64 (n,) for class-conditional models and None otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from bloodgen.errors import UserError
+
+NPZ_IMAGES = "images"
+NPZ_LABELS = "labels"
+PRIOR, BALANCED = "prior", "balanced"
+UNLABELLED = -1  # the labels written to .npz files for unconditional models
+DEFAULT_BATCH_SIZE = 256
+
+SampleFn = Callable[[int, int], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+@dataclass
+class LoadedModel:
+    """A family with its EMA sampling network on a device, plus what the run recorded about itself."""
+
+    family: Any  # bloodgen.models.base.Family
+    network: nn.Module
+    spec: dict[str, Any]  # model, preset, seed, config
+    class_counts: np.ndarray
+    step: int
+    source: Path
+
+    @property
+    def conditional(self) -> bool:
+        return self.family.conditional
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
+    """A checkpoint (.pt), an export (.safetensors or its .json) or a run folder (its export if the run
+    finished, else its latest checkpoint)."""
+    from bloodgen.data import N_CLASSES
+    from bloodgen.models.config import validate
+    from bloodgen.models.registry import get_family
+    from bloodgen.training import checkpoint as ck
+
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / ck.EXPORT_WEIGHTS).is_file():
+        path = path / ck.EXPORT_WEIGHTS
+    if path.suffix in (".safetensors", ".json"):
+        meta, state = ck.load_export(path)
+        step = meta[ck.K_STEP]
+    else:
+        ckpt = ck.load_checkpoint(path)
+        meta, state, step = ckpt, ckpt[ck.K_EMA], ckpt[ck.K_STEP]
+    spec = meta[ck.K_SPEC]
+    try:
+        validate(spec[ck.S_MODEL], spec[ck.S_CONFIG])
+    except UserError as err:
+        raise UserError(f"{path}: the model's saved config is not valid for this bloodgen ({err})") from None
+    family = get_family(spec[ck.S_MODEL])(spec[ck.S_MODEL], spec[ck.S_CONFIG], N_CLASSES)
+    network = family.build()[family.sampling_network]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit the {spec[ck.S_MODEL]} network its config describes "
+                        f"({str(err).splitlines()[0]})") from None
+    network.to(torch.device(device) if device is not None else default_device()).eval().requires_grad_(False)
+    return LoadedModel(family=family, network=network, spec=spec, step=int(step), source=path,
+                       class_counts=np.asarray(meta[ck.K_CLASS_COUNTS], dtype=np.int64))
+
+
+def parse_class(value: int | str, class_names: tuple[str, ...] | None = None) -> int:
+    """A class index (0-7) or a class name such as 'neutrophil' -> index; anything else is a UserError."""
+    from bloodgen.data import CLASS_NAMES
+
+    names = class_names or CLASS_NAMES
+    text = str(value).strip().lower()
+    if text.lstrip("-").isdigit():
+        k = int(text)
+        if 0 <= k < len(names):
+            return k
+    elif text in names:
+        return names.index(text)
+    choices = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+    raise UserError(f"unknown class {value!r}: give an index or a name ({choices})")
+
+
+def draw_labels(n: int, seed: int, classes: int | str, class_counts: np.ndarray) -> np.ndarray:
+    """n class labels: all one class, equal counts ('balanced') or the training class proportions ('prior').
+
+    'prior' uses exact quotas (largest remainders), shuffled: every sample set then has the training
+    class mix, which removes one source of spread between evaluation seeds.
+    """
+    k = len(class_counts)
+    if classes == BALANCED:
+        labels = np.arange(n) % k
+    elif classes == PRIOR:
+        share = n * class_counts / class_counts.sum()
+        quota = np.floor(share).astype(np.int64)
+        quota[np.argsort(-(share - quota), kind="stable")[: n - quota.sum()]] += 1
+        labels = np.repeat(np.arange(k), quota)
+    else:
+        labels = np.full(n, parse_class(classes))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    return rng.permutation(labels).astype(np.int64)
+
+
+def noise_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
+    """CPU generators for samples start..stop-1 of seed `seed`; sample i's depends on (seed, i) only."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0, i]).generate_state(1, np.uint64)[0]))
+            for i in range(start, stop)]
+
+
+@contextlib.contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """cuDNN picks the same algorithms every call, so the same device repeats its results exactly."""
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+
+
+def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed: int,
+             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False, **options: Any) -> np.ndarray:
+    """uint8 (n, 28, 28, 3) images from `network` (labels ignored by unconditional families)."""
+    from bloodgen.data import to_uint8
+
+    options = family.check_sampler_options(options)
+    out = np.empty((n, 28, 28, 3), dtype=np.uint8)
+    was_training = network.training
+    network.eval()
+    from tqdm.auto import tqdm
+
+    with deterministic_kernels(), tqdm(total=n, unit="img", dynamic_ncols=True, disable=not progress) as bar:
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                y = torch.as_tensor(labels[start:stop]) if labels is not None else None
+                x = family.sample(network, y, noise_generators(seed, start, stop), **options)
+                out[start:stop] = to_uint8(x)
+                bar.update(stop - start)
+        finally:
+            network.train(was_training)
+    return out
+
+
+def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
+           batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
+           **options: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images uint8 (n, 28, 28, 3), labels int64 (n,) or None for unconditional models)."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise UserError(f"the number of samples must be an integer >= 1, got {n!r}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    labels = None
+    if model.conditional:
+        labels = draw_labels(int(n), seed, classes, model.class_counts)
+    elif classes not in (PRIOR, BALANCED):
+        raise UserError(f"{model.spec['model']} model in {model.source} is unconditional: it cannot sample "
+                        f"a given class (drop --class)")
+    images = generate(model.family, model.network, labels, int(n), seed, batch_size, progress, **options)
+    return images, labels
+
+
+def make_sample_fn(model: str | Path | LoadedModel, classes: int | str = PRIOR, batch_size: int = DEFAULT_BATCH_SIZE,
+                   device: str | torch.device | None = None, **options: Any) -> SampleFn:
+    """`sample_fn(n, seed) -> (images, labels | None)` for the evaluation engine and the study.
+
+    Sampler options (e.g. sampler='ddim', steps=50, guidance=2.0 for diffusion) are checked now, so a
+    bad option fails before any evaluation starts.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    loaded.family.check_sampler_options(options)
+    if loaded.conditional and classes not in (PRIOR, BALANCED):
+        parse_class(classes)
+
+    def sample_fn(n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return sample(loaded, n, seed, classes=classes, batch_size=batch_size, **options)
+
+    return sample_fn

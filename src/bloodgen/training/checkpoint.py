@@ -1,0 +1,175 @@
+"""Checkpoints (everything needed to continue a run bit-for-bit) and exports (EMA weights for sampling).
+
+A checkpoint is one `torch.save` file written atomically: the run spec (model, preset, seed, config),
+the step, every network, the EMA weights, optimisers, LR schedules, the fp16 grad scaler, the RNG
+states of every process, the training class counts (for sampling with the class prior) and the data
+hash. It holds only tensors and plain containers, so it loads with `weights_only=True`: opening a
+downloaded checkpoint runs no code.
+
+An export is the sampling network's EMA weights as `model.safetensors` beside a `model.json` holding
+the same spec, class counts and provenance: small, safe, and all `bloodgen sample` needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodgen.errors import UserError
+from bloodgen.provenance import atomic_path, write_json
+
+FORMAT = "bloodgen-checkpoint"
+EXPORT_FORMAT = "bloodgen-export"
+VERSION = 1
+
+# Checkpoint and export keys.
+K_FORMAT = "format"
+K_VERSION = "version"
+K_SPEC = "spec"
+K_STEP = "step"
+K_NETWORKS = "networks"
+K_EMA = "ema"
+K_OPTIMIZERS = "optimizers"
+K_SCHEDULERS = "lr_schedulers"
+K_SCALER = "grad_scaler"
+K_RNG = "rng"
+K_WORLD_SIZE = "world_size"
+K_CLASS_COUNTS = "class_counts"
+K_DATA = "data"
+K_TRAIN_TIME = "train_time_s"
+K_RANK_DIGESTS = "rank_digests"
+K_PARAMETERS = "parameters"
+K_LOG_ACCUMULATOR = "log_accumulator"
+
+# Run spec keys: what a run is, independent of how far it got.
+S_MODEL, S_PRESET, S_SEED, S_CONFIG = "model", "preset", "seed", "config"
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAME = "checkpoint.pt"
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_META = "model.json"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG this process may draw from, as tensors and plain containers."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def state_digest(obj: Any) -> str:
+    """SHA-256 over every tensor and value in a nested state, in key order (identical states, identical digest)."""
+    h = hashlib.sha256()
+
+    def visit(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                visit(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                visit(v)
+        else:
+            h.update(repr(x).encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save({K_FORMAT: FORMAT, K_VERSION: VERSION, **payload}, tmp)
+    return path
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder -> its latest checkpoint."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / CHECKPOINT_DIR / CHECKPOINT_NAME
+        if not candidate.is_file():
+            raise UserError(f"no checkpoint in run folder {path} (expected {candidate})")
+        return candidate
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = find_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle errors, foreign formats: all "unusable"
+        raise UserError(f"{path} is not a readable bloodgen checkpoint ({type(err).__name__}: "
+                        f"{_first_line(err)})") from None
+    if not isinstance(ckpt, dict) or ckpt.get(K_FORMAT) != FORMAT:
+        raise UserError(f"{path} is not a bloodgen checkpoint (no '{K_FORMAT}: {FORMAT}' entry)")
+    if ckpt.get(K_VERSION) != VERSION:
+        raise UserError(f"{path} has checkpoint format version {ckpt.get(K_VERSION)}; this bloodgen reads {VERSION}")
+    return ckpt
+
+
+def export_model(run_dir: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write `model.safetensors` (+ `model.json`); returns the weights' path."""
+    from safetensors.torch import save_file
+
+    weights = run_dir / EXPORT_WEIGHTS
+    with atomic_path(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={K_FORMAT: EXPORT_FORMAT})
+    write_json(run_dir / EXPORT_META, {K_FORMAT: EXPORT_FORMAT, K_VERSION: VERSION, **meta})
+    return weights
+
+
+def load_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(meta, state) from `X.safetensors` + `X.json` (or either path of the pair)."""
+    from safetensors.torch import load_file
+
+    weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    for p in (weights, meta_path):
+        if not p.is_file():
+            raise UserError(f"exported model incomplete: {p} not found (an export is a .safetensors file "
+                            f"and a .json file of the same name)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{meta_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get(K_FORMAT) != EXPORT_FORMAT:
+        raise UserError(f"{meta_path} is not a bloodgen model description (no '{K_FORMAT}: {EXPORT_FORMAT}')")
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise UserError(f"{weights} is not a readable safetensors file ({type(err).__name__}: "
+                        f"{_first_line(err)})") from None
+    return meta, state
+
+
+def _first_line(err: Exception) -> str:
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "no details")

@@ -1,0 +1,559 @@
+"""`train`: one loop for every family, on CPU, one GPU or several (DDP), through `accelerate`.
+
+Run folder, `runs/<time>-<model>-s<seed>/`:
+  config.json                 the run spec: model, preset, seed and the full resolved config
+  environment.json            versions, platform, devices, processes, precision, data file and hash
+  log.jsonl, log.csv          losses, learning rate and speed every `log_every` steps
+  snapshots.jsonl             per-class sample diversity at every sample grid
+  samples/step-NNNNNNN.png    fixed-noise sample grids of the EMA network (one row per class)
+  checkpoints/checkpoint.pt   the latest checkpoint, written atomically; what --resume reads
+  model.safetensors, .json    the final EMA weights and their config (when the run completes)
+  extras/                     family outputs (VAE: reconstructions, interpolations, latent probe)
+  summary.json                status, steps, training time, parameters, last losses, extras' figures
+
+Bit-for-bit resume: the data order is a pure function of (seed, epoch), so there is no sampler state
+to lose, and the checkpoint holds every process's RNG states; a resumed run therefore draws exactly
+what the uninterrupted run would have drawn. Ctrl-C (SIGINT) and `max_minutes` stop after the current
+step with a checkpoint; a non-finite loss stops before anything is saved, keeping the last good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import json
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodgen.errors import UserError
+from bloodgen.provenance import atomic_path, environment, write_json, write_text
+from bloodgen.training import checkpoint as ck
+from bloodgen.training import monitor
+from bloodgen.training.ema import EMA
+
+# Run folder files.
+CONFIG_FILE = "config.json"
+ENVIRONMENT_FILE = "environment.json"
+LOG_JSONL = "log.jsonl"
+LOG_CSV = "log.csv"
+SNAPSHOTS_FILE = "snapshots.jsonl"
+SUMMARY_FILE = "summary.json"
+SAMPLES_DIR = "samples"
+EXTRAS_DIR = "extras"
+
+# Status values in summary.json and TrainResult.
+COMPLETED, INTERRUPTED, TIME_LIMIT, DIVERGED, RUNNING = "completed", "interrupted", "time_limit", "diverged", "running"
+
+# summary.json keys.
+R_STATUS = "status"
+R_STEP = "step"
+R_STEPS = "steps"
+R_TRAIN_TIME = "train_time_s"
+R_STEPS_PER_S = "steps_per_s"
+R_PARAMETERS = "parameters"
+R_SAMPLING_PARAMETERS = "sampling_parameters"
+R_DEVICE = "device"
+R_PROCESSES = "processes"
+R_PRECISION = "mixed_precision"
+R_LAST_LOG = "last_log"
+R_EXTRAS = "extras"
+R_CHECKPOINT = "checkpoint"
+R_EXPORT = "export"
+R_RUN_DIR = "run_dir"
+
+# log.jsonl keys beside the family's losses.
+L_STEP, L_EPOCH, L_TIME, L_LR, L_SPEED = "step", "epoch", "train_time_s", "lr", "steps_per_s"
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str
+    step: int
+    checkpoint: Path | None
+    export: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train(model: str | None = None, *, preset: str = "quick", config_file: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, seed: int = 0, out: str | Path = "runs",
+          run_dir: str | Path | None = None, data: str | Path | None = None, resume: str | Path | None = None,
+          steps: int | None = None, max_minutes: float | None = None, cpu: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train `model` (a registry name) and return where its run folder is and how it ended.
+
+    `resume` (a run folder or checkpoint) continues that run with its saved spec; only `steps` (a new
+    total) may change then. `run_dir` puts a new run in that exact folder instead of `out/<time>-...`.
+    """
+    if resume is not None:
+        if model is not None or config_file is not None or overrides:
+            raise UserError("--resume continues a run with its saved config; drop --model, --config and --set "
+                            "(only --steps may change, to extend the run)")
+        ckpt_path = ck.find_checkpoint(resume)
+        ckpt = ck.load_checkpoint(ckpt_path)
+        spec = ckpt[ck.K_SPEC]
+        run_path = ckpt_path.parent.parent if ckpt_path.parent.name == ck.CHECKPOINT_DIR else ckpt_path.parent
+    else:
+        from bloodgen.models.config import resolve_config
+
+        if model is None:
+            raise UserError("give --model NAME (or --resume RUN_DIR to continue a run)")
+        ckpt = None
+        spec = {ck.S_MODEL: model, ck.S_PRESET: preset, ck.S_SEED: int(seed),
+                ck.S_CONFIG: resolve_config(model, preset, config_file, overrides)}
+        run_path = Path(run_dir) if run_dir is not None else None
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"--steps must be >= 1, got {steps}")
+        spec[ck.S_CONFIG]["steps"] = int(steps)
+    if ckpt is not None and ckpt[ck.K_STEP] >= spec[ck.S_CONFIG]["steps"]:
+        raise UserError(f"the run in {run_path} already reached step {ckpt[ck.K_STEP]} of "
+                        f"{spec[ck.S_CONFIG]['steps']}; pass --steps N > {ckpt[ck.K_STEP]} to train it further")
+    if max_minutes is not None and max_minutes <= 0:
+        raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
+    return _Run(spec, ckpt, run_path, out, data, max_minutes, cpu, progress).run()
+
+
+def make_accelerator(cpu: bool, mixed_precision: str):
+    """The process's Accelerator; CPU when asked or when there is no GPU (torchrun then gives gloo DDP)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    cpu = cpu or not torch.cuda.is_available()
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    # A process may train several models (the study); each gets its own precision settings.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Linear warm-up over `warmup` steps, then constant or cosine decay to 0 at `total`."""
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if schedule == "cosine":
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    return warm
+
+
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint32)[0])
+
+
+class EpochBatches:
+    """This process's share of global batch `step`: a pure function of (seed, step), nothing to save."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int):
+        if batch_size % world:
+            raise UserError(f"config key 'batch_size' ({batch_size}) must be divisible by the number of "
+                            f"processes ({world})")
+        if batch_size > n:
+            raise UserError(f"config key 'batch_size' ({batch_size}) exceeds the {n} training images")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_process = batch_size // world
+        self.rank = rank
+        self.per_epoch = n // batch_size  # the incomplete last batch is dropped
+        self._epoch, self._perm = -1, None
+
+    def epoch(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, 2, epoch))
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
+        start = i * self.batch_size + self.rank * self.per_process
+        return self._perm[start:start + self.per_process]
+
+
+class Stepper:
+    """The loop's side of `StepContext`: backward, clip, optimiser and LR-schedule step for one network."""
+
+    def __init__(self, accelerator, networks: dict, optimizers: dict, lr_schedulers: dict, grad_clip: float):
+        self.accelerator, self.networks = accelerator, networks
+        self.optimizers, self.lr_schedulers, self.grad_clip = optimizers, lr_schedulers, grad_clip
+        self.step = 0
+        self.grad_norms: dict[str, torch.Tensor] = {}
+        self.last_lr: dict[str, float] = {}
+
+    def update(self, loss: torch.Tensor, optimizer: str) -> None:
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if self.grad_clip:
+            self.accelerator.unscale_gradients(optimizer=opt)
+            self.grad_norms[f"grad_norm_{optimizer}"] = torch.nn.utils.clip_grad_norm_(
+                self.networks[optimizer].parameters(), self.grad_clip)
+        self.last_lr[optimizer] = opt.param_groups[0]["lr"]
+        opt.step()
+        self.lr_schedulers[optimizer].step()
+
+    def no_sync(self, network: str):
+        return self.accelerator.no_sync(self.networks[network])
+
+
+class _Run:
+    def __init__(self, spec, ckpt, run_path, out, data, max_minutes, cpu, progress):
+        from bloodgen.data import N_CLASSES, load_bloodmnist, to_model_range
+        from bloodgen.models.config import validate
+        from bloodgen.models.registry import get_family
+
+        self.spec, self.config = spec, spec[ck.S_CONFIG]
+        validate(spec[ck.S_MODEL], self.config)
+        self.ckpt, self.max_minutes, self.progress = ckpt, max_minutes, progress
+        self.accelerator = make_accelerator(cpu, self.config["mixed_precision"])
+        acc = self.accelerator
+        self.main = acc.is_main_process
+        self.run_dir = self._run_folder(run_path, out)
+        self.data = load_bloodmnist(data)
+        images, labels = self.data.split("train")
+        self.class_counts = np.bincount(labels, minlength=N_CLASSES)
+        if ckpt is not None and ckpt[ck.K_DATA]["sha256"] != self.data.sha256:
+            warnings.warn(f"resuming on a different data file ({self.data.path}, sha256 {self.data.sha256[:12]}) "
+                          f"than the run started with (sha256 {ckpt[ck.K_DATA]['sha256'][:12]})")
+        self.images = to_model_range(images).to(acc.device)
+        self.labels = torch.as_tensor(labels, device=acc.device)
+        self.batches = EpochBatches(len(labels), self.config["batch_size"], spec[ck.S_SEED],
+                                    acc.process_index, acc.num_processes)
+        self.real_diversity = monitor.real_diversity(images, labels, N_CLASSES)
+
+        # Same seed on every process: identical initial weights (DDP would broadcast rank 0's anyway).
+        self._seed_everything(derived_seed(spec[ck.S_SEED], 0))
+        self.family = get_family(spec[ck.S_MODEL])(spec[ck.S_MODEL], self.config, N_CLASSES)
+        raw = {name: net.to(acc.device) for name, net in self.family.build().items()}
+        self.raw = raw
+        self.ema = EMA(raw[self.family.sampling_network], self.config["ema_decay"])
+        optimizers = self.family.optimizers(raw)
+        c = self.config
+        schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, c["warmup_steps"], c["steps"], c["lr_schedule"]))
+            for name, opt in optimizers.items()}
+        self.step, self.train_time = 0, 0.0
+        # Losses summed since the last log line; checkpointed so a resumed run logs what the whole run would.
+        self.log_sums: dict[str, float] = {}
+        self.log_steps = 0
+        if ckpt is not None:
+            self._restore(ckpt, raw, optimizers, schedulers)
+        else:
+            # Each process draws its own noise, augmentations and time steps from here on.
+            self._seed_everything(derived_seed(spec[ck.S_SEED], 1, acc.process_index))
+        prepared = acc.prepare(*raw.values(), *optimizers.values())
+        self.networks = dict(zip(raw, prepared[:len(raw)]))
+        self.optimizers = dict(zip(optimizers, prepared[len(raw):]))
+        self.schedulers = schedulers
+        self.stepper = Stepper(acc, self.networks, self.optimizers, schedulers, c["grad_clip"])
+        self.stop_requested = False
+        self.warned_collapse = False
+
+    # ---- setup -------------------------------------------------------------------------------------
+
+    def _run_folder(self, run_path: Path | None, out) -> Path:
+        from accelerate.utils import broadcast_object_list
+
+        if run_path is None and self.main:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            base = Path(out) / f"{stamp}-{self.spec[ck.S_MODEL]}-s{self.spec[ck.S_SEED]}"
+            base.parent.mkdir(parents=True, exist_ok=True)
+            run_path, k = base, 1
+            while True:  # mkdir claims the name, so two runs started in the same second get two folders
+                try:
+                    run_path.mkdir()
+                    break
+                except FileExistsError:
+                    k += 1
+                    run_path = base.with_name(f"{base.name}-{k}")
+        elif run_path is not None and self.ckpt is None:
+            if (run_path / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME).exists():
+                raise UserError(f"run folder {run_path} already holds a run; resume it with --resume {run_path} "
+                                f"or choose another folder")
+            if self.main:  # a start that died before its first checkpoint: its log lines are void
+                for name in (LOG_JSONL, SNAPSHOTS_FILE):
+                    (run_path / name).unlink(missing_ok=True)
+        # The clock differs between processes: all use the main process's choice.
+        chosen = [str(run_path)]
+        broadcast_object_list(chosen)
+        return Path(chosen[0])
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        from accelerate.utils import set_seed
+
+        set_seed(seed)
+
+    def _restore(self, ckpt, raw, optimizers, schedulers) -> None:
+        acc = self.accelerator
+        for name, net in raw.items():
+            net.load_state_dict(ckpt[ck.K_NETWORKS][name])
+        self.ema.load_state_dict(ckpt[ck.K_EMA])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt[ck.K_OPTIMIZERS][name])
+            schedulers[name].load_state_dict(ckpt[ck.K_SCHEDULERS][name])
+        if ckpt.get(ck.K_SCALER) is not None and acc.scaler is not None:
+            acc.scaler.load_state_dict(ckpt[ck.K_SCALER])
+        self.step, self.train_time = int(ckpt[ck.K_STEP]), float(ckpt[ck.K_TRAIN_TIME])
+        self.log_sums, self.log_steps = dict(ckpt[ck.K_LOG_ACCUMULATOR]["sums"]), ckpt[ck.K_LOG_ACCUMULATOR]["steps"]
+        if ckpt[ck.K_WORLD_SIZE] == acc.num_processes:
+            ck.set_rng_state(ckpt[ck.K_RNG][acc.process_index])
+        else:
+            warnings.warn(f"checkpoint was written by {ckpt[ck.K_WORLD_SIZE]} process(es), this run has "
+                          f"{acc.num_processes}: training continues, but not bit-for-bit")
+            self._seed_everything(derived_seed(self.spec[ck.S_SEED], 3, self.step, acc.process_index))
+        if self.main:
+            # Log lines written after the checkpoint belong to the lost part of the run.
+            for name in (LOG_JSONL, SNAPSHOTS_FILE):
+                _truncate_jsonl(self.run_dir / name, self.step)
+            for stale in (ck.EXPORT_WEIGHTS, ck.EXPORT_META):
+                (self.run_dir / stale).unlink(missing_ok=True)
+
+    def _write_run_files(self) -> None:
+        acc = self.accelerator
+        write_json(self.run_dir / CONFIG_FILE, self.spec)
+        env = environment()
+        env.update({R_DEVICE: str(acc.device), R_PROCESSES: acc.num_processes,
+                    R_PRECISION: acc.mixed_precision, "data": self.data.provenance(),
+                    R_PARAMETERS: self.parameters()})
+        name = ENVIRONMENT_FILE if self.step == 0 else f"environment-resume-{self.step}.json"
+        write_json(self.run_dir / name, env)
+
+    def parameters(self) -> dict[str, int]:
+        from bloodgen.models.base import count_parameters
+
+        return {name: count_parameters(net) for name, net in self.raw.items()}
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        c, acc = self.config, self.accelerator
+        if self.main:
+            self._write_run_files()
+        status, total = RUNNING, c["steps"]
+        interval_start = time.perf_counter()
+        session_start = time.perf_counter()
+        bar = self._progress_bar(total)
+        try:
+            with self._sigint_stops():
+                while self.step < total:
+                    t0 = time.perf_counter()
+                    losses = self._one_step()
+                    values = {k: float(v) for k, v in zip(losses, torch.stack(list(losses.values())).float().cpu())}
+                    bad = [k for k, v in values.items() if not math.isfinite(v)]
+                    stop, bad_any = self._agree(self.stop_requested or self._out_of_time(session_start), bool(bad))
+                    if bad_any:
+                        status = DIVERGED
+                        self._diverged(bad, values)
+                    self.step += 1
+                    self.train_time += time.perf_counter() - t0
+                    self.log_steps += 1
+                    for k, v in values.items():
+                        self.log_sums[k] = self.log_sums.get(k, 0.0) + v
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if not k.startswith("grad_norm")},
+                                    refresh=False)
+                    if self.step % c["log_every"] == 0 or self.step == total:
+                        speed = self.log_steps / max(time.perf_counter() - interval_start, 1e-9)
+                        self._log({k: v / self.log_steps for k, v in self.log_sums.items()}, speed)
+                        self.log_sums, self.log_steps, interval_start = {}, 0, time.perf_counter()
+                    if (c["sample_every"] and self.step % c["sample_every"] == 0) or self.step == total:
+                        self._snapshot(bar)
+                    if stop:
+                        status = INTERRUPTED if self.stop_requested else TIME_LIMIT
+                        break
+                    if self.step % c["ckpt_every"] == 0 and self.step != total:
+                        self._checkpoint()
+            if status == RUNNING:
+                status = COMPLETED
+            checkpoint = self._checkpoint()
+        finally:
+            bar.close()
+        export = self._finish(status) if status == COMPLETED else None
+        summary = self._summary(status, checkpoint, export)
+        acc.wait_for_everyone()
+        if self.main and status != COMPLETED:
+            bar.write(f"stopped at step {self.step} ({status}); continue with: bloodgen train --resume {self.run_dir}")
+        return TrainResult(self.run_dir, status, self.step, checkpoint, export, summary)
+
+    def _one_step(self) -> dict[str, torch.Tensor]:
+        from bloodgen.data import random_dihedral
+
+        idx = self.batches.indices(self.step).to(self.accelerator.device)
+        x, y = self.images[idx], self.labels[idx]
+        if self.config["augment"]:
+            x = random_dihedral(x)
+        self.stepper.step = self.step
+        self.stepper.grad_norms = {}
+        for net in self.networks.values():
+            net.train()
+        losses = self.family.train_step(self.networks, x, y, self.stepper)
+        self.ema.update(self.accelerator.unwrap_model(self.networks[self.family.sampling_network]), self.step)
+        return {**losses, **self.stepper.grad_norms}
+
+    def _agree(self, stop: bool, bad: bool) -> tuple[bool, bool]:
+        """Every process must take the same branch, or the next collective operation hangs."""
+        if self.accelerator.num_processes == 1:
+            return stop, bad
+        flags = torch.tensor([float(stop), float(bad)], device=self.accelerator.device)
+        flags = self.accelerator.reduce(flags, reduction="sum").cpu()
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    def _out_of_time(self, session_start: float) -> bool:
+        return self.max_minutes is not None and time.perf_counter() - session_start > 60 * self.max_minutes
+
+    def _diverged(self, bad: list[str], values: dict[str, float]) -> None:
+        last = self.run_dir / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+        if self.main:
+            self._summary(DIVERGED, last if last.exists() else None, None)
+        which = ", ".join(f"{k}={values[k]}" for k in bad) or "another process's loss"
+        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {which}; {kept}. Try a lower 'lr', "
+                               f"'grad_clip' > 0 or mixed_precision 'no', then train again or --resume")
+
+    @contextlib.contextmanager
+    def _sigint_stops(self):
+        """First Ctrl-C: finish the step, checkpoint, stop. A second one interrupts at once."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.stop_requested = True
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _progress_bar(self, total: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
+                    desc=f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}",
+                    disable=not (self.main and self.progress))
+
+    # ---- outputs -----------------------------------------------------------------------------------
+
+    def _log(self, means: dict[str, float], speed: float) -> None:
+        if not self.main:
+            return
+        # The learning rate of the last step taken, of the first optimiser (the generator's for GANs).
+        lr = self.stepper.last_lr[next(iter(self.optimizers))]
+        row = {L_STEP: self.step, L_EPOCH: self.batches.epoch(self.step - 1), L_TIME: round(self.train_time, 3),
+               L_LR: lr, L_SPEED: round(speed, 3), **means}
+        with open(self.run_dir / LOG_JSONL, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def _snapshot(self, bar) -> None:
+        if not self.main:
+            return
+        from bloodgen.sampling.api import generate
+        from bloodgen.sampling.grid import save_grid
+
+        labels = monitor.grid_labels(self.family.conditional, self.family.n_classes)
+        n = len(labels) if labels is not None else monitor.UNCONDITIONAL_GRID
+        images = generate(self.family, self.ema.network, labels, n, monitor.GRID_SEED)
+        save_grid(images, self.run_dir / SAMPLES_DIR / f"step-{self.step:07d}.png", ncol=monitor.GRID_PER_CLASS)
+        ratios = monitor.diversity_ratios(images, labels, self.real_diversity)
+        with open(self.run_dir / SNAPSHOTS_FILE, "a") as fh:
+            fh.write(json.dumps({L_STEP: self.step, "diversity_ratio": ratios}) + "\n")
+        low = [k for k, r in enumerate(ratios) if r is not None and r < monitor.COLLAPSE_RATIO]
+        if low and not self.warned_collapse:
+            self.warned_collapse = True
+            bar.write(f"warning: step {self.step}: samples of class(es) {low} are far less varied than real ones "
+                      f"(diversity ratio < {monitor.COLLAPSE_RATIO}): possible mode collapse")
+
+    def _checkpoint(self) -> Path:
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        networks = {name: acc.unwrap_model(net).state_dict() for name, net in self.networks.items()}
+        optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        digest = ck.state_digest({"networks": networks, "ema": self.ema.state_dict(), "optimizers": optimizers})
+        digests = gather_object([digest])
+        rngs = gather_object([ck.rng_state()])
+        path = self.run_dir / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME
+        if self.main:
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"processes disagree on the model state at step {self.step}: {digests}")
+            ck.save_checkpoint(path, {
+                ck.K_SPEC: self.spec, ck.K_STEP: self.step, ck.K_NETWORKS: networks, ck.K_EMA: self.ema.state_dict(),
+                ck.K_OPTIMIZERS: optimizers,
+                ck.K_SCHEDULERS: {name: s.state_dict() for name, s in self.schedulers.items()},
+                ck.K_SCALER: acc.scaler.state_dict() if acc.scaler is not None else None,
+                ck.K_RNG: rngs, ck.K_WORLD_SIZE: acc.num_processes, ck.K_CLASS_COUNTS: self.class_counts.tolist(),
+                ck.K_DATA: self.data.provenance(), ck.K_TRAIN_TIME: self.train_time, ck.K_RANK_DIGESTS: digests,
+                ck.K_PARAMETERS: self.parameters(),
+                ck.K_LOG_ACCUMULATOR: {"sums": self.log_sums, "steps": self.log_steps}})
+            _jsonl_to_csv(self.run_dir / LOG_JSONL, self.run_dir / LOG_CSV)
+        acc.wait_for_everyone()
+        return path
+
+    def _finish(self, status: str) -> Path | None:
+        """Export the EMA weights and run the family's extras (main process)."""
+        if not self.main:
+            return None
+        meta = {ck.K_SPEC: self.spec, ck.K_STEP: self.step, ck.K_CLASS_COUNTS: self.class_counts.tolist(),
+                ck.K_DATA: self.data.provenance(), ck.K_PARAMETERS: self.parameters()}
+        export = ck.export_model(self.run_dir, self.ema.state_dict(), meta)
+        self.extras = self.family.extras(self.ema.network, self.data, self.run_dir / EXTRAS_DIR,
+                                         self.spec[ck.S_SEED])
+        return export
+
+    def _summary(self, status, checkpoint, export) -> dict[str, Any]:
+        from bloodgen.models.base import count_parameters
+
+        summary = {
+            R_STATUS: status, R_RUN_DIR: str(self.run_dir), ck.S_MODEL: self.spec[ck.S_MODEL],
+            ck.S_PRESET: self.spec[ck.S_PRESET], ck.S_SEED: self.spec[ck.S_SEED], R_STEP: self.step,
+            R_STEPS: self.config["steps"], R_TRAIN_TIME: round(self.train_time, 3),
+            R_STEPS_PER_S: round(self.step / self.train_time, 3) if self.train_time else None,
+            R_PARAMETERS: self.parameters(), R_SAMPLING_PARAMETERS: count_parameters(self.ema.network),
+            R_DEVICE: str(self.accelerator.device), R_PROCESSES: self.accelerator.num_processes,
+            R_PRECISION: self.accelerator.mixed_precision, R_LAST_LOG: _last_jsonl(self.run_dir / LOG_JSONL),
+            R_EXTRAS: getattr(self, "extras", {}), R_CHECKPOINT: str(checkpoint) if checkpoint else None,
+            R_EXPORT: str(export) if export else None,
+        }
+        if self.main:
+            write_json(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[L_STEP] <= step]
+    write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def _last_jsonl(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def _jsonl_to_csv(jsonl: Path, out: Path) -> None:
+    if not jsonl.exists():
+        return
+    rows = [json.loads(ln) for ln in jsonl.read_text().splitlines() if ln.strip()]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

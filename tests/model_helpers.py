@@ -1,0 +1,39 @@
+"""Tiny configs and a quiet `train` wrapper shared by the model, training and sampling tests."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+FAMILIES = ("vae", "gan", "cgan", "ddpm")
+
+COMMON = {"batch_size": 16, "steps": 4, "log_every": 2, "ckpt_every": 1000, "sample_every": 0, "warmup_steps": 2}
+TINY = {
+    "vae": {"latent_dim": 8, "channels": 8, "blocks": 1, "probe_trees": 5},
+    "gan": {"z_dim": 16, "channels": 8},
+    "cgan": {"z_dim": 16, "channels": 8, "diffaug": "color,translation,cutout"},
+    "ddpm": {"channels": [16, 16, 32], "attention": [False, False, True], "attention_head_dim": 16,
+             "layers_per_block": 1, "timesteps": 100, "sample_steps": 4},
+}
+
+
+def tiny_config(model: str, **extra) -> dict:
+    return {**COMMON, **TINY[model], **extra}
+
+
+def train_tiny(model: str, data: Path, out: Path, **kwargs):
+    """`train` on the tiny file, quiet, with the tiny config plus `overrides`."""
+    from bloodgen.training import train
+
+    overrides = tiny_config(model, **kwargs.pop("overrides", {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny file is "not the official BloodMNIST"
+        return train(model, overrides=overrides, data=data, out=out, progress=False, **kwargs)
+
+
+def resume_tiny(resume: Path, data: Path, **kwargs):
+    from bloodgen.training import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(resume=resume, data=data, progress=False, **kwargs)

@@ -1,0 +1,214 @@
+"""Each model family: a few training steps, over-fitting one batch, sampling, and config validation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bloodgen.errors import UserError
+from bloodgen.models.config import resolve_config
+from bloodgen.models.registry import FAMILIES as REGISTRY
+from bloodgen.models.registry import get_family
+from model_helpers import FAMILIES, tiny_config, train_tiny
+
+
+def build(model: str, **extra):
+    config = resolve_config(model, "quick", overrides=tiny_config(model, **extra))
+    family = get_family(model)(model, config, 8)
+    torch.manual_seed(0)
+    return family, family.build()
+
+
+def one_batch(tiny_data, n=16):
+    from bloodgen.data import to_model_range
+
+    images, labels = tiny_data.split("train")
+    return to_model_range(images[:n]), torch.as_tensor(labels[:n])
+
+
+def stepper(networks, optimizers, frozen=()):
+    """The training loop's own step machinery; `frozen` optimisers get a learning rate of 0."""
+    from bloodgen.training.loop import Stepper, make_accelerator
+
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s, f=(name in frozen): 0.0 if f else 1.0)
+                  for name, opt in optimizers.items()}
+    return Stepper(make_accelerator(True, "no"), networks, optimizers, schedulers, grad_clip=0.0)
+
+
+def overfit(family, networks, x, y, steps, frozen=()):
+    ctx = stepper(networks, family.optimizers(networks), frozen)
+    history = []
+    for step in range(steps):
+        ctx.step = step
+        history.append({k: float(v) for k, v in family.train_step(networks, x, y, ctx).items()})
+    return history
+
+
+def mean(history, key, part):
+    return float(np.mean([h[key] for h in part(history)]))
+
+
+def first(h):
+    return h[:5]
+
+
+def last(h):
+    return h[-5:]
+
+
+def test_registry_has_every_family_and_presets_share_keys():
+    from bloodgen.models.config import load_presets
+
+    assert set(FAMILIES) <= set(REGISTRY)
+    for model in REGISTRY:
+        presets = load_presets(model)
+        assert set(presets) == {"quick", "full"}
+        assert set(presets["quick"]) == set(presets["full"]), model
+        for name in presets:
+            resolve_config(model, name)  # every shipped preset validates
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_few_steps_give_finite_losses_and_a_run_folder(model, tiny_npz, tmp_path):
+    result = train_tiny(model, tiny_npz, tmp_path)
+    assert result.status == "completed" and result.step == 4
+    rows = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    losses = {k: v for r in rows for k, v in r.items() if k.startswith(("loss", "recon", "kl"))}
+    assert losses and all(math.isfinite(v) for v in losses.values())
+    for name in ("config.json", "environment.json", "log.csv", "summary.json", "model.safetensors", "model.json",
+                 "checkpoints/checkpoint.pt", "samples/step-0000004.png", "snapshots.jsonl"):
+        assert (result.run_dir / name).is_file(), name
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["sampling_parameters"] > 0
+    env = json.loads((result.run_dir / "environment.json").read_text())
+    assert len(env["data"]["sha256"]) == 64 and env["versions"]["torch"]
+
+
+def test_vae_overfits_one_batch(tiny_data):
+    family, nets = build("vae", kl_warmup_steps=0)
+    x, y = one_batch(tiny_data)
+    history = overfit(family, nets, x, y, steps=40)
+    assert mean(history, "loss", last) < 0.5 * mean(history, "loss", first)
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan"])
+def test_gan_discriminator_and_generator_each_learn_one_batch(model, tiny_data):
+    x, y = one_batch(tiny_data)
+    family, nets = build(model, diffaug="")
+    d_history = overfit(family, nets, x, y, steps=30, frozen=("generator",))
+    assert mean(d_history, "loss_d", last) < 0.5 * mean(d_history, "loss_d", first)
+    family, nets = build(model, diffaug="")
+    g_history = overfit(family, nets, x, y, steps=30, frozen=("discriminator",))
+    assert mean(g_history, "loss_g", last) < mean(g_history, "loss_g", first) - 0.5
+
+
+def test_ddpm_overfits_one_batch(tiny_data):
+    family, nets = build("ddpm")
+    x, y = one_batch(tiny_data)
+    history = overfit(family, nets, x, y, steps=40)
+    assert mean(history, "loss", last) < 0.6 * mean(history, "loss", first)
+
+
+def test_diffusion_unet_output_depends_on_time_and_class():
+    family, nets = build("ddpm")
+    unet = nets["unet"].eval()
+    x = torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        base = family.denoise(unet, x, torch.tensor(50), y)
+        other_t = family.denoise(unet, x, torch.tensor(900), y)
+        other_y = family.denoise(unet, x, torch.tensor(50), torch.tensor([5, 6, 7, 4]))
+        null_y = family.denoise(unet, x, torch.tensor(50), torch.full((4,), family.null_class))
+    for other in (other_t, other_y, null_y):
+        assert (other - base).abs().mean() > 1e-3 * base.abs().mean()
+    # ... and the sampler passes the labels through: the same noise with another class is another image.
+    from bloodgen.sampling.api import noise_generators
+
+    a = family.sample(unet, torch.zeros(2, dtype=torch.long), noise_generators(0, 0, 2))
+    b = family.sample(unet, torch.full((2,), 5), noise_generators(0, 0, 2))
+    assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_family_samples_are_images_in_range(model):
+    from bloodgen.sampling.api import noise_generators
+
+    family, nets = build(model)
+    network = nets[family.sampling_network].eval()
+    x = family.sample(network, torch.arange(6) % 8, noise_generators(3, 0, 6))
+    assert x.shape == (6, 3, 28, 28) and x.dtype == torch.float32
+    assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+
+
+def test_ddpm_samplers_and_guidance_options():
+    from bloodgen.sampling.api import noise_generators
+
+    family, nets = build("ddpm")
+    unet = nets["unet"].eval()
+    y = torch.tensor([1, 2])
+    outs = {s: family.sample(unet, y, noise_generators(0, 0, 2), sampler=s, steps=3) for s in ("ddpm", "ddim", "dpm")}
+    assert all(o.shape == (2, 3, 28, 28) for o in outs.values())
+    plain = family.sample(unet, y, noise_generators(0, 0, 2), sampler="ddim", steps=3, guidance=1.0)
+    guided = family.sample(unet, y, noise_generators(0, 0, 2), sampler="ddim", steps=3, guidance=3.0)
+    assert (plain - guided).abs().max() > 1e-4
+    with pytest.raises(UserError, match="sampler"):
+        family.sample(unet, y, noise_generators(0, 0, 2), sampler="euler")
+
+
+def test_vae_latent_probe_and_figures(tiny_data, tmp_path):
+    from bloodgen.models.vae import PROBE_ACCURACY
+
+    family, nets = build("vae")
+    figures = family.extras(nets["vae"].eval(), tiny_data, tmp_path, seed=0)
+    assert 0.0 <= figures[PROBE_ACCURACY] <= 1.0
+    assert (tmp_path / "reconstructions.png").is_file() and (tmp_path / "interpolations.png").is_file()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"no_such_key": 1}, "unknown config key.*no_such_key"),
+    ({"lr": "fast"}, "'lr'.*must be a number"),
+    ({"lr": -1.0}, "'lr'.*> 0"),
+    ({"steps": 0}, "'steps'.*>= 1"),
+    ({"steps": 2.5}, "'steps'.*integer"),
+    ({"conditional": 1}, "'conditional'.*true or false"),
+    ({"mixed_precision": "fp8"}, "'mixed_precision'.*one of"),
+    ({"betas": [0.9]}, "'betas'"),
+])
+def test_bad_config_values_name_the_key(overrides, match):
+    with pytest.raises(UserError, match=match):
+        resolve_config("vae", "quick", overrides=overrides)
+
+
+@pytest.mark.parametrize("model, overrides, match", [
+    ("vae", {"recon_loss": "ssim"}, "'recon_loss'"),
+    ("cgan", {"diffaug": "color,blur"}, "'diffaug'"),
+    ("cgan", {"loss": "wasserstein"}, "'loss'"),
+    ("ddpm", {"attention": [True]}, "'attention'"),
+    ("ddpm", {"prediction": "x0"}, "'prediction'"),
+    ("ddpm", {"sample_steps": 5000}, "'sample_steps'"),
+])
+def test_bad_family_values_name_the_key(model, overrides, match):
+    with pytest.raises(UserError, match=match):
+        resolve_config(model, "quick", overrides=overrides)
+
+
+def test_unknown_model_and_preset_and_config_file(tmp_path):
+    with pytest.raises(UserError, match="unknown model 'flow'.*vae"):
+        resolve_config("flow")
+    with pytest.raises(UserError, match="unknown preset"):
+        resolve_config("vae", "huge")
+    with pytest.raises(UserError, match="not found"):
+        resolve_config("vae", file=tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        resolve_config("vae", file=bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"beta": 0.25, "lr": 1}))
+    config = resolve_config("vae", file=good)
+    assert config["beta"] == 0.25 and config["lr"] == 1.0 and isinstance(config["lr"], float)

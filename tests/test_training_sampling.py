@@ -1,0 +1,134 @@
+"""Sampling trained models: the sample_fn contract, reproducibility, the CLI and bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bloodgen.cli import main
+from bloodgen.errors import UserError
+from bloodgen.sampling.api import draw_labels, load_model, make_sample_fn, sample
+from model_helpers import FAMILIES, train_tiny
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_npz, tmp_path_factory):
+    """One tiny trained run per family, shared by this module's tests."""
+    out = tmp_path_factory.mktemp("runs")
+    return {m: train_tiny(m, tiny_npz, out / m).run_dir for m in FAMILIES}
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_sample_fn_contract(model, runs):
+    sample_fn = make_sample_fn(runs[model])
+    images, labels = sample_fn(10, 0)
+    assert images.shape == (10, 28, 28, 3) and images.dtype == np.uint8
+    assert images.std() > 0
+    if model == "gan":
+        assert labels is None
+    else:
+        assert labels.shape == (10,) and labels.dtype == np.int64 and labels.min() >= 0 and labels.max() < 8
+
+
+@pytest.mark.parametrize("model", ["cgan", "ddpm"])
+def test_same_seed_same_images_whatever_the_batch_size(model, runs):
+    loaded = load_model(runs[model])
+    a, la = sample(loaded, 9, seed=4, batch_size=9)
+    b, lb = sample(loaded, 9, seed=4, batch_size=4)
+    d, _ = sample(loaded, 9, seed=5)
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - d.astype(int)).mean() > 1
+    np.testing.assert_array_equal(a, sample(loaded, 9, seed=4, batch_size=9)[0])
+
+
+def test_export_checkpoint_and_run_folder_load_the_same_weights(runs):
+    run = runs["cgan"]
+    from_export = sample(load_model(run / "model.safetensors"), 4, 1)[0]
+    from_checkpoint = sample(load_model(run / "checkpoints" / "checkpoint.pt"), 4, 1)[0]
+    np.testing.assert_array_equal(from_export, from_checkpoint)
+    np.testing.assert_array_equal(from_export, sample(load_model(run), 4, 1)[0])
+
+
+def test_label_modes():
+    counts = np.array([100, 300, 50, 50, 200, 100, 150, 50])
+    prior = draw_labels(1000, 0, "prior", counts)
+    np.testing.assert_array_equal(np.bincount(prior, minlength=8), counts)
+    assert not np.array_equal(prior, np.sort(prior))  # shuffled
+    np.testing.assert_array_equal(np.bincount(draw_labels(16, 0, "balanced", counts), minlength=8), [2] * 8)
+    assert set(draw_labels(5, 0, "neutrophil", counts)) == {6}
+    assert set(draw_labels(5, 0, 3, counts)) == {3}
+    for bad in ("9", "dog", -1):
+        with pytest.raises(UserError, match="unknown class"):
+            draw_labels(5, 0, bad, counts)
+
+
+def test_sample_api_errors(runs):
+    cgan, gan, ddpm = load_model(runs["cgan"]), load_model(runs["gan"]), load_model(runs["ddpm"])
+    with pytest.raises(UserError, match=">= 1"):
+        sample(cgan, 0, 0)
+    with pytest.raises(UserError, match="unconditional"):
+        sample(gan, 4, 0, classes=2)
+    with pytest.raises(UserError, match="no sampler option"):
+        make_sample_fn(gan, steps=10)
+    with pytest.raises(UserError, match="unknown class"):
+        make_sample_fn(cgan, classes="dog")
+    with pytest.raises(UserError, match="--steps must be in"):
+        sample(ddpm, 2, 0, steps=10**6)
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.strip().splitlines() if line.startswith("bloodgen:")]
+    return code, captured.out, err
+
+
+def test_sample_cli_writes_npz_json_and_grid(runs, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    code, stdout, _ = run_cli(["sample", str(runs["ddpm"]), "-n", "12", "--seed", "3", "--balanced", "--sampler",
+                               "ddim", "--steps", "3", "--guidance", "2", "--out", str(out),
+                               "--grid", str(tmp_path / "g.png")], capsys)
+    assert code == 0 and "wrote 12 samples" in stdout
+    with np.load(out) as npz:
+        assert set(npz.files) == {"images", "labels"}
+        assert npz["images"].shape == (12, 28, 28, 3) and npz["images"].dtype == np.uint8
+        np.testing.assert_array_equal(np.bincount(npz["labels"], minlength=8), [2, 2, 2, 2, 1, 1, 1, 1])
+    meta = json.loads((tmp_path / "s.json").read_text())
+    assert meta["seed"] == 3 and meta["sampler_options"] == {"sampler": "ddim", "steps": 3, "guidance": 2}
+    assert (tmp_path / "g.png").is_file()
+
+    code, _, _ = run_cli(["sample", str(runs["gan"]), "-n", "3", "--out", str(tmp_path / "u.npz")], capsys)
+    with np.load(tmp_path / "u.npz") as npz:
+        assert code == 0 and list(npz["labels"]) == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("make_args, match", [
+    (lambda r, t: [str(t / "missing.pt")], "checkpoint not found"),
+    (lambda r, t: [str(t / "corrupt.pt")], "not a readable bloodgen checkpoint"),
+    (lambda r, t: [str(t / "foreign.pt")], "not a bloodgen checkpoint"),
+    (lambda r, t: [str(t / "model.safetensors")], "export"),
+    (lambda r, t: [str(r["cgan"]), "-n", "0"], "-n must be >= 1"),
+    (lambda r, t: [str(r["cgan"]), "--class", "9"], "unknown class '9'"),
+    (lambda r, t: [str(r["cgan"]), "--class", "dog"], "unknown class 'dog'"),
+    (lambda r, t: [str(r["gan"]), "--class", "2"], "unconditional"),
+    (lambda r, t: [str(r["gan"]), "--sampler", "ddim"], "no sampler option"),
+    (lambda r, t: [str(r["ddpm"]), "--sampler", "euler"], "unknown sampler"),
+    (lambda r, t: [str(r["cgan"]), "--out", str(t / "x.txt")], ".npz"),
+])
+def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, capsys):
+    import torch
+
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
+    args = make_args(runs, tmp_path)
+    if "-n" not in args:
+        args += ["-n", "2"]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o.npz")]
+    code, _, err = run_cli(["sample", *args], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("bloodgen: error:"), err
+    assert match in err[0], err[0]
