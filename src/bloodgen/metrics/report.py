@@ -1,0 +1,83 @@
+"""The Markdown summary of an evaluation result (the JSON holds every figure; this is what people read)."""
+
+from __future__ import annotations
+
+from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
+from bloodgen.metrics.isc import KEY_ISC
+from bloodgen.metrics.kid import KEY_KID
+from bloodgen.metrics.prdc import KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_RECALL
+from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
+from bloodgen.report.document import Document, Paragraph, Table, to_markdown
+
+# (key, row label, scale, decimals): KID is shown x 10^3 because its values are around 1e-3 and below.
+ROWS = (
+    (KEY_FID, "FID", 1, 3),
+    (KEY_KID, "KID x 10^3", 1e3, 3),
+    (KEY_PRECISION, "precision (k=3)", 1, 4),
+    (KEY_RECALL, "recall (k=3)", 1, 4),
+    (KEY_DENSITY, "density (k=5)", 1, 4),
+    (KEY_COVERAGE, "coverage (k=5)", 1, 4),
+    (KEY_FID_CLASS_AVERAGED, "class-averaged FID", 1, 3),
+    (KEY_ISC, "Inception Score", 1, 3),
+)
+
+
+def _value(x, scale: float, decimals: int) -> str:
+    return "n/a" if x is None else f"{x * scale:.{decimals}f}"
+
+
+def _cell(summary: dict | None, scale: float = 1, decimals: int = 3) -> str:
+    if summary is None or summary[KEY_MEAN] is None:
+        return "n/a"
+    mean = _value(summary[KEY_MEAN], scale, decimals)
+    return mean if summary[KEY_STD] is None else f"{mean} ± {_value(summary[KEY_STD], scale, decimals)}"
+
+
+def _columns(result: dict) -> list[tuple[str, dict]]:
+    columns = [("samples", result)] if KEY_FID in result or KEY_KID in result or KEY_PRECISION in result else []
+    if KEY_FLOOR in result:
+        floor = result[KEY_FLOOR]
+        disjoint = floor[KEY_DISJOINT]
+        columns += [("floor: same-pool", floor[KEY_SAME_POOL]),
+                    (f"floor: disjoint (N={disjoint['n_per_side']:,})", disjoint)]
+    return columns
+
+
+def to_markdown_report(result: dict) -> str:
+    protocol = result["protocol"]
+    seeds = protocol["seeds"]
+    columns = _columns(result)
+    samples = result["samples"]
+    reference = result["reference"]
+    title = f"Evaluation of {samples['source']}" if samples else "Real-vs-real floor"
+    doc = Document(title)
+    doc.add(Paragraph(
+        f"N = {protocol['n']:,} images per side, seeds {', '.join(map(str, seeds))}; mean ± std over seeds "
+        f"(sample std). Reference: {reference['source']} ({reference['n_images']:,} images). "
+        f"Features: {result['network']['name']} (weights sha256 {result['network']['sha256'][:16]}...)."))
+    rows = []
+    for key, label, scale, decimals in ROWS:
+        if any(key in block for _, block in columns):
+            rows.append([label] + [_cell(block.get(key), scale, decimals) for _, block in columns])
+    doc.add(Table(["metric"] + [name for name, _ in columns], rows))
+    if KEY_FLOOR in result:
+        note = result[KEY_FLOOR]["note"]
+        cap = result[KEY_FLOOR][KEY_DISJOINT].get("cap_note")
+        doc.add(Paragraph(note + (f" {cap}." if cap else "")))
+    if any(KEY_FID in block for _, block in columns) and len(seeds) > 1:
+        doc.add(Table(["seed"] + [f"FID, {name}" for name, _ in columns],
+                      [[str(s)] + [_value(block[KEY_FID][KEY_PER_SEED][i], 1, 3) for _, block in columns]
+                       for i, s in enumerate(seeds)],
+                      caption="FID per seed"))
+    per_class = [(name, block[KEY_FID_PER_CLASS]) for name, block in columns if KEY_FID_PER_CLASS in block]
+    if per_class:
+        classes = per_class[0][1]["classes"]
+        doc.add(Table(["class"] + [name for name, _ in per_class],
+                      [[f"{c} {classes[c]}"] + [_cell({KEY_MEAN: pc[KEY_MEAN][c], KEY_STD: pc[KEY_STD][c]})
+                                                for _, pc in per_class] for c in range(len(classes))],
+                      caption="FID per class (generated class c against real class c of the same draw)"))
+    timing = result["timing"]
+    doc.add(Paragraph(f"{timing['seconds']:.0f} s on {result['network']['device']}; reference images embedded now: "
+                      f"{timing['reference_images_computed']:,}, from the feature cache: "
+                      f"{timing['reference_images_from_cache']:,}."))
+    return to_markdown(doc)
