@@ -1,15 +1,15 @@
-# Two commands from a fresh clone: `make demo` (set up, then run the main job) and `make test`.
+# Two commands from a fresh clone: `make demo` (set up, then run the quick study) and `make test`.
 # Both create .venv on first use; set PYTHON to pick the interpreter (Python >= 3.11).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DEMO_OUT ?= data-report
+DEMO_OUT ?= study
 BIN := $(VENV)/bin
 
 .PHONY: demo test setup clean
 
 demo: $(VENV)/.installed
-	$(BIN)/bloodgen data --out $(DEMO_OUT)
+	$(BIN)/bloodgen study --preset quick --out $(DEMO_OUT)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

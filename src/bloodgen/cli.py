@@ -17,6 +17,11 @@ from bloodgen.errors import EXIT_USER_ERROR, UserError
 
 SUBCOMMAND_MODULES = (
     "bloodgen.data.cli",
+    "bloodgen.training.cli",
+    "bloodgen.sampling.cli",
+    "bloodgen.metrics.cli",
+    "bloodgen.study.cli",
+    "bloodgen.classify.cli",
 )
 
 DESCRIPTION = """\

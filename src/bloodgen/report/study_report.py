@@ -1,0 +1,178 @@
+"""The study report: what a reader needs to compare the families, built from results.json alone
+(plus the run folders' logs and the sample grids it points to)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
+from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, KEY_FID_CLASS_AVERAGED,
+                              KEY_FID_PER_CLASS, KEY_KID, KEY_MEAN, KEY_PRECISION, KEY_RECALL, KEY_SAME_POOL, KEY_STD)
+from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
+from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
+
+FIGURES_DIR = "figures"
+# log.jsonl columns that are bookkeeping, not losses.
+NOT_LOSSES = {"step", "epoch", "train_time_s", "lr", "steps_per_s"}
+
+HOW_TO_READ = [
+    "**FID** (Fréchet Inception Distance, lower is better) compares the mean and covariance of InceptionV3 "
+    "pool3 features of real and generated images. It is biased upwards at small sample sizes, so it is only "
+    "comparable between rows computed with the same number of images, which is why the real-vs-real floor "
+    "is computed here at exactly the study's N and seeds.",
+    "**KID** (Kernel Inception Distance, lower is better, shown x 10^3) is an unbiased estimate of a squared "
+    "kernel distance between the same features; at small N it is the more trustworthy of the two.",
+    "**Precision** (higher is better) is the share of generated images that fall inside the real images' "
+    "feature manifold: realism. **Recall** (higher is better) is the share of real images covered by the "
+    "generated manifold: diversity. **Density** and **coverage** are their outlier-robust variants.",
+    "**Class-averaged FID** compares, class by class, generated cells of class c with real cells of class c: "
+    "low only when a conditional model draws each cell type faithfully.",
+    "The **same-pool floor** compares two random draws from all {pool:,} images, which share many images: only "
+    "a model that reproduces the dataset could reach it. The **disjoint floor** compares two halves with no "
+    "image in common: what a perfect model that never copies should approach.",
+]
+
+
+def fmt(block: dict | None, scale: float = 1.0, decimals: int = 2) -> str:
+    if not block or block.get(KEY_MEAN) is None:
+        return "n/a"
+    mean = block[KEY_MEAN] * scale
+    std = block.get(KEY_STD)
+    return f"{mean:.{decimals}f}" if std is None else f"{mean:.{decimals}f} ± {std * scale:.{decimals}f}"
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _metric_cells(block: dict) -> list[str]:
+    return [fmt(block.get(KEY_KID), 1e3, 3), fmt(block.get(KEY_PRECISION), 1, 3), fmt(block.get(KEY_RECALL), 1, 3),
+            fmt(block.get(KEY_DENSITY), 1, 3), fmt(block.get(KEY_COVERAGE), 1, 3)]
+
+
+def comparison_table(results: dict) -> Table:
+    floor = results["floor"]["floor"]
+    header = ["row", "FID (sampling seeds)", "FID (training seeds)", "KID x 10^3", "precision", "recall", "density",
+              "coverage", "class-avg FID", "parameters", "training time", "sampling 10k", "device"]
+    rows = [["real vs real, same-pool floor", fmt(floor[KEY_SAME_POOL].get(KEY_FID)), "",
+             *_metric_cells(floor[KEY_SAME_POOL]), "", "", "", "", ""],
+            [f"real vs real, disjoint floor (N={floor[KEY_DISJOINT]['n_per_side']:,})",
+             fmt(floor[KEY_DISJOINT].get(KEY_FID)), "", *_metric_cells(floor[KEY_DISJOINT]), "", "", "", "", ""]]
+    for model, family in results["families"].items():
+        first = family["runs"][0]
+        evaluation, train = first["eval"], first["train"]
+        agg = family["aggregate"]
+        over_training = fmt(agg.get(KEY_FID)) if len(family["runs"]) > 1 else "1 run"
+        rows.append([f"**{model}**", fmt(evaluation.get(KEY_FID)), over_training, *_metric_cells(evaluation),
+                     fmt(evaluation.get(KEY_FID_CLASS_AVERAGED)) if KEY_FID_CLASS_AVERAGED in evaluation else "unconditional",
+                     f"{train['sampling_parameters'] / 1e6:.2f} M", _seconds(train["train_time_s"]),
+                     _seconds(evaluation.get("sampling_seconds_per_10k")), train["device"]])
+    return Table(header, rows, caption="Sampling-seed columns: mean ± std over the protocol's seeds for the first "
+                                       "training seed; training-seed column: mean ± std of the per-run means.")
+
+
+def _grids_figure(results: dict, dataset, out: Path, per_class: int) -> str:
+    rng = np.random.default_rng(0)
+    panels = {"real": class_rows(dataset.images(ALL), dataset.labels(ALL), N_CLASSES, per_class, rng)}
+    for model, family in results["families"].items():
+        with np.load(out / family["runs"][0]["grid"]) as grid:
+            conditional = grid["labels"][0] >= 0
+            panels[model if conditional else f"{model} (unconditional)"] = grid["images"]
+    path = out / FIGURES_DIR / "grids.png"
+    plot_side_by_side(panels, per_class, list(CLASS_NAMES), path,
+                      title="Real and generated cells, one row per class")
+    return str(path.relative_to(out))
+
+
+def _curves_figure(results: dict, out: Path) -> str | None:
+    series = {}
+    for model, family in results["families"].items():
+        log = out / family["runs"][0]["run_dir"] / "log.jsonl"
+        if not log.is_file():
+            continue
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        keys = [k for k in rows[0] if k not in NOT_LOSSES and not k.startswith("grad_norm")] if rows else []
+        series[model] = {k: ([r["step"] for r in rows], [r[k] for r in rows]) for k in keys}
+    if not series:
+        return None
+    path = out / FIGURES_DIR / "training_curves.png"
+    plot_curves(series, path, "Training losses (logged means)", smooth=3)
+    return str(path.relative_to(out))
+
+
+def _per_class_figure(results: dict, out: Path) -> str | None:
+    rows = {m: f["aggregate"][KEY_FID_PER_CLASS][KEY_MEAN] for m, f in results["families"].items()
+            if KEY_FID_PER_CLASS in f["aggregate"]}
+    if not rows:
+        return None
+    path = out / FIGURES_DIR / "per_class_fid.png"
+    plot_heatmap(np.array(list(rows.values()), dtype=float), list(rows), list(CLASS_NAMES), path,
+                 "Per-class FID (generated class c vs real class c)", "FID (lower is better)", cmap="viridis_r")
+    return str(path.relative_to(out))
+
+
+def hyperparameter_table(results: dict) -> Table:
+    configs = {m: f["config"] for m, f in results["families"].items()}
+    keys = sorted({k for c in configs.values() for k in c})
+    rows = [[k] + [json.dumps(c[k]) if k in c else "" for c in configs.values()] for k in keys]
+    return Table(["key", *configs], rows, caption="Every config key of every family (bloodgen/configs/<model>.json, "
+                                                  "preset as run); sampler options used for evaluation are listed below.",
+                 align_right_from=len(configs) + 1)
+
+
+def study_document(results: dict, dataset, out: Path) -> Document:
+    study, floor = results["study"], results["floor"]
+    settings = study["settings"]
+    protocol = floor["protocol"]
+    doc = Document("bloodgen study: generative models of BloodMNIST compared")
+    doc.add(Paragraph(
+        f"Preset **{study['preset']}**: each family trained with its `{settings['train_preset']}` preset, "
+        f"{settings['train_seeds']} training seed(s); evaluation with N = {protocol['n']:,} generated vs "
+        f"{protocol['n']:,} real images drawn from all {protocol['reference_pool_size']:,} BloodMNIST images, "
+        f"for seeds {', '.join(map(str, protocol['seeds']))}; mean ± std over seeds. "
+        f"Command: `{study['command']}`."))
+    if protocol["n"] < 10_000 or len(protocol["seeds"]) < 5:
+        doc.add(Paragraph(
+            "**Reduced protocol.** This is not the protocol of record (10,000 vs 10,000 images, 5 seeds): "
+            "FID at this N is biased upwards and not comparable with published figures, nor with full-protocol "
+            "runs. Read KID first (unbiased at small N), and FID only against the floor rows computed at the same N."))
+    doc.add(Heading("How to read this"),
+            *[Paragraph(p.format(pool=protocol["reference_pool_size"])) for p in HOW_TO_READ])
+    doc.add(Heading("Comparison"), comparison_table(results), Paragraph(floor["floor"]["note"]))
+    doc.add(Heading("Samples"), Image(_grids_figure(results, dataset, out, settings["grid_per_class"]),
+                                      "Real images (left) and each family's samples (seed 0), one row per class"))
+    curves = _curves_figure(results, out)
+    if curves:
+        doc.add(Heading("Training curves"), Image(curves, "Losses against optimiser step (running mean of 3 logs)"))
+    per_class = _per_class_figure(results, out)
+    if per_class:
+        doc.add(Heading("Per-class FID"), Image(per_class, "Per-class FID per conditional family"))
+    doc.add(Heading("Runs"))
+    rows = []
+    for model, family in results["families"].items():
+        for run in family["runs"]:
+            t, e = run["train"], run["eval"]
+            rows.append([model, str(run["seed"]), f"{t['step']:,}", _seconds(t["train_time_s"]), fmt(e.get(KEY_FID)),
+                         fmt(e.get(KEY_KID), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run['run_dir']}`"])
+    doc.add(Table(["model", "training seed", "steps", "training time", "FID", "KID x 10^3", "sampler options",
+                   "run folder"], rows, align_right_from=1))
+    doc.add(Heading("Hyper-parameters"), hyperparameter_table(results))
+    env = study["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    doc.add(Heading("Provenance"), Paragraph(
+        f"Data `{study['data']['path']}` (sha256 `{study['data']['sha256']}`). Feature network "
+        f"{study['network']['name']} (weights sha256 `{study['network']['sha256']}`). Platform {env['platform']}, "
+        f"{env['cpu_count']} CPUs, CUDA devices: {', '.join(env.get('cuda_devices') or []) or 'none'}. {versions}. "
+        f"Every figure above is in `results.json`; each run folder holds its config, environment, logs and weights."))
+    return doc
+
+
+def write_study_report(results: dict, dataset, out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    return write_report(study_document(results, dataset, out), out)

@@ -1,0 +1,276 @@
+"""The study: for every family and training seed, train, sample and evaluate; then write the report.
+
+Every stage's result is stored under the study folder, keyed by a hash of everything it depends on
+(model, preset, config, seed, data file; for evaluations also the weights and the protocol), so a
+re-run after an interruption, or with one more family, redoes nothing that already finished. A
+training run that was stopped half-way is resumed from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bloodgen.provenance import write_json
+from bloodgen.study.presets import PRESETS, StudyPreset
+
+RUNS_DIR = "runs"
+EVAL_DIR = "eval"
+RESULTS_FILE = "results.json"
+
+# results.json keys.
+K_STUDY = "study"
+K_FLOOR = "floor"
+K_FAMILIES = "families"
+K_RUNS = "runs"
+K_AGGREGATE = "aggregate"
+K_TRAIN = "train"
+K_EVAL = "eval"
+K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class RunRef:
+    model: str
+    seed: int
+    run_dir: Path
+    summary: dict
+
+
+def log(message: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None,
+                data_sha: str, progress: bool) -> RunRef:
+    """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it."""
+    from bloodgen.models.config import resolve_config
+    from bloodgen.training.loop import COMPLETED, SUMMARY_FILE, train
+    from bloodgen.training.checkpoint import CHECKPOINT_DIR
+
+    overrides = preset.config_overrides.get(model) or None
+    config = resolve_config(model, preset.train_preset, None, overrides)
+    key = config_hash({"model": model, "preset": preset.train_preset, "config": config, "seed": seed, "data": data_sha})
+    run_dir = out / RUNS_DIR / f"{model}-s{seed}-{key}"
+    summary_file = run_dir / SUMMARY_FILE
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("status") == COMPLETED:
+            log(f"{model} seed {seed}: trained already ({run_dir})")
+            return RunRef(model, seed, run_dir, summary)
+    if (run_dir / CHECKPOINT_DIR).is_dir():
+        log(f"{model} seed {seed}: resuming the interrupted run in {run_dir}")
+        result = train(resume=run_dir, data=data_path, progress=progress)
+    else:
+        log(f"{model} seed {seed}: training ({preset.train_preset} preset, {config['steps']} steps)")
+        result = train(model, preset=preset.train_preset, overrides=overrides, seed=seed, run_dir=run_dir,
+                       data=data_path, progress=progress)
+    if result.status != COMPLETED:
+        from bloodgen.errors import UserError
+
+        raise UserError(f"training {model} seed {seed} stopped ({result.status}); run the study again to resume it")
+    return RunRef(model, seed, run_dir, result.summary)
+
+
+def cached(path: Path, compute: Callable[[], dict], what: str) -> dict:
+    """Load `path` if a previous study wrote it, else compute and store it atomically."""
+    if path.is_file():
+        try:
+            result = json.loads(path.read_text())
+            log(f"{what}: done already ({path})")
+            return result
+        except json.JSONDecodeError:
+            log(f"{what}: ignoring an unreadable result file {path}")
+    result = compute()
+    write_json(path, result)
+    return result
+
+
+def feature_key(extractor) -> dict:
+    """What identifies the features in a cache key: the network and its weights, not the device or batch size
+    (features agree across devices to ~1e-5, far below any reported digit)."""
+    info = extractor.provenance()
+    return {"name": info["name"], "sha256": info["sha256"]}
+
+
+class TimedSampler:
+    """Wraps a `sample_fn` and adds up the time spent generating, for the sampling-time column."""
+
+    def __init__(self, sample_fn: Callable):
+        self.sample_fn = sample_fn
+        self.seconds = 0.0
+        self.images = 0
+
+    def __call__(self, n: int, seed: int):
+        start = time.perf_counter()
+        out = self.sample_fn(n, seed)
+        self.seconds += time.perf_counter() - start
+        self.images += n
+        return out
+
+
+def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | None, extractor, cache_dir,
+               progress: bool) -> dict:
+    """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler."""
+    from bloodgen.metrics import calculate_metrics
+    from bloodgen.provenance import file_digests
+    from bloodgen.sampling.api import PRIOR, make_sample_fn
+    from bloodgen.training.loop import R_EXPORT
+
+    export = Path(run.summary[R_EXPORT])
+    options = preset.sampler_options.get(run.model, {})
+    key = config_hash({"weights": file_digests(export, ("sha256",))["sha256"], "n": preset.n_images,
+                       "seeds": preset.eval_seeds, "sampler": options, "features": feature_key(extractor)})
+
+    def compute() -> dict:
+        log(f"{run.model} seed {run.seed}: evaluating ({preset.n_images} images x {preset.eval_seeds} seeds)")
+        sampler = TimedSampler(make_sample_fn(export, classes=PRIOR, **options))
+        result = calculate_metrics(sampler, n=preset.n_images, seeds=preset.eval_seeds, floor=False, data=data_path,
+                                   extractor=extractor, cache_dir=cache_dir, progress=progress)
+        result[K_SAMPLING_TIME_10K] = round(sampler.seconds / sampler.images * 10_000, 1)
+        result["sampling_measured_on"] = {"images": sampler.images, "seconds": round(sampler.seconds, 2)}
+        result["sampler_options"] = options
+        return result
+
+    return cached(out / EVAL_DIR / f"{run.model}-s{run.seed}-{key}.json", compute, f"{run.model} seed {run.seed} evaluation")
+
+
+def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha: str, extractor, cache_dir,
+                progress: bool) -> dict:
+    from bloodgen.metrics import calculate_metrics
+
+    key = config_hash({"n": preset.n_images, "seeds": preset.eval_seeds, "data": data_sha,
+                       "features": feature_key(extractor)})
+
+    def compute() -> dict:
+        log(f"real-vs-real floor ({preset.n_images} images x {preset.eval_seeds} seeds)")
+        return calculate_metrics(None, n=preset.n_images, seeds=preset.eval_seeds, floor=True, data=data_path,
+                                 extractor=extractor, cache_dir=cache_dir, progress=progress)
+
+    return cached(out / EVAL_DIR / f"floor-{key}.json", compute, "real-vs-real floor")
+
+
+def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
+    """`grid_per_class` samples of each class, in class order (seed 0), kept as .npz for the report."""
+    import numpy as np
+
+    from bloodgen.data import N_CLASSES
+    from bloodgen.provenance import atomic_path
+    from bloodgen.sampling.api import generate, load_model
+
+    path = out / "grids" / f"{run.model}-s{run.seed}.npz"
+    if not path.is_file():
+        loaded = load_model(Path(run.summary["export"]))
+        labels = np.repeat(np.arange(N_CLASSES), preset.grid_per_class)
+        images = generate(loaded.family, loaded.network, labels if loaded.conditional else None, len(labels), 0,
+                          **preset.sampler_options.get(run.model, {}))
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            # Unconditional samples have no class: -1 marks them, and the report says so.
+            np.savez(fh, images=images, labels=labels if loaded.conditional else np.full(len(labels), -1))
+    return str(path.relative_to(out))
+
+
+def aggregate(evals: list[dict]) -> dict:
+    """Across training seeds: mean and std of each run's mean, per metric (std None for one run)."""
+    import numpy as np
+
+    from bloodgen.metrics import KEY_MEAN
+
+    out = {}
+    for key in evals[0]:
+        blocks = [e.get(key) for e in evals]
+        if all(isinstance(b, dict) and KEY_MEAN in b and b[KEY_MEAN] is not None for b in blocks):
+            # Scalars (FID, KID...) or per-class lists (per-class FID): averaged over runs, element-wise.
+            means = np.array([b[KEY_MEAN] for b in blocks], dtype=float)
+            std = means.std(axis=0, ddof=1) if len(means) > 1 else None
+            out[key] = {"mean": means.mean(axis=0).tolist(), "std": None if std is None else std.tolist(),
+                        "per_training_seed": means.tolist()}
+    return out
+
+
+def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = None, train_seeds: int | None = None,
+              out: str | Path = "study", data: str | None = None, inception_weights: str | None = None,
+              device: str | None = None, cache_dir: str | None = None, progress: bool = True,
+              extractor=None) -> dict:
+    """Run (or finish) the study in `out` and write results.json, report.md and report.html there.
+
+    `preset` is a name from PRESETS or a StudyPreset; `extractor` replaces the InceptionV3 feature
+    extractor (tests use a cheap one).
+    """
+    from dataclasses import replace
+
+    from bloodgen.data import load_bloodmnist
+    from bloodgen.errors import UserError
+    from bloodgen.metrics.inception import inception_extractor
+    from bloodgen.models.registry import model_names
+    from bloodgen.provenance import environment
+    from bloodgen.report.study_report import write_study_report
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise UserError(f"unknown study preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        preset_name, preset = preset, PRESETS[preset]
+    else:
+        preset_name = "custom"
+    if train_seeds is not None:
+        if train_seeds < 1:
+            raise UserError(f"--train-seeds must be at least 1, got {train_seeds}")
+        preset = replace(preset, train_seeds=train_seeds)
+    models = list(models or model_names())
+    unknown = [m for m in models if m not in model_names()]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
+    out = Path(out)
+    started = time.perf_counter()
+    dataset = load_bloodmnist(data)
+    data_path = str(dataset.path)
+    if extractor is None:  # located now, so missing weights fail before hours of training
+        extractor = inception_extractor(inception_weights, device=device, progress=progress)
+    log(f"preset {preset_name}: {', '.join(models)}; {preset.train_seeds} training seed(s); evaluation "
+        f"{preset.n_images} images x {preset.eval_seeds} seeds; output {out}")
+
+    runs = [train_stage(m, s, preset, out, data_path, dataset.sha256, progress)
+            for m in models for s in range(preset.train_seeds)]
+    floor = floor_stage(preset, out, data_path, dataset.sha256, extractor, cache_dir, progress)
+    families: dict[str, Any] = {}
+    for run in runs:
+        evaluation = eval_stage(run, preset, out, data_path, extractor, cache_dir, progress)
+        grid = grid_stage(run, preset, out)
+        family = families.setdefault(run.model, {K_RUNS: []})
+        family[K_RUNS].append({"seed": run.seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary,
+                               K_EVAL: evaluation, "grid": grid})
+    for family in families.values():
+        family[K_AGGREGATE] = aggregate([r[K_EVAL] for r in family[K_RUNS]])
+        with open(Path(out) / family[K_RUNS][0]["run_dir"] / "config.json") as fh:
+            family["config"] = json.load(fh)["config"]
+    results = {
+        K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
+                  "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
+                  "command": "bloodgen study " + " ".join(_command_args(preset_name, models, train_seeds)),
+                  "wall_seconds_this_invocation": round(time.perf_counter() - started, 1)},
+        K_FLOOR: floor,
+        K_FAMILIES: families,
+    }
+    write_json(out / RESULTS_FILE, results)
+    md, html = write_study_report(results, dataset, out)
+    log(f"done in {time.perf_counter() - started:.0f} s: {md}, {html}, {out / RESULTS_FILE}")
+    return results
+
+
+def _command_args(preset_name: str, models: list[str], train_seeds: int | None) -> list[str]:
+    from bloodgen.models.registry import model_names
+
+    args = ["--preset", preset_name]
+    if models != list(model_names()):
+        args += ["--models", *models]
+    if train_seeds is not None:
+        args += ["--train-seeds", str(train_seeds)]
+    return args

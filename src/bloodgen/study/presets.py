@@ -1,0 +1,29 @@
+"""Study presets: how much training and how large an evaluation. Torch-free, so `--help` can list them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    train_preset: str  # the model presets (bloodgen/configs/<model>.json) each family trains with
+    train_seeds: int  # independent trainings per family (different initialisation and data order)
+    n_images: int  # images per side of every FID/KID comparison
+    eval_seeds: int  # sampling seeds = real-draw seeds of the protocol
+    grid_per_class: int = 8
+    # Sampler options per family for evaluation (families not named use their config's defaults).
+    sampler_options: dict = field(default_factory=dict)
+    # Config keys overridden per family, on top of its train preset (e.g. {"ddpm": {"steps": 500}}).
+    config_overrides: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    # <= 15 minutes on 2 CPU cores, evaluation included: a reduced protocol, stated as such in the report.
+    "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=1000, eval_seeds=2),
+    # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
+    "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5),
+}

@@ -1,0 +1,154 @@
+"""The study on the tiny fixture: report files, results, and re-runs that redo nothing already done.
+
+A cheap pixel-pooling feature extractor stands in for InceptionV3 so the pipeline, not the network,
+is what these tests exercise (the network has its own tests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bloodgen.study.presets import StudyPreset
+from model_helpers import FAMILIES, tiny_config
+
+TINY_STUDY = StudyPreset(train_preset="quick", train_seeds=1, n_images=24, eval_seeds=2, grid_per_class=2,
+                         config_overrides={m: tiny_config(m) for m in FAMILIES})
+
+
+class PooledPixels:
+    """4x4 average-pooled pixels as 48-d 'features'."""
+
+    name, dim, weights_sha256 = "test-pooled-pixels", 48, "0" * 64
+
+    def __call__(self, images: np.ndarray, desc: str = "") -> np.ndarray:
+        x = images.astype(np.float32).reshape(len(images), 4, 7, 4, 7, 3).mean((2, 4))
+        return x.reshape(len(images), -1) / 255.0
+
+    def logits_weight(self):
+        raise AssertionError("not used")
+
+    def provenance(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "sha256": self.weights_sha256}
+
+
+def study(out: Path, data: Path, **kwargs) -> dict:
+    from bloodgen.study.pipeline import run_study
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny file is not the official BloodMNIST
+        return run_study(TINY_STUDY, out=out, data=str(data), extractor=PooledPixels(),
+                         cache_dir=str(out / "cache"), progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_study(tiny_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return out, study(out, tiny_npz)
+
+
+def test_study_writes_report_and_every_figure(finished_study):
+    out, results = finished_study
+    assert set(results["families"]) == set(FAMILIES)
+    for model, family in results["families"].items():
+        evaluation = family["runs"][0]["eval"]
+        assert evaluation["fid"]["mean"] > 0 and len(evaluation["fid"]["per_seed"]) == 2
+        assert evaluation["sampling_seconds_per_10k"] > 0
+        assert ("fid_per_class" in evaluation) == family["config"]["conditional"]
+    floor = results["floor"]["floor"]
+    assert floor["same_pool"]["fid"]["mean"] >= 0 and floor["disjoint"]["fid"]["mean"] > 0
+    assert json.loads((out / "results.json").read_text())["families"].keys() == results["families"].keys()
+    report = (out / "report.md").read_text()
+    assert "real vs real, same-pool floor" in report and "Reduced protocol" in report
+    for model in FAMILIES:
+        assert f"| **{model}** |" in report
+    for png in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
+        assert (out / png).stat().st_size > 2000, png
+
+
+def test_rerun_redoes_nothing(finished_study, tiny_npz, monkeypatch):
+    out, results = finished_study
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", forbidden)
+    again = study(out, tiny_npz)
+    assert again["families"]["ddpm"]["runs"][0]["eval"] == results["families"]["ddpm"]["runs"][0]["eval"]
+
+
+def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, tiny_npz, tmp_path, monkeypatch):
+    import bloodgen.metrics
+    import bloodgen.training.loop
+
+    out, _ = finished_study
+    partial = tmp_path / "study"
+    shutil.copytree(out / "runs", partial / "runs")  # every training finished, no evaluation yet
+    real_calc, real_train = bloodgen.metrics.calculate_metrics, bloodgen.training.loop.train
+    calls = {"train": 0, "metrics": 0}
+
+    def interrupt_second_eval(samples, **kwargs):
+        calls["metrics"] += 1
+        if calls["metrics"] == 3:  # the floor, the first family, then Ctrl-C
+            raise KeyboardInterrupt
+        return real_calc(samples, **kwargs)
+
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", interrupt_second_eval)
+    with pytest.raises(KeyboardInterrupt):
+        study(partial, tiny_npz)
+    assert len(list((partial / "eval").glob("*.json"))) == 2
+
+    def counting_train(*args, **kwargs):
+        calls["train"] += 1
+        return real_train(*args, **kwargs)
+
+    def counting_calc(samples, **kwargs):
+        calls["metrics"] += 1
+        return real_calc(samples, **kwargs)
+
+    calls["metrics"] = 0
+    monkeypatch.setattr("bloodgen.training.loop.train", counting_train)
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
+    study(partial, tiny_npz)
+    assert calls == {"train": 0, "metrics": len(FAMILIES) - 1}
+
+
+def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
+    from bloodgen.errors import UserError
+
+    with pytest.raises(UserError, match="unknown model"):
+        study(tmp_path, tiny_npz, models=["vae", "flow"])
+    with pytest.raises(UserError, match="--train-seeds must be at least 1"):
+        study(tmp_path, tiny_npz, train_seeds=0)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+# Appended to a copy of the report: once loaded, it records how many images decoded and what tables hold.
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const probe = document.createElement('pre'); probe.id = 'probe';
+  probe.textContent = JSON.stringify({images: imgs.length, decoded: imgs.filter(i => i.naturalWidth > 0).length,
+    tables: document.querySelectorAll('table').length, firstRow: document.querySelector('table tbody tr').innerText});
+  document.body.appendChild(probe); });</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package 'chromium'; .ci/run installs it)")
+def test_html_report_renders_in_a_real_browser(finished_study, tmp_path):
+    out, _ = finished_study
+    page = tmp_path / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"'))
+    assert probe["images"] >= 3 and probe["decoded"] == probe["images"]
+    assert probe["tables"] >= 3 and "same-pool floor" in probe["firstRow"]
