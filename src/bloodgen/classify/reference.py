@@ -9,7 +9,6 @@ keyed by the data file and the recipe, and reused.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -21,8 +20,7 @@ from torch import nn
 from bloodgen.classify.recipe import ClassifierRecipe
 from bloodgen.data import N_CLASSES, make_loader, random_dihedral, to_model_range
 from bloodgen.errors import UserError
-
-CACHE_ENV = "BLOODGEN_CACHE"
+from bloodgen.metrics.features import default_cache_dir
 
 # Result keys shared by every classification report.
 KEY_ACCURACY = "accuracy"
@@ -43,10 +41,6 @@ def resnet18_28(n_classes: int = N_CLASSES) -> nn.Module:
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bloodgen")
 
 
 @torch.no_grad()
