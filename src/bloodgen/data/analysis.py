@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES, OFFICIAL_SPLIT_SIZES, SPLITS, BloodMNIST
+from bloodgen.report.plots import pyplot
 
 SPLITS_AND_ALL = SPLITS + (ALL,)
 SAMPLES_PER_CLASS = 12
@@ -80,17 +81,8 @@ def exact_duplicates(data: BloodMNIST) -> dict:
     }
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_class_counts(counts: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.27
     x = np.arange(N_CLASSES)
@@ -109,7 +101,7 @@ def plot_class_counts(counts: dict, path: Path) -> None:
 def plot_image_rows(rows: list[np.ndarray], row_labels: list[str], path: Path, title: str,
                     image_titles: list[list[str]] | None = None) -> None:
     """One row of images per entry of `rows` (each (k, 28, 28, 3) uint8/float in [0, 255])."""
-    plt = _plt()
+    plt = pyplot()
     n_cols = max(len(r) for r in rows)
     cell = 1.6 if image_titles else 0.9
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * cell + 1.6, len(rows) * cell + 0.5), squeeze=False)
@@ -132,7 +124,7 @@ def plot_image_rows(rows: list[np.ndarray], row_labels: list[str], path: Path, t
 
 
 def plot_histograms(hist: np.ndarray, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 4, figsize=(14, 6), sharex=True)
     for c, ax in enumerate(axes.flat):
         for ch, colour in enumerate(("red", "green", "blue")):

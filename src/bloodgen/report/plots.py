@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -45,7 +45,7 @@ def tile(images: np.ndarray, n_cols: int, pad: int = 1) -> np.ndarray:
 def plot_side_by_side(panels: Mapping[str, np.ndarray], per_class: int, row_labels: Sequence[str], path: Path,
                       title: str = "") -> None:
     """Panels of class-ordered grids (from `class_rows`) next to each other, one row per class."""
-    plt = _plt()
+    plt = pyplot()
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(1.8 + n * per_class * 0.42, 0.5 + len(row_labels) * 0.45), squeeze=False)
     for k, (name, imgs) in enumerate(panels.items()):
@@ -66,7 +66,7 @@ def plot_side_by_side(panels: Mapping[str, np.ndarray], per_class: int, row_labe
 
 def plot_heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], path: Path,
                  title: str, cbar_label: str, fmt: str = "{:.1f}", cmap: str = "viridis") -> None:
-    plt = _plt()
+    plt = pyplot()
     matrix = np.asarray(matrix, dtype=float)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(col_labels), 1.0 + 0.5 * len(row_labels)))
     im = ax.imshow(matrix, cmap=cmap, aspect="auto")
@@ -92,7 +92,7 @@ def plot_curves(series: Mapping[str, Mapping[str, tuple[Sequence[float], Sequenc
     `smooth` > 1 draws a running mean over that many points, since per-step GAN and diffusion losses
     are too noisy to read raw.
     """
-    plt = _plt()
+    plt = pyplot()
     n = len(series)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
     for ax, (group, lines) in zip(axes[0], series.items()):
