@@ -12,7 +12,7 @@ from bloodgen.classify.utility import (KEY_EXACT_COPIES, KEY_FIDELITY_MACRO, KEY
                                        pixel_vectors, take_per_class, utility_report)
 from bloodgen.errors import UserError
 
-TINY_RECIPE = ClassifierRecipe(epochs=15, batch_size=16, lr=3e-3)
+TINY_RECIPE = ClassifierRecipe(epochs=15, batch_size=16, lr=3e-3, width=16)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,39 @@ def test_utility_report_runs_end_to_end(trained):
         assert 0.0 <= report[key][KEY_ACCURACY] <= 1.0
     assert report["train_on_real"] is info["test"]
     assert report["memorisation"]["pixels"][KEY_MEMORISATION_FLAG]  # the stand-in contains the training images
+
+
+def test_evaluate_utility_cli_writes_report_figures_and_json(tiny_data, tmp_path, monkeypatch, capsys):
+    import json
+    import warnings
+
+    from bloodgen.classify import reference
+    from bloodgen.cli import main
+    from bloodgen.metrics import inception
+    from test_metrics_protocol import ProjectionExtractor
+
+    monkeypatch.setattr(inception, "inception_extractor", lambda *args, **kwargs: ProjectionExtractor())
+    monkeypatch.setattr(reference, "default_recipe", lambda: ClassifierRecipe(epochs=2, batch_size=16, width=8))
+    samples = tmp_path / "samples.npz"  # every image of the tiny file: 18 per class, the training ones included
+    np.savez(samples, images=tiny_data.images("all"), labels=tiny_data.labels("all"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["evaluate", str(samples), "--data", str(tiny_data.path), "--n", "40", "--seeds", "1",
+                     "--kid-subsets", "2", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--utility",
+                     "--utility-dir", str(tmp_path / "util"), "--json", str(tmp_path / "eval.json")])
+    assert code == 0
+    utility = json.loads((tmp_path / "eval.json").read_text())["utility"]
+    assert utility["tstr"]["n_train"] == len(tiny_data.labels("train"))
+    assert utility["memorisation"]["pixels"][KEY_MEMORISATION_FLAG]  # the training images are in the samples
+    assert utility["memorisation"]["inception"][KEY_EXACT_COPIES] > 0
+    report = (tmp_path / "util" / "utility.md").read_text()
+    assert "copies training images" in report and "real images (train on real)" in report
+    for png in ("fidelity_confusion.png", "nearest_pixels.png", "nearest_inception.png"):
+        assert (tmp_path / "util" / png).stat().st_size > 2000
+
+
+def test_utility_needs_samples(tmp_path, capsys):
+    from bloodgen.cli import main
+
+    assert main(["evaluate", "--floor", "--utility"]) == 2
+    assert "--utility judges generated images" in capsys.readouterr().err

@@ -152,3 +152,35 @@ def test_html_report_renders_in_a_real_browser(finished_study, tmp_path):
     probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"'))
     assert probe["images"] >= 3 and probe["decoded"] == probe["images"]
     assert probe["tables"] >= 3 and "same-pool floor" in probe["firstRow"]
+
+
+def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import bloodgen.classify.utility
+
+    from bloodgen.study.pipeline import run_study
+
+    preset = replace(TINY_STUDY, utility=True, classifier_recipe={"epochs": 3, "batch_size": 16, "lr": 3e-3, "width": 8})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
+                            cache_dir=str(tmp_path / "cache"), progress=False)
+    cgan, gan = results["families"]["cgan"]["utility"], results["families"]["gan"]["utility"]
+    assert 0 <= cgan["fidelity"]["class_fidelity_macro"] <= 1 and "tstr" in cgan and "augmented" in cgan
+    assert "tstr" not in gan and "skipped" in gan  # unconditional: memorisation only
+    assert {"pixels", "inception"} <= set(cgan["memorisation"]) and {"pixels", "inception"} <= set(gan["memorisation"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Utility of the synthetic images" in report and "real images (train on real)" in report
+    for png in ("fidelity_confusion.png", "nearest_pixels.png", "nearest_inception.png"):
+        assert (tmp_path / "figures" / png).stat().st_size > 2000
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished utility check ran again")
+
+    monkeypatch.setattr(bloodgen.classify.utility, "evaluate_utility", forbidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
+                  cache_dir=str(tmp_path / "cache"), progress=False)

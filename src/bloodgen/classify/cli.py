@@ -7,13 +7,14 @@ import argparse
 EXAMPLES = """\
 examples:
   bloodgen classifier train                       # train once, then reused from the cache
+  bloodgen classifier train --recipe cpu          # half-width ResNet-18, 6 epochs: minutes on a CPU
   bloodgen classifier train --epochs 60 --seed 1 --json classifier.json
   bloodgen classifier train --retrain --cache-dir /tmp/bloodgen-cache
 """
 
 
 def add_parser(subparsers) -> None:
-    from bloodgen.classify.recipe import ClassifierRecipe
+    from bloodgen.classify.recipe import RECIPES
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
 
@@ -25,11 +26,15 @@ def add_parser(subparsers) -> None:
     train = actions.add_parser("train", help="train (or load from the cache) and report test accuracy",
                                epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(train)
-    defaults = ClassifierRecipe()
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                       help="named recipe: 'full' (ResNet-18, %d epochs) or 'cpu' (width %d, %d epochs); default: "
+                            "full with a GPU, cpu without" % (RECIPES["full"].epochs, RECIPES["cpu"].width,
+                                                               RECIPES["cpu"].epochs))
+    train.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    train.add_argument("--width", type=int, default=None, help="override the recipe's width (64 = ResNet-18)")
+    train.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    train.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    train.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     train.add_argument("--no-augment", action="store_true", help="train without random flips/rot90")
     train.add_argument("--cache-dir", default=None, help="cache folder (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
     train.add_argument("--retrain", action="store_true", help="ignore a cached classifier and train again")
@@ -38,23 +43,30 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from bloodgen.classify.recipe import ClassifierRecipe
-    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1, reference_classifier
+    from dataclasses import replace
+
+    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.reference import (KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1, default_recipe,
+                                             reference_classifier)
     from bloodgen.data import load_bloodmnist
     from bloodgen.errors import UserError
     from bloodgen.provenance import write_json
 
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.lr <= 0:
+    for name in ("epochs", "batch_size", "width"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.lr is not None and args.lr <= 0:
         raise UserError(f"--lr must be positive, got {args.lr}")
-    recipe = ClassifierRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              augment=not args.no_augment)
+    overrides = {k: getattr(args, k) for k in ("epochs", "width", "batch_size", "lr", "seed")
+                 if getattr(args, k) is not None}
+    if args.no_augment:
+        overrides["augment"] = False
+    recipe = replace(RECIPES[args.recipe] if args.recipe else default_recipe(), **overrides)
     _, info = reference_classifier(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir, retrain=args.retrain)
     test = info["test"]
-    print(f"reference classifier (best val accuracy {info['best_val_accuracy']:.4f}, trained in "
-          f"{info['train_seconds']:.0f} s on {info['device']}): test accuracy {test[KEY_ACCURACY]:.4f}, "
+    print(f"reference classifier (width {recipe.width}, {recipe.epochs} epochs, best val accuracy "
+          f"{info['best_val_accuracy']:.4f}, trained in {info['train_seconds']:.0f} s on {info['device']}): test accuracy {test[KEY_ACCURACY]:.4f}, "
           f"balanced accuracy {test[KEY_BALANCED_ACCURACY]:.4f}, macro F1 {test[KEY_MACRO_F1]:.4f}")
     if args.json:
         write_json(args.json, info)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
 from bloodgen.data import N_CLASSES, make_loader, random_dihedral, to_model_range
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import default_cache_dir
@@ -33,14 +33,30 @@ KEY_PER_CLASS_RECALL = "per_class_recall"
 KEY_CONFUSION = "confusion_matrix"
 
 
-def resnet18_28(n_classes: int = N_CLASSES) -> nn.Module:
-    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, so 28x28 inputs keep their detail."""
+def resnet18_28(n_classes: int = N_CLASSES, width: int = 64) -> nn.Module:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, so 28x28 inputs keep their detail.
+
+    `width` scales every stage (width, 2w, 4w, 8w); 64 is the standard network. torchvision fixes the
+    widths, so other widths rebuild its stages with its own `_make_layer`, keeping its module names.
+    """
     from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock
 
     model = resnet18(num_classes=n_classes)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
+    if width != 64:
+        model.bn1 = nn.BatchNorm2d(width)
+        model.inplanes = width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            setattr(model, f"layer{i + 1}", model._make_layer(BasicBlock, width * mult, 2, stride=1 if i == 0 else 2))
+        model.fc = nn.Linear(8 * width, n_classes)
     return model
+
+
+def default_recipe() -> ClassifierRecipe:
+    """The full recipe where a GPU is present; the CPU-sized one otherwise (the full one takes hours there)."""
+    return RECIPES["full" if torch.cuda.is_available() else "cpu"]
 
 
 @torch.no_grad()
@@ -81,7 +97,7 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
 
 
 def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                     recipe: ClassifierRecipe = ClassifierRecipe(), model: nn.Module | None = None,
+                     recipe: ClassifierRecipe = RECIPES["full"], model: nn.Module | None = None,
                      progress: bool = True) -> tuple[nn.Module, dict]:
     """Train with AdamW + cosine schedule; keep the weights of the epoch with the best val accuracy.
 
@@ -96,7 +112,7 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray
         recipe = replace(recipe, batch_size=max(1, len(images)))
     accelerator = Accelerator()
     set_seed(recipe.seed)
-    model = model if model is not None else resnet18_28()
+    model = model if model is not None else resnet18_28(width=recipe.width)
     loader = make_loader(images, labels, recipe.batch_size, shuffle=True, augment=False, seed=recipe.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     total_steps = recipe.epochs * len(loader)
@@ -132,16 +148,20 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray
                    "device": str(accelerator.device), "n_train": int(len(images))}
 
 
-def reference_classifier(data, recipe: ClassifierRecipe = ClassifierRecipe(), cache_dir: str | Path | None = None,
+def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir: str | Path | None = None,
                          retrain: bool = False) -> tuple[nn.Module, dict]:
-    """The reference classifier for this data file: loaded from the cache, or trained on train/val and cached."""
+    """The reference classifier for this data file: loaded from the cache, or trained on train/val and cached.
+
+    Without a recipe, `default_recipe()` picks the full or the CPU-sized one; the info records which.
+    """
     from safetensors.torch import load_file, save_file
 
     from bloodgen.provenance import atomic_path, environment, write_json
 
+    recipe = recipe or default_recipe()
     folder = Path(cache_dir or default_cache_dir()) / "classifier" / f"{data.sha256[:16]}-{recipe.key()}"
     weights, info_path = folder / "model.safetensors", folder / "info.json"
-    model = resnet18_28()
+    model = resnet18_28(width=recipe.width)
     if weights.is_file() and info_path.is_file() and not retrain:
         try:
             model.load_state_dict(load_file(weights))
@@ -166,9 +186,10 @@ def load_classifier(path: str | Path) -> nn.Module:
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"classifier weights not found at {path}; train them with `bloodgen classifier train`")
-    model = resnet18_28()
     try:
-        model.load_state_dict(load_file(path))
+        state = load_file(path)
+        model = resnet18_28(width=state["conv1.weight"].shape[0])
+        model.load_state_dict(state)
     except Exception as err:
         raise UserError(f"{path} is not a bloodgen classifier ({type(err).__name__}: {err})") from None
     return model.eval()

@@ -17,6 +17,9 @@ KEY_FIDELITY_CONFUSION = "class_fidelity_confusion"
 KEY_MEMORISED_FRACTION = "memorised_fraction"
 KEY_EXACT_COPIES = "exact_copies"
 KEY_MEMORISATION_FLAG = "memorisation_flag"
+KEY_CLOSEST = "closest"
+KEY_AUGMENTATION_GAIN = "augmentation_gain_balanced_accuracy"
+KEY_CLASSIFIER = "classifier"
 
 MEMORISATION_FLAG_FRACTION = 0.01
 
@@ -81,13 +84,14 @@ def _nearest_distances(queries: torch.Tensor, reference: torch.Tensor, chunk: in
 
 
 def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray,
-                 flag_fraction: float = MEMORISATION_FLAG_FRACTION) -> dict:
+                 flag_fraction: float = MEMORISATION_FLAG_FRACTION, n_closest: int = 16) -> dict:
     """Nearest-training-image distances of generated vs real test items, in one space (pixels or features).
 
     Inputs are 2-d float arrays of vectors (flattened pixels in [0, 1], or Inception features). A generated
     image counts as memorised when it lies closer to a training image than any real test image does;
     test images that are exact copies of training images (BloodMNIST has a few) are left out of that
-    threshold, since with them it would be zero and nothing could ever be flagged.
+    threshold, since with them it would be zero and nothing could ever be flagged. `closest` lists the
+    `n_closest` generated items nearest to a training item (generated index, training index, distance).
     """
     g, tr, te = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (generated, train, test))
     d_gen, nn_gen = _nearest_distances(g, tr)
@@ -96,7 +100,9 @@ def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray,
     threshold = float(distinct_test.min()) if len(distinct_test) else 0.0
     memorised = float((d_gen < threshold).mean()) if len(d_gen) else 0.0
     exact = int((d_gen <= 1e-6).sum())
+    order = np.argsort(d_gen, kind="stable")[:n_closest]
     return {
+        "n_generated": int(len(d_gen)),
         "generated_nn_distance_median": float(np.median(d_gen)),
         "test_nn_distance_median": float(np.median(d_test)),
         "distance_ratio_median": float(np.median(d_gen) / max(np.median(d_test), 1e-12)),
@@ -104,8 +110,7 @@ def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray,
         KEY_MEMORISED_FRACTION: memorised,
         KEY_EXACT_COPIES: exact,
         KEY_MEMORISATION_FLAG: bool(memorised > flag_fraction or exact > 0),
-        "nearest_train_index": nn_gen.tolist(),
-        "generated_nn_distance": d_gen.round(5).tolist(),
+        KEY_CLOSEST: [[int(i), int(nn_gen[i]), round(float(d_gen[i]), 5)] for i in order],
     }
 
 
@@ -113,29 +118,66 @@ def pixel_vectors(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def utility_report(reference_model, reference_info: dict, generated: tuple[np.ndarray, np.ndarray], data,
-                   seed: int = 0, features: dict[str, np.ndarray] | None = None) -> dict:
+def required_class_counts(train_labels: np.ndarray) -> np.ndarray:
+    """Synthetic images of each class that TSTR and the minority top-up need (the larger of the two)."""
+    return np.maximum(matched_class_counts(train_labels), minority_top_up(train_labels))
+
+
+def utility_report(reference_model, reference_info: dict, generated: tuple[np.ndarray, np.ndarray | None], data,
+                   seed: int = 0, features: dict[str, np.ndarray] | None = None,
+                   memorisation_n: int | None = None) -> dict:
     """Class fidelity, TSTR (with the train-on-real baseline), augmentation and memorisation in one dict.
 
     Every classifier here is trained with the reference classifier's own recipe, so the reference's
-    test scores are the train-on-real baseline. `features` may hold Inception features for keys
-    'generated', 'train' and 'test' to add the memorisation check in feature space next to pixel space.
+    test scores are the train-on-real baseline. Unconditional samples (labels None) get memorisation
+    only, since the other checks need the class each image was generated for. `features` may hold
+    Inception features for keys 'generated', 'train' and 'test' to add the memorisation check in
+    feature space next to pixel space; it uses the first `memorisation_n` generated images (all if None),
+    as do the pixel-space figures.
     """
-    recipe = ClassifierRecipe(**reference_info["recipe"])
-    rng = np.random.default_rng(seed)
     images, labels = generated
     train, val, test = data.split("train"), data.split("val"), data.split("test")
-    report = {"fidelity": class_fidelity(reference_model, images, labels)}
-    synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
-    report["tstr"] = train_and_test(synthetic, val, test, recipe)
-    report["train_on_real"] = reference_info["test"]
-    top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
-    mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
-    report["augmented"] = train_and_test(mixed, val, test, recipe)
-    report["augmentation_gain_balanced_accuracy"] = (report["augmented"][KEY_BALANCED_ACCURACY]
-                                                     - report["train_on_real"][KEY_BALANCED_ACCURACY])
-    report["memorisation"] = {"pixels": memorisation(pixel_vectors(images), pixel_vectors(train[0]),
+    report: dict = {KEY_CLASSIFIER: {k: reference_info[k] for k in ("recipe", "best_val_accuracy", "train_seconds",
+                                                                     "device") if k in reference_info},
+                    "train_on_real": reference_info["test"]}
+    if labels is not None:
+        recipe = ClassifierRecipe(**reference_info["recipe"])
+        rng = np.random.default_rng(seed)
+        report["fidelity"] = class_fidelity(reference_model, images, labels)
+        synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
+        report["tstr"] = train_and_test(synthetic, val, test, recipe)
+        top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
+        mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
+        report["augmented"] = train_and_test(mixed, val, test, recipe)
+        report[KEY_AUGMENTATION_GAIN] = (report["augmented"][KEY_BALANCED_ACCURACY]
+                                         - report["train_on_real"][KEY_BALANCED_ACCURACY])
+    else:
+        report["skipped"] = "fidelity, TSTR and augmentation need class-conditional samples"
+    m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
+    report["memorisation"] = {"pixels": memorisation(pixel_vectors(images[:m]), pixel_vectors(train[0]),
                                                      pixel_vectors(test[0]))}
     if features:
-        report["memorisation"]["inception"] = memorisation(features["generated"], features["train"], features["test"])
+        report["memorisation"]["inception"] = memorisation(features["generated"][:m], features["train"],
+                                                           features["test"])
     return report
+
+
+def evaluate_utility(images: np.ndarray, labels: np.ndarray | None, data, *, recipe: ClassifierRecipe | None = None,
+                     cache_dir=None, extractor=None, seed: int = 0, memorisation_n: int | None = 5000) -> dict:
+    """`utility_report` with the cached reference classifier and, given an extractor, Inception features
+    (the dataset's from the feature cache; the generated images' computed now, first `memorisation_n`)."""
+    from bloodgen.classify.reference import reference_classifier
+
+    model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
+    features = None
+    if extractor is not None:
+        from bloodgen.metrics.features import dataset_feature_store
+
+        sizes = data.split_sizes
+        store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
+        m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
+        features = {"generated": extractor(images[:m], desc="utility: generated features"),
+                    "train": store.features(np.arange(sizes["train"])),
+                    "test": store.features(np.arange(sizes["train"] + sizes["val"], sum(sizes.values())))}
+    return utility_report(model, info, (images, labels), data, seed=seed, features=features,
+                          memorisation_n=memorisation_n)

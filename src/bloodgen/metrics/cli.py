@@ -10,6 +10,7 @@ examples:
   bloodgen evaluate samples.npz --json eval.json             # samples vs all 17,092 real images, with the floor
   bloodgen evaluate samples_png/ --n 2000 --seeds 3          # a quicker look, floor at the same size
   bloodgen evaluate samples.npz --reference real.npz --metrics fid,kid
+  bloodgen sample RUN -n 18640 --balanced --out b.npz && bloodgen evaluate b.npz --utility --utility-dir util/
   bloodgen evaluate --floor --n 500 --seeds 2 --data ~/datasets/bloodmnist.npz \\
       --inception-weights ~/weights/pt_inception-2015-12-05-6726825d.pth
 
@@ -59,6 +60,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="feature cache folder; if omitted: $BLOODGEN_CACHE, then ~/.cache/bloodgen")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-seed lines on stderr")
+    from bloodgen.classify.recipe import RECIPES
+
+    utility = p.add_argument_group(
+        "utility", "with --utility: class fidelity, train-on-synthetic/test-on-real, augmentation and memorisation, "
+                   "judged with the cached ResNet-18 reference classifier (trained on first use). SAMPLES must be "
+                   "labelled and hold, per class, as many images as the real train split (TSTR) and as the "
+                   "minority top-up needs: `--balanced -n 18640` covers both.")
+    utility.add_argument("--utility", action="store_true", help="add the utility checks")
+    utility.add_argument("--utility-dir", metavar="DIR", default="utility",
+                         help="where utility.md, utility.html and their figures go")
+    utility.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
+                         help="reference classifier recipe (default: full with a GPU, cpu without)")
+    utility.add_argument("--memorisation-n", type=int, default=5000,
+                         help="generated images checked for memorisation (nearest training image)")
     p.set_defaults(func=run)
 
 
@@ -71,13 +86,22 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is None and not args.floor:
         raise UserError("give SAMPLES (an .npz file or a folder of PNG files) to evaluate, or --floor for the "
                         "real-vs-real floor alone")
+    if args.utility and args.samples is None:
+        raise UserError("--utility judges generated images: give SAMPLES")
+    if args.memorisation_n < 1:
+        raise UserError(f"--memorisation-n must be at least 1, got {args.memorisation_n}")
+    from bloodgen.metrics.inception import inception_extractor
+
+    extractor = inception_extractor(args.inception_weights, device=args.device, batch_size=args.batch_size,
+                                    progress=not args.quiet)
     result = calculate_metrics(
         args.samples, reference=args.reference, n=args.n, seeds=args.seeds, floor=True,
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], isc=args.isc, data=args.data,
-        inception_weights=args.inception_weights, device=args.device, batch_size=args.batch_size,
         cache_dir=args.cache_dir, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-        progress=not args.quiet)
+        progress=not args.quiet, extractor=extractor)
     markdown = to_markdown_report(result)
+    if args.utility:
+        result["utility"] = _utility(args, extractor)
     print(markdown)
     if args.json:
         write_json(args.json, result)
@@ -86,3 +110,35 @@ def run(args: argparse.Namespace) -> int:
         write_text(args.markdown, markdown)
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _utility(args: argparse.Namespace, extractor) -> dict:
+    """The utility checks of SAMPLES, written as a small report in --utility-dir; returns the figures."""
+    from pathlib import Path
+
+    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.utility import evaluate_utility
+    from bloodgen.data import load_bloodmnist
+    from bloodgen.metrics.inputs import load_images
+    from bloodgen.report.document import Document, Heading, write_report
+    from bloodgen.report.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
+
+    samples = load_images(args.samples)
+    data = load_bloodmnist(args.data)
+    report = evaluate_utility(samples.images, samples.labels, data,
+                              recipe=RECIPES[args.classifier_recipe] if args.classifier_recipe else None,
+                              cache_dir=args.cache_dir, extractor=extractor, memorisation_n=args.memorisation_n)
+    out = Path(args.utility_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(args.samples).stem
+    figures = {}
+    if plot_fidelity_confusions({name: report}, out / "fidelity_confusion.png"):
+        figures["Class-fidelity confusion matrix (rows: class generated for)"] = "fidelity_confusion.png"
+    for space in ("pixels", "inception"):
+        if plot_nearest_pairs({name: (samples.images, report)}, data.images("train"), out / f"nearest_{space}.png",
+                              space=space):
+            figures[f"Closest generated/training pairs ({space})"] = f"nearest_{space}.png"
+    doc = Document(f"Utility of {args.samples}", [Heading("Utility"), *utility_blocks({name: report}, figures)])
+    md, html = write_report(doc, out, stem="utility")
+    print(f"wrote {md} and {html}")
+    return report

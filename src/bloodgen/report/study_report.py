@@ -125,6 +125,32 @@ def hyperparameter_table(results: dict) -> Table:
                  align_right_from=len(configs) + 1)
 
 
+def _utility_section(results: dict, dataset, out: Path) -> list:
+    """The utility table and figures for the families that have utility results (the best run of each)."""
+    import numpy as np
+
+    from bloodgen.report.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
+
+    reports = {m: f["utility"] for m, f in results["families"].items() if f.get("utility")}
+    if not reports:
+        return [Paragraph("Not run in this preset: each family's check trains two classifiers (minutes on a GPU, "
+                          "much longer on a CPU). Add `--utility` to the study command to include it.")]
+    figures = {}
+    if plot_fidelity_confusions(reports, out / FIGURES_DIR / "fidelity_confusion.png"):
+        figures["Class-fidelity confusion per family (rows: class generated for)"] = f"{FIGURES_DIR}/fidelity_confusion.png"
+    panels = {}
+    for model, report in reports.items():
+        with np.load(out / report["samples"]) as npz:
+            panels[model] = (npz["images"], report)
+    train_images = dataset.images("train")
+    for space in ("pixels", "inception"):
+        name = f"{FIGURES_DIR}/nearest_{space}.png"
+        if plot_nearest_pairs(panels, train_images, out / name, space=space):
+            figures[f"Generated images closest to a training image, and that image ({space} distance)"] = name
+    seeds = ", ".join(f"{m} seed {r['seed']}" for m, r in reports.items())
+    return [Paragraph(f"Each family's best run by FID ({seeds})."), *utility_blocks(reports, figures)]
+
+
 def study_document(results: dict, dataset, out: Path) -> Document:
     study, floor = results["study"], results["floor"]
     settings = study["settings"]
@@ -152,6 +178,8 @@ def study_document(results: dict, dataset, out: Path) -> Document:
     per_class = _per_class_figure(results, out)
     if per_class:
         doc.add(Heading("Per-class FID"), Image(per_class, "Per-class FID per conditional family"))
+    doc.add(Heading("Utility: fidelity, train-on-synthetic, augmentation, memorisation"),
+            *_utility_section(results, dataset, out))
     doc.add(Heading("Runs"))
     rows = []
     for model, family in results["families"].items():

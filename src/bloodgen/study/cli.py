@@ -10,6 +10,7 @@ examples:
   bloodgen study --preset quick --models vae ddpm --out study-small
   bloodgen study --preset full --out results/study # the protocol of record (GPU: hours)
   bloodgen study --preset full --train-seeds 2     # fewer training seeds than the full preset's 5
+  bloodgen study --preset quick --utility --classifier-recipe cpu   # add fidelity/TSTR/memorisation (slow on CPU)
 
 Re-running the same command after an interruption picks up where it stopped: finished trainings and
 evaluations are reused (keyed by config, seed, data and weights), an interrupted training resumes.
@@ -21,7 +22,7 @@ def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
     from bloodgen.models.registry import FAMILIES
-    from bloodgen.study.presets import PRESETS
+    from bloodgen.study.presets import PRESETS, STUDY_FAMILIES
 
     presets = "; ".join(f"{name}: train preset '{p.train_preset}', {p.train_seeds} training seed(s), "
                         f"N={p.n_images:,} x {p.eval_seeds} sampling seeds" for name, p in PRESETS.items())
@@ -33,10 +34,17 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("--preset", default="quick", choices=tuple(PRESETS))
     p.add_argument("--models", nargs="+", metavar="MODEL", default=None,
-                   help=f"families to include (default: all of {', '.join(FAMILIES)})")
+                   help=f"families to include, any of {', '.join(FAMILIES)} (default: {' '.join(STUDY_FAMILIES)})")
     p.add_argument("--train-seeds", type=int, default=None, metavar="K",
                    help="independent training runs per family (default: the preset's)")
     p.add_argument("--out", metavar="DIR", default="study", help="study folder (reused on re-runs)")
+    p.add_argument("--utility", action=argparse.BooleanOptionalAction, default=None,
+                   help="class fidelity, train-on-synthetic/test-on-real, augmentation and memorisation of each "
+                        "family's best run (default: the preset's: on for full, off for quick)")
+    from bloodgen.classify.recipe import RECIPES
+
+    p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
+                   help="reference-classifier recipe for --utility (default: full with a GPU, cpu without)")
     add_data_argument(p)
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="pytorch-fid InceptionV3 weights (default: $BLOODGEN_INCEPTION_WEIGHTS, torch hub cache, download)")
@@ -49,7 +57,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from bloodgen.study.pipeline import run_study
 
-    run_study(args.preset, models=args.models, train_seeds=args.train_seeds, out=args.out, data=args.data,
+    run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
+              classifier_recipe=args.classifier_recipe, out=args.out, data=args.data,
               inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
               progress=not args.no_progress)
     return 0

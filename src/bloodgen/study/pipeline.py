@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bloodgen.provenance import write_json
-from bloodgen.study.presets import PRESETS, StudyPreset
+from bloodgen.study.presets import PRESETS, STUDY_FAMILIES, StudyPreset
 
 RUNS_DIR = "runs"
 EVAL_DIR = "eval"
@@ -31,6 +31,8 @@ K_AGGREGATE = "aggregate"
 K_TRAIN = "train"
 K_EVAL = "eval"
 K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
+K_UTILITY = "utility"
+UTILITY_SAMPLE_SEED = 1000  # apart from the evaluation seeds 0..S-1, so utility samples are fresh images
 
 
 def config_hash(obj: Any) -> str:
@@ -178,6 +180,69 @@ def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
     return str(path.relative_to(out))
 
 
+def classifier_recipe(preset: StudyPreset):
+    """The preset's reference-classifier recipe (None: the device's default)."""
+    from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
+
+    r = preset.classifier_recipe
+    if r is None or isinstance(r, ClassifierRecipe):
+        return r
+    return RECIPES[r] if isinstance(r, str) else ClassifierRecipe(**r)
+
+
+def utility_samples_path(run: RunRef, out: Path) -> Path:
+    return out / "utility" / f"{run.model}-s{run.seed}-samples.npz"
+
+
+def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extractor, cache_dir) -> dict:
+    """Utility checks of one run: samples with exactly the per-class counts TSTR and the top-up need
+    (kept as .npz for the figures), then `classify.utility.evaluate_utility`; cached like the evaluation."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from bloodgen.classify.reference import default_recipe
+    from bloodgen.classify.utility import evaluate_utility, required_class_counts
+    from bloodgen.provenance import atomic_path, file_digests
+    from bloodgen.sampling.api import generate, load_model
+    from bloodgen.training.loop import R_EXPORT
+
+    export = Path(run.summary[R_EXPORT])
+    recipe = classifier_recipe(preset) or default_recipe()
+    options = preset.sampler_options.get(run.model, {})
+    key = config_hash({"weights": file_digests(export, ("sha256",))["sha256"], "recipe": asdict(recipe),
+                       "sampler": options, "memorisation_n": preset.memorisation_n, "data": dataset.sha256,
+                       "features": feature_key(extractor)})
+    samples_path = utility_samples_path(run, out)
+
+    def compute() -> dict:
+        loaded = load_model(export)
+        counts = required_class_counts(dataset.labels("train"))
+        labels = np.repeat(np.arange(len(counts)), counts) if loaded.conditional else None
+        n = int(counts.sum()) if loaded.conditional else preset.memorisation_n
+        log(f"{run.model} seed {run.seed}: utility checks ({n} samples, classifier width {recipe.width}, "
+            f"{recipe.epochs} epochs)")
+        images = generate(loaded.family, loaded.network, labels, n, UTILITY_SAMPLE_SEED, **options)
+        with atomic_path(samples_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, images=images, labels=labels if labels is not None else np.full(n, -1))
+        return evaluate_utility(images, labels, dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
+                                seed=run.seed, memorisation_n=preset.memorisation_n)
+
+    return cached(out / EVAL_DIR / f"utility-{run.model}-s{run.seed}-{key}.json", compute,
+                  f"{run.model} seed {run.seed} utility")
+
+
+def best_run(family: dict) -> dict:
+    """The family's run with the lowest mean FID (its first run where FID is missing)."""
+    from bloodgen.metrics.fid import KEY_FID
+
+    def fid(run: dict) -> float:
+        block = run[K_EVAL].get(KEY_FID) or {}
+        return block.get("mean") if block.get("mean") is not None else float("inf")
+
+    return min(family[K_RUNS], key=fid)
+
+
 def aggregate(evals: list[dict]) -> dict:
     """Across training seeds: mean and std of each run's mean, per metric (std None for one run)."""
     import numpy as np
@@ -197,7 +262,7 @@ def aggregate(evals: list[dict]) -> dict:
 
 
 def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = None, train_seeds: int | None = None,
-              out: str | Path = "study", data: str | None = None, inception_weights: str | None = None,
+              utility: bool | None = None, classifier_recipe: str | None = None, out: str | Path = "study", data: str | None = None, inception_weights: str | None = None,
               device: str | None = None, cache_dir: str | None = None, progress: bool = True,
               extractor=None) -> dict:
     """Run (or finish) the study in `out` and write results.json, report.md and report.html there.
@@ -224,7 +289,11 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         if train_seeds < 1:
             raise UserError(f"--train-seeds must be at least 1, got {train_seeds}")
         preset = replace(preset, train_seeds=train_seeds)
-    models = list(models or model_names())
+    if utility is not None:
+        preset = replace(preset, utility=utility)
+    if classifier_recipe is not None:
+        preset = replace(preset, classifier_recipe=classifier_recipe)
+    models = list(models or STUDY_FAMILIES)
     unknown = [m for m in models if m not in model_names()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
@@ -235,7 +304,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     if extractor is None:  # located now, so missing weights fail before hours of training
         extractor = inception_extractor(inception_weights, device=device, progress=progress)
     log(f"preset {preset_name}: {', '.join(models)}; {preset.train_seeds} training seed(s); evaluation "
-        f"{preset.n_images} images x {preset.eval_seeds} seeds; output {out}")
+        f"{preset.n_images} images x {preset.eval_seeds} seeds; utility checks {'on' if preset.utility else 'off'}; "
+        f"output {out}")
 
     runs = [train_stage(m, s, preset, out, data_path, dataset.sha256, progress)
             for m in models for s in range(preset.train_seeds)]
@@ -251,10 +321,18 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         family[K_AGGREGATE] = aggregate([r[K_EVAL] for r in family[K_RUNS]])
         with open(Path(out) / family[K_RUNS][0]["run_dir"] / "config.json") as fh:
             family["config"] = json.load(fh)["config"]
+    if preset.utility:
+        by_key = {(r.model, r.seed): r for r in runs}
+        for name, family in families.items():
+            best = best_run(family)
+            run = by_key[(name, best["seed"])]
+            family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
+                                 **utility_stage(run, preset, out, dataset, extractor, cache_dir)}
     results = {
         K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
-                  "command": "bloodgen study " + " ".join(_command_args(preset_name, models, train_seeds)),
+                  "command": "bloodgen study " + " ".join(_command_args(preset_name, models, train_seeds, utility,
+                                                                          classifier_recipe)),
                   "wall_seconds_this_invocation": round(time.perf_counter() - started, 1)},
         K_FLOOR: floor,
         K_FAMILIES: families,
@@ -265,12 +343,15 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     return results
 
 
-def _command_args(preset_name: str, models: list[str], train_seeds: int | None) -> list[str]:
-    from bloodgen.models.registry import model_names
-
+def _command_args(preset_name: str, models: list[str], train_seeds: int | None, utility: bool | None,
+                  classifier_recipe: str | None) -> list[str]:
     args = ["--preset", preset_name]
-    if models != list(model_names()):
+    if models != list(STUDY_FAMILIES):
         args += ["--models", *models]
     if train_seeds is not None:
         args += ["--train-seeds", str(train_seeds)]
+    if utility is not None:
+        args.append("--utility" if utility else "--no-utility")
+    if classifier_recipe is not None:
+        args += ["--classifier-recipe", classifier_recipe]
     return args

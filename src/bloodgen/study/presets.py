@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+# The families a study compares unless --models names others. Families that need inputs of their own
+# (proto-ddpm needs learned prototypes) are compared by their own experiment command instead.
+STUDY_FAMILIES = ("vae", "gan", "cgan", "ddpm")
+
+
 @dataclass(frozen=True)
 class StudyPreset:
     train_preset: str  # the model presets (bloodgen/configs/<model>.json) each family trains with
@@ -16,6 +21,14 @@ class StudyPreset:
     sampler_options: dict = field(default_factory=dict)
     # Config keys overridden per family, on top of its train preset (e.g. {"ddpm": {"steps": 500}}).
     config_overrides: dict = field(default_factory=dict)
+    # Utility checks (class fidelity, TSTR, augmentation, memorisation) on each family's best run: each
+    # trains two classifiers, so they are off where minutes count.
+    utility: bool = False
+    # Reference-classifier recipe: a name from classify.recipe.RECIPES, a dict of ClassifierRecipe fields,
+    # or None for the device's default.
+    classifier_recipe: str | dict | None = None
+    # Generated images whose nearest training image is searched (memorisation).
+    memorisation_n: int = 5000
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -29,5 +42,5 @@ PRESETS = {
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
                                            "ddpm": {"steps": 400}}),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
-    "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5),
+    "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True),
 }
