@@ -209,3 +209,20 @@ def test_building_the_cli_does_not_import_torch():
     code = "import sys, bloodgen.cli as c; c.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", "a subcommand's add_parser imports torch; import it inside run()"
+
+
+def test_derived_files_hold_out_a_class_or_cap_each_class(tiny_data, tmp_path):
+    from bloodgen.data.subset import describe_subset, write_subset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        held_out = load_bloodmnist(write_subset(tiny_data, tmp_path / "no2.npz", exclude_classes=[2]))
+        capped = load_bloodmnist(write_subset(tiny_data, tmp_path / "few.npz", per_class=3, seed=1))
+    assert 2 not in held_out.labels("train") and 2 not in held_out.labels("val")
+    assert np.array_equal(held_out.images("test"), tiny_data.images("test"))  # the anomalies stay in test
+    assert np.bincount(capped.labels("train"), minlength=8).tolist() == [3] * 8
+    assert describe_subset(tmp_path / "few.npz")["source"]["sha256"] == tiny_data.sha256
+    with pytest.raises(UserError, match="must be in 0..7"):
+        write_subset(tiny_data, tmp_path / "bad.npz", exclude_classes=[9])
+    with pytest.raises(UserError, match="per class must be >= 1"):
+        write_subset(tiny_data, tmp_path / "bad.npz", per_class=0)
