@@ -15,6 +15,8 @@ TINY = {
     "ddpm": {"channels": [16, 16, 32], "attention": [False, False, True], "attention_head_dim": 16,
              "layers_per_block": 1, "timesteps": 100, "sample_steps": 4},
 }
+# Not in FAMILIES: proto-ddpm needs a prototypes file, so tests/test_prototypes.py covers it with its own.
+TINY["proto-ddpm"] = {**TINY["ddpm"], "class_dim": 8}
 
 
 def tiny_config(model: str, **extra) -> dict:

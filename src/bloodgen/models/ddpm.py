@@ -51,19 +51,22 @@ class DDPM(Family):
         require(c["guidance"] >= 0, "guidance", "must be >= 0", c)
 
     def build(self) -> dict[str, nn.Module]:
+        # Class n_classes is the "no label" class of classifier-free guidance.
+        return {"unet": self.unet(num_class_embeds=self.n_classes + 1 if self.conditional else None)}
+
+    def unet(self, **class_conditioning: Any) -> nn.Module:
+        """The config's U-Net; subclasses (proto-ddpm) pass their own class-conditioning arguments."""
         from diffusers import UNet2DModel
 
         c = self.config
         widths = c["channels"]
-        return {"unet": UNet2DModel(
+        return UNet2DModel(
             sample_size=28, in_channels=3, out_channels=3, block_out_channels=tuple(widths),
             layers_per_block=c["layers_per_block"],
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in c["attention"]),
             up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(c["attention"])),
             attention_head_dim=c["attention_head_dim"], norm_num_groups=math.gcd(norm_groups(min(widths)), *widths),
-            dropout=c["dropout"], resnet_time_scale_shift="scale_shift",
-            # Class n_classes is the "no label" class of classifier-free guidance.
-            num_class_embeds=self.n_classes + 1 if self.conditional else None)}
+            dropout=c["dropout"], resnet_time_scale_shift="scale_shift", **class_conditioning)
 
     @property
     def null_class(self) -> int:

@@ -151,6 +151,23 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
     return [Paragraph(f"Each family's best run by FID ({seeds})."), *utility_blocks(reports, figures)]
 
 
+def _experiment_sections(results: dict, out: Path) -> list:
+    """Each experiment's own report blocks (they bring their headings), with figures relative to `out`."""
+    from bloodgen.study.pipeline import DIFFUSION_CLASSIFIER_DIR, K_EXPERIMENTS, PROTOTYPES_DIR
+
+    experiments = results.get(K_EXPERIMENTS) or {}
+    blocks: list = []
+    if "prototypes" in experiments:
+        from bloodgen.improve.compare import report_blocks
+
+        blocks += report_blocks(experiments["prototypes"], out, results_dir=out / PROTOTYPES_DIR)
+    if "diffusion-classifier" in experiments:
+        from bloodgen.classify.diffusion_eval import report_blocks
+
+        blocks += report_blocks(experiments["diffusion-classifier"], out, results_dir=out / DIFFUSION_CLASSIFIER_DIR)
+    return blocks
+
+
 def study_document(results: dict, dataset, out: Path) -> Document:
     study, floor = results["study"], results["floor"]
     settings = study["settings"]
@@ -180,6 +197,7 @@ def study_document(results: dict, dataset, out: Path) -> Document:
         doc.add(Heading("Per-class FID"), Image(per_class, "Per-class FID per conditional family"))
     doc.add(Heading("Utility: fidelity, train-on-synthetic, augmentation, memorisation"),
             *_utility_section(results, dataset, out))
+    doc.add(*_experiment_sections(results, out))
     doc.add(Heading("Runs"))
     rows = []
     for model, family in results["families"].items():

@@ -11,6 +11,7 @@ examples:
   bloodgen study --preset full --out results/study # the protocol of record (GPU: hours)
   bloodgen study --preset full --train-seeds 2     # fewer training seeds than the full preset's 5
   bloodgen study --preset quick --utility --classifier-recipe cpu   # add fidelity/TSTR/memorisation (slow on CPU)
+  bloodgen study --preset quick --experiments prototypes diffusion-classifier   # add both experiments
 
 Re-running the same command after an interruption picks up where it stopped: finished trainings and
 evaluations are reused (keyed by config, seed, data and weights), an interrupted training resumes.
@@ -22,7 +23,7 @@ def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
     from bloodgen.models.registry import FAMILIES
-    from bloodgen.study.presets import PRESETS, STUDY_FAMILIES
+    from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES
 
     presets = "; ".join(f"{name}: train preset '{p.train_preset}', {p.train_seeds} training seed(s), "
                         f"N={p.n_images:,} x {p.eval_seeds} sampling seeds" for name, p in PRESETS.items())
@@ -45,6 +46,9 @@ def add_parser(subparsers) -> None:
 
     p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
                    help="reference-classifier recipe for --utility (default: full with a GPU, cpu without)")
+    p.add_argument("--experiments", nargs="+", choices=(*EXPERIMENTS, "none"), default=None, metavar="NAME",
+                   help=f"experiments to add, from {', '.join(EXPERIMENTS)}, or 'none' (default: the preset's: "
+                        f"both for full, none for quick)")
     add_data_argument(p)
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="pytorch-fid InceptionV3 weights (default: $BLOODGEN_INCEPTION_WEIGHTS, torch hub cache, download)")
@@ -57,8 +61,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from bloodgen.study.pipeline import run_study
 
+    experiments = None if args.experiments is None else [e for e in args.experiments if e != "none"]
     run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
-              classifier_recipe=args.classifier_recipe, out=args.out, data=args.data,
+              classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
               inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
               progress=not args.no_progress)
     return 0

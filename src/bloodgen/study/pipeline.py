@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bloodgen.provenance import write_json
-from bloodgen.study.presets import PRESETS, STUDY_FAMILIES, StudyPreset
+from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES, StudyPreset
 
 RUNS_DIR = "runs"
 EVAL_DIR = "eval"
@@ -32,6 +32,9 @@ K_TRAIN = "train"
 K_EVAL = "eval"
 K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
 K_UTILITY = "utility"
+K_EXPERIMENTS = "experiments"
+PROTOTYPES_DIR = "prototypes"
+DIFFUSION_CLASSIFIER_DIR = "diffusion_classifier"
 UTILITY_SAMPLE_SEED = 1000  # apart from the evaluation seeds 0..S-1, so utility samples are fresh images
 
 
@@ -52,8 +55,9 @@ def log(message: str) -> None:
 
 
 def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None,
-                data_sha: str, progress: bool) -> RunRef:
-    """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it."""
+                data_sha: str, progress: bool, tag: str = "") -> RunRef:
+    """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
+    which names a run on derived data)."""
     from bloodgen.models.config import resolve_config
     from bloodgen.training.loop import COMPLETED, SUMMARY_FILE, train
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
@@ -61,7 +65,7 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path
     overrides = preset.config_overrides.get(model) or None
     config = resolve_config(model, preset.train_preset, None, overrides)
     key = config_hash({"model": model, "preset": preset.train_preset, "config": config, "seed": seed, "data": data_sha})
-    run_dir = out / RUNS_DIR / f"{model}-s{seed}-{key}"
+    run_dir = out / RUNS_DIR / f"{model}{'-' + tag if tag else ''}-s{seed}-{key}"
     summary_file = run_dir / SUMMARY_FILE
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
@@ -243,6 +247,46 @@ def best_run(family: dict) -> dict:
     return min(family[K_RUNS], key=fid)
 
 
+def prototypes_stage(preset: StudyPreset, out: Path, data_path: str, cache_dir, progress: bool, extractor) -> dict:
+    """The IMPROVE comparison in OUT/prototypes at the study's train preset; it skips its finished stages."""
+    from bloodgen.improve.compare import compare
+
+    log(f"prototypes experiment ({preset.train_preset} budget) in {out / PROTOTYPES_DIR}")
+    return compare(out / PROTOTYPES_DIR, preset=preset.train_preset, data=data_path, cache_dir=cache_dir,
+                   progress=progress, extractor=extractor)
+
+
+def diffusion_classifier_stage(preset: StudyPreset, ddpm_run: RunRef, out: Path, dataset, cache_dir,
+                               progress: bool) -> dict:
+    """The ddpm as a classifier (CytoDiffusion) in OUT/diffusion_classifier: the study's best ddpm run, plus a
+    ddpm trained the same way without the held-out class for the anomaly part. Parts already saved are kept."""
+    from bloodgen.classify.diffusion_eval import PARTS, EvalConfig, holdout_data_path, run_evaluation, write_results
+
+    cfg = EvalConfig(checkpoint="", out="", **preset.diffusion_classifier)
+    holdout_path = holdout_data_path(dataset, cfg.holdout_class, cache_dir)
+    holdout_sha = file_sha256(holdout_path)
+    holdout = train_stage("ddpm", ddpm_run.seed, preset, out, str(holdout_path), holdout_sha, progress,
+                          tag=f"without{cfg.holdout_class}")
+    folder = out / DIFFUSION_CLASSIFIER_DIR
+    missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
+    if not missing:
+        log(f"diffusion-classifier experiment: done already ({folder})")
+        return write_results(folder)
+    log(f"diffusion-classifier experiment ({', '.join(missing)}) in {folder}")
+    from dataclasses import replace
+
+    return run_evaluation(replace(cfg, checkpoint=str(ddpm_run.summary["export"]), out=str(folder),
+                                  data=str(dataset.path), holdout_checkpoint=str(holdout.summary["export"]),
+                                  parts=missing, recipe=classifier_recipe(preset), cache_dir=cache_dir,
+                                  progress=progress))
+
+
+def file_sha256(path: Path) -> str:
+    from bloodgen.provenance import file_digests
+
+    return file_digests(path, ("sha256",))["sha256"]
+
+
 def aggregate(evals: list[dict]) -> dict:
     """Across training seeds: mean and std of each run's mean, per metric (std None for one run)."""
     import numpy as np
@@ -262,7 +306,9 @@ def aggregate(evals: list[dict]) -> dict:
 
 
 def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = None, train_seeds: int | None = None,
-              utility: bool | None = None, classifier_recipe: str | None = None, out: str | Path = "study", data: str | None = None, inception_weights: str | None = None,
+              utility: bool | None = None, classifier_recipe: str | None = None,
+              experiments: list[str] | None = None, out: str | Path = "study", data: str | None = None,
+              inception_weights: str | None = None,
               device: str | None = None, cache_dir: str | None = None, progress: bool = True,
               extractor=None) -> dict:
     """Run (or finish) the study in `out` and write results.json, report.md and report.html there.
@@ -293,10 +339,18 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         preset = replace(preset, utility=utility)
     if classifier_recipe is not None:
         preset = replace(preset, classifier_recipe=classifier_recipe)
+    if experiments is not None:
+        unknown = [e for e in experiments if e not in EXPERIMENTS]
+        if unknown:
+            raise UserError(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
+        preset = replace(preset, experiments=tuple(experiments))
     models = list(models or STUDY_FAMILIES)
     unknown = [m for m in models if m not in model_names()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
+    if "diffusion-classifier" in preset.experiments and "ddpm" not in models:
+        raise UserError("the diffusion-classifier experiment uses the study's ddpm: add ddpm to --models or "
+                        "leave the experiment out")
     out = Path(out)
     started = time.perf_counter()
     dataset = load_bloodmnist(data)
@@ -328,14 +382,23 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
             run = by_key[(name, best["seed"])]
             family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
                                  **utility_stage(run, preset, out, dataset, extractor, cache_dir)}
+    experiment_results = {}
+    if "prototypes" in preset.experiments:
+        experiment_results["prototypes"] = prototypes_stage(preset, out, data_path, cache_dir, progress, extractor)
+    if "diffusion-classifier" in preset.experiments:
+        ddpm = best_run(families["ddpm"])
+        experiment_results["diffusion-classifier"] = diffusion_classifier_stage(
+            preset, next(r for r in runs if r.model == "ddpm" and r.seed == ddpm["seed"]), out, dataset, cache_dir,
+            progress)
     results = {
         K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
                   "command": "bloodgen study " + " ".join(_command_args(preset_name, models, train_seeds, utility,
-                                                                          classifier_recipe)),
+                                                                          classifier_recipe, experiments)),
                   "wall_seconds_this_invocation": round(time.perf_counter() - started, 1)},
         K_FLOOR: floor,
         K_FAMILIES: families,
+        K_EXPERIMENTS: experiment_results,
     }
     write_json(out / RESULTS_FILE, results)
     md, html = write_study_report(results, dataset, out)
@@ -344,7 +407,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
 
 
 def _command_args(preset_name: str, models: list[str], train_seeds: int | None, utility: bool | None,
-                  classifier_recipe: str | None) -> list[str]:
+                  classifier_recipe: str | None, experiments: list[str] | None) -> list[str]:
     args = ["--preset", preset_name]
     if models != list(STUDY_FAMILIES):
         args += ["--models", *models]
@@ -354,4 +417,6 @@ def _command_args(preset_name: str, models: list[str], train_seeds: int | None, 
         args.append("--utility" if utility else "--no-utility")
     if classifier_recipe is not None:
         args += ["--classifier-recipe", classifier_recipe]
+    if experiments is not None:
+        args += ["--experiments", *experiments] if experiments else ["--experiments", "none"]
     return args

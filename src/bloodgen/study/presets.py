@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+# Experiments a study can add to the family comparison (`--experiments`), each with its own report section:
+# prototype-guided diffusion vs a learned class embedding (bloodgen.improve), and the conditional ddpm used
+# as a classifier (bloodgen.classify.diffusion_eval), which needs ddpm among the models.
+EXPERIMENTS = ("prototypes", "diffusion-classifier")
+
 # The families a study compares unless --models names others. Families that need inputs of their own
 # (proto-ddpm needs learned prototypes) are compared by their own experiment command instead.
 STUDY_FAMILIES = ("vae", "gan", "cgan", "ddpm")
@@ -29,6 +34,9 @@ class StudyPreset:
     classifier_recipe: str | dict | None = None
     # Generated images whose nearest training image is searched (memorisation).
     memorisation_n: int = 5000
+    experiments: tuple[str, ...] = ()
+    # The diffusion-classifier experiment's sizes (EvalConfig fields: n_test, n_val, n_anomaly, ...).
+    diffusion_classifier: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,5 +50,7 @@ PRESETS = {
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
                                            "ddpm": {"steps": 400}}),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
-    "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True),
+    "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
+                        experiments=EXPERIMENTS,
+                        diffusion_classifier={"n_test": 3421, "n_val": 500, "n_anomaly": 933, "n_corrupt": 300}),
 }

@@ -1,0 +1,248 @@
+"""Class prototypes by convolutional prototype learning (Yang et al., 2018), for prototype-guided diffusion.
+
+An image encoder f (frozen) maps an image to a feature vector; a small trainable head g projects it to
+the prototype space, which holds K prototypes m_ij per class i. Classification is by distance:
+
+    p(y = i | x) = sum_j exp(-gamma d_ij) / sum_kl exp(-gamma d_kl),   d_ij = ||g(f(x)) - m_ij||^2
+
+trained with the distance-based cross-entropy plus lambda times the prototype loss, the squared distance
+to the closest prototype of the true class (it pulls features onto their class's prototypes, so the
+prototypes become class centres rather than mere decision boundaries).
+
+IMPROVE uses CLIP as f; offline, the default f is the reference classifier's ResNet-18 backbone (its
+512-d penultimate features), and any encoder can be plugged in as "module:function", a callable that
+returns a torch module mapping float images (N, 3, 28, 28) in [-1, 1] to vectors (N, D). Since f is
+frozen, its features are computed once and only g and the prototypes train, which is cheap on a CPU.
+
+Output: `prototypes.safetensors` (the prototypes (C, K, dim), the head and the feature standardisation)
+and `prototypes.json` beside it (options, encoder, accuracies, data hash, versions).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bloodgen.classify.prototype_options import PrototypeOptions
+from bloodgen.errors import UserError
+
+PROTOTYPES_FILE = "prototypes.safetensors"
+PROTOTYPES_KEY = "prototypes"
+REFERENCE_ENCODER = "reference"
+
+# prototypes.json keys.
+KEY_OPTIONS = "options"
+KEY_ENCODER = "encoder"
+KEY_VAL_ACCURACY = "val_accuracy"
+KEY_TEST_ACCURACY = "test_accuracy"
+KEY_TRAIN_ACCURACY = "train_accuracy"
+KEY_HISTORY = "history"
+KEY_DATA = "data"
+KEY_SHAPE = "prototypes_shape"
+KEY_ENVIRONMENT = "environment"
+KEY_SECONDS = "seconds"
+
+
+class PrototypeClassifier(nn.Module):
+    """Standardised encoder features -> head g -> squared distances to K prototypes per class."""
+
+    def __init__(self, in_dim: int, n_classes: int, options: PrototypeOptions):
+        super().__init__()
+        self.gamma = options.gamma
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        self.head = nn.Sequential(nn.Linear(in_dim, options.hidden), nn.ReLU(), nn.Linear(options.hidden, options.dim))
+        self.prototypes = nn.Parameter(torch.randn(n_classes, options.per_class, options.dim))
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C, K) squared distances d_ij."""
+        z = self.head((features - self.feature_mean) / self.feature_std)
+        return (z[:, None, None, :] - self.prototypes[None]).pow(2).sum(-1)
+
+    def logits(self, distances: torch.Tensor) -> torch.Tensor:
+        """(N, C) log of the summed exp(-gamma d_ij) of each class: softmax of it is p(y | x)."""
+        return torch.logsumexp(-self.gamma * distances, dim=2)
+
+
+def prototype_loss(model: PrototypeClassifier, features: torch.Tensor, labels: torch.Tensor,
+                   lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance-based cross-entropy + lam * prototype loss, the logits)."""
+    d = model.distances(features)
+    logits = model.logits(d)
+    dce = nn.functional.cross_entropy(logits, labels)
+    closest_true = d[torch.arange(len(labels)), labels].min(dim=1).values
+    return dce + lam * closest_true.mean(), logits
+
+
+@torch.no_grad()
+def prototype_accuracy(model: PrototypeClassifier, features: np.ndarray, labels: np.ndarray) -> float:
+    model.eval()
+    pred = model.logits(model.distances(torch.as_tensor(features, dtype=torch.float32))).argmax(1).numpy()
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
+def fit_prototypes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], n_classes: int,
+                   options: PrototypeOptions = PrototypeOptions()) -> tuple[PrototypeClassifier, dict]:
+    """Train head and prototypes on features (N, D) with Adam; keep the epoch with the best val accuracy."""
+    options.check()
+    x, y = (torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(train[1], dtype=torch.long))
+    if len(x) == 0 or x.ndim != 2:
+        raise UserError(f"prototype learning needs a non-empty (N, D) feature array, got shape {tuple(x.shape)}")
+    torch.manual_seed(options.seed)
+    model = PrototypeClassifier(x.shape[1], n_classes, options)
+    model.feature_mean.copy_(x.mean(0))
+    model.feature_std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    generator = torch.Generator().manual_seed(options.seed)
+    best, best_state, history = -1.0, None, []
+    for epoch in range(options.epochs):
+        model.train()
+        losses = []
+        for idx in torch.randperm(len(x), generator=generator).split(options.batch_size):
+            loss, _ = prototype_loss(model, x[idx], y[idx], options.lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        val_acc = prototype_accuracy(model, *val)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), KEY_VAL_ACCURACY: val_acc})
+        if val_acc > best or best_state is None:
+            best, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {KEY_VAL_ACCURACY: best, KEY_TRAIN_ACCURACY: prototype_accuracy(model, *train),
+                   KEY_HISTORY: history}
+
+
+# ---- encoders ---------------------------------------------------------------------------------------
+
+def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None = None) -> nn.Module:
+    """The frozen image encoder: 'reference' (the backbone of the reference classifier trained with `recipe`,
+    by default `default_recipe()`) or 'module:function'."""
+    if spec == REFERENCE_ENCODER:
+        from bloodgen.classify.reference import reference_classifier
+
+        model, _ = reference_classifier(data, recipe, cache_dir=cache_dir)
+        model.fc = nn.Identity()  # the penultimate features (512-d for the full-width ResNet-18)
+        return model.eval().requires_grad_(False)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"--encoder must be 'reference' or 'module:function', got {spec!r}")
+    try:
+        factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"cannot load encoder {spec!r}: {err}") from None
+    encoder = factory()
+    if not isinstance(encoder, nn.Module):
+        raise UserError(f"encoder {spec!r} must return a torch module, got {type(encoder).__name__}")
+    return encoder.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, D) float32 features of uint8 images (N, 28, 28, 3)."""
+    from bloodgen.data import to_model_range
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        features = encoder(to_model_range(images[start:start + batch_size]))
+        if features.ndim != 2:
+            raise UserError(f"the encoder must return (N, D) vectors, got shape {tuple(features.shape)}")
+        out.append(features.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+# ---- files ------------------------------------------------------------------------------------------
+
+def prototypes_path(path: str | Path) -> Path:
+    """A prototypes file, or the folder holding `prototypes.safetensors`."""
+    path = Path(path).expanduser()
+    return path / PROTOTYPES_FILE if path.is_dir() else path
+
+
+def read_prototypes(path: str | Path) -> torch.Tensor:
+    """The (C, K, dim) prototypes in a file written by `learn_prototypes`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = prototypes_path(path)
+    if not path.is_file():
+        raise UserError(f"prototypes file {path} not found; create it with `bloodgen prototypes learn`")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{path} is not a safetensors file ({err})") from None
+    prototypes = tensors.get(PROTOTYPES_KEY)
+    if prototypes is None or prototypes.ndim != 3:
+        raise UserError(f"{path} holds no (classes, K, dim) tensor named {PROTOTYPES_KEY!r}; "
+                        f"write it with `bloodgen prototypes learn`")
+    return prototypes
+
+
+def write_prototypes(model: PrototypeClassifier, info: dict, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    from bloodgen.provenance import atomic_path, write_json
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(path.with_suffix(".json"), info)
+    return path
+
+
+def learn_prototypes(data, out: str | Path, options: PrototypeOptions = PrototypeOptions(),
+                     encoder: str = REFERENCE_ENCODER, encoder_data=None, classifier_recipe=None,
+                     cache_dir: str | Path | None = None, max_per_class: int | None = None) -> dict:
+    """Learn prototypes on `data`'s train split (val for selection, test for the reported accuracy).
+
+    encoder_data: the file the reference encoder is trained on (default `data`); the study uses the full
+    file for it so both data regimes share one encoder, as both would share CLIP. max_per_class caps the
+    training images whose features are computed (a CPU budget). Writes `out` (a .safetensors path or a
+    folder) and its .json; returns the JSON record.
+    """
+    from bloodgen.data import N_CLASSES
+    from bloodgen.provenance import environment
+
+    options.check()
+    path = Path(out) if Path(out).suffix == ".safetensors" else Path(out) / PROTOTYPES_FILE
+    started = time.perf_counter()
+    net = load_encoder(encoder, encoder_data if encoder_data is not None else data, classifier_recipe, cache_dir)
+    splits = {}
+    for split in ("train", "val", "test"):
+        images, labels = data.split(split)
+        if split == "train" and max_per_class is not None:
+            from bloodgen.data.subset import subset_indices
+
+            keep = subset_indices(labels, per_class=max_per_class, seed=options.seed)
+            images, labels = images[keep], labels[keep]
+        splits[split] = (encode(net, images), labels.astype(np.int64))
+    model, fit = fit_prototypes(splits["train"], splits["val"], N_CLASSES, options)
+    info = {
+        KEY_SHAPE: list(model.prototypes.shape),
+        KEY_TRAIN_ACCURACY: fit[KEY_TRAIN_ACCURACY], KEY_VAL_ACCURACY: fit[KEY_VAL_ACCURACY],
+        KEY_TEST_ACCURACY: prototype_accuracy(model, *splits["test"]),
+        KEY_OPTIONS: asdict(options),
+        KEY_ENCODER: {"spec": encoder, "feature_dim": int(splits["train"][0].shape[1]),
+                      "classifier_recipe": asdict(classifier_recipe) if classifier_recipe is not None else None,
+                      "trained_on": (encoder_data if encoder_data is not None else data).provenance()
+                      if encoder == REFERENCE_ENCODER else None},
+        KEY_DATA: {**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
+        KEY_HISTORY: fit[KEY_HISTORY],
+        KEY_SECONDS: round(time.perf_counter() - started, 1),
+        KEY_ENVIRONMENT: environment(),
+    }
+    write_prototypes(model, info, path)
+    return {**info, "path": str(path)}
+
+
+def read_info(path: str | Path) -> dict:
+    return json.loads(prototypes_path(path).with_suffix(".json").read_text())

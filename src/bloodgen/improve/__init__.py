@@ -1,0 +1,1 @@
+"""Prototype-guided diffusion (IMPROVE): the comparison experiment and its command."""

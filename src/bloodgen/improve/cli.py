@@ -1,0 +1,116 @@
+"""`bloodgen prototypes`: learn class prototypes, and compare prototype-guided diffusion with its baseline."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """\
+examples:
+  bloodgen prototypes learn --out protos/                      # reference-classifier encoder, K=1, dim 64
+  bloodgen prototypes learn --out protos/ --per-class 3 --gamma 0.5 --lam 0.05
+  bloodgen prototypes learn --out protos/ --encoder torch.nn:Flatten   # any module:function -> torch module
+  bloodgen train --model proto-ddpm --set prototypes=protos/prototypes.safetensors
+  bloodgen train --model proto-ddpm --set class_embedding=learned      # the baseline arm
+  bloodgen prototypes compare --preset quick --out /tmp/improve       # CPU budget, both regimes
+  bloodgen prototypes compare --preset quick --steps 400 --classifier-epochs 1 --out /tmp/improve
+"""
+
+
+def add_parser(subparsers) -> None:
+    from bloodgen.classify.prototype_options import PrototypeOptions
+    from bloodgen.cli import HelpFormatter
+    from bloodgen.data.cli import add_data_argument
+
+    p = subparsers.add_parser("prototypes", help="class prototypes and prototype-guided diffusion (IMPROVE)",
+                              description="Convolutional prototype learning on a frozen image encoder, and the "
+                                          "IMPROVE comparison: diffusion conditioned on frozen prototypes vs. a "
+                                          "learned class embedding, on the full data and 100 images per class.",
+                              epilog=EXAMPLES, formatter_class=HelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    learn = actions.add_parser("learn", help="learn prototypes; report the prototype classifier's test accuracy",
+                               epilog=EXAMPLES, formatter_class=HelpFormatter)
+    add_data_argument(learn)
+    learn.add_argument("--out", required=True, help="folder (or .safetensors path) for the prototypes and their JSON")
+    defaults = PrototypeOptions()
+    learn.add_argument("--per-class", type=int, default=defaults.per_class, help="K prototypes per class")
+    learn.add_argument("--dim", type=int, default=defaults.dim, help="prototype dimension (proto-ddpm class_dim)")
+    learn.add_argument("--gamma", type=float, default=defaults.gamma, help="distance temperature")
+    learn.add_argument("--lam", type=float, default=defaults.lam, help="weight of the prototype loss")
+    learn.add_argument("--hidden", type=int, default=defaults.hidden, help="projection head hidden width")
+    learn.add_argument("--epochs", type=int, default=defaults.epochs)
+    learn.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    learn.add_argument("--lr", type=float, default=defaults.lr)
+    learn.add_argument("--seed", type=int, default=defaults.seed)
+    learn.add_argument("--max-per-class", type=int, default=None,
+                       help="use at most this many train images per class (features are computed once per image)")
+    _encoder_arguments(learn)
+    learn.set_defaults(func=run_learn)
+
+    comp = actions.add_parser("compare", help="train both arms in both regimes and compare them (resumable)",
+                              epilog=EXAMPLES, formatter_class=HelpFormatter)
+    add_data_argument(comp)
+    from bloodgen.improve.compare import PRESETS, REGIMES
+
+    comp.add_argument("--out", required=True, help="comparison folder; an existing one is continued")
+    comp.add_argument("--preset", default="quick", choices=tuple(PRESETS),
+                      help="budget: quick (CPU minutes, small sample sets) or full (GPU, protocol-sized)")
+    comp.add_argument("--steps", type=int, default=None,
+                      help="diffusion training steps per run (default: the preset's)")
+    comp.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=tuple(REGIMES),
+                      help="full: all training images; low: 100 per class")
+    comp.add_argument("--classifier-epochs", type=int, default=None,
+                      help="epochs of the reference classifier (judge and encoder; default: its recipe's)")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--encoder", default="reference", help="prototype encoder: 'reference' or module:function")
+    comp.add_argument("--cache-dir", default=None,
+                      help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
+    comp.add_argument("--quiet", action="store_true", help="no progress bars")
+    comp.set_defaults(func=run_compare)
+
+
+def _encoder_arguments(p: argparse.ArgumentParser) -> None:
+    from bloodgen.classify.recipe import RECIPES
+
+    p.add_argument("--encoder", default="reference",
+                   help="'reference' (the reference classifier's ResNet-18 features, trained and cached if needed) or "
+                        "module:function returning a torch module from images (N, 3, 28, 28) in [-1, 1] to (N, D)")
+    p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
+                   help="recipe of the reference classifier behind --encoder reference (default: full with a GPU, "
+                        "cpu without; cached per recipe)")
+    p.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
+
+
+def run_learn(args: argparse.Namespace) -> int:
+    from bloodgen.classify.prototype_options import PrototypeOptions
+    from bloodgen.classify.prototypes import KEY_SECONDS, KEY_TEST_ACCURACY, KEY_VAL_ACCURACY, learn_prototypes
+    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.data import load_bloodmnist
+    from bloodgen.errors import UserError
+
+    options = PrototypeOptions(per_class=args.per_class, dim=args.dim, gamma=args.gamma, lam=args.lam,
+                               hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               seed=args.seed)
+    options.check()
+    if args.max_per_class is not None and args.max_per_class < 1:
+        raise UserError(f"--max-per-class must be >= 1, got {args.max_per_class}")
+    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
+    info = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
+                            classifier_recipe=recipe, cache_dir=args.cache_dir, max_per_class=args.max_per_class)
+    print(f"prototypes {tuple(info['prototypes_shape'])} written to {info['path']} ({info[KEY_SECONDS]:.0f} s): "
+          f"prototype classifier test accuracy {info[KEY_TEST_ACCURACY]:.4f} (val {info[KEY_VAL_ACCURACY]:.4f})")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from bloodgen.improve.compare import (ARMS, K_F1, K_FID, K_REGIMES, K_ROWS, REAL, RESULTS_FILE, compare)
+
+    results = compare(args.out, args.preset, data=args.data, seed=args.seed, regimes=tuple(args.regimes),
+                      cache_dir=args.cache_dir, encoder=args.encoder, steps=args.steps,
+                      classifier_epochs=args.classifier_epochs, progress=not args.quiet)
+    for regime, block in results[K_REGIMES].items():
+        rows = block[K_ROWS]
+        parts = [f"{arm}: FID {rows[arm][K_FID]:.1f}, TSTR F1 {rows[arm][K_F1]:.3f}" for arm in ARMS]
+        print(f"{regime}: " + "; ".join(parts) + f"; real TSTR F1 {rows[REAL][K_F1]:.3f}")
+    print(f"results in {args.out}/{RESULTS_FILE}, report in {args.out}/report.html")
+    return 0
