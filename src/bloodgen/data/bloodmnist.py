@@ -102,7 +102,7 @@ def resolve_data_path(data: str | os.PathLike | None = None, download: bool = Tr
     candidate = root / FILENAME
     if candidate.is_file():
         return candidate
-    looked = [f"--data (not given)", f"${DATA_ENV} (not set)", f"{candidate} (absent)"]
+    looked = ["--data (not given)", f"${DATA_ENV} (not set)", f"{candidate} (absent)"]
     if download:
         reason = _download(root)
         if candidate.is_file():
