@@ -184,3 +184,48 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
         warnings.simplefilter("ignore")
         run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
                   cache_dir=str(tmp_path / "cache"), progress=False)
+
+
+def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny_npz, tmp_path, monkeypatch):
+    """The plumbing only: each experiment's own code is tested in test_prototypes.py / test_diffusion_classifier.py."""
+    from dataclasses import replace
+
+    import bloodgen.classify.diffusion_eval as diffusion_eval
+    import bloodgen.improve.compare as improve
+    from bloodgen.data import load_bloodmnist
+    from bloodgen.report.document import Paragraph
+    from bloodgen.study.pipeline import run_study
+
+    calls = {}
+
+    def fake_compare(out, **kwargs):
+        calls["prototypes"] = (out, kwargs)
+        return {"marker": "prototypes"}
+
+    def fake_evaluation(cfg):
+        calls["diffusion-classifier"] = cfg
+        return {"marker": "diffusion classifier"}
+
+    monkeypatch.setattr(improve, "compare", fake_compare)
+    monkeypatch.setattr(diffusion_eval, "run_evaluation", fake_evaluation)
+    monkeypatch.setattr(improve, "report_blocks", lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
+    monkeypatch.setattr(diffusion_eval, "report_blocks",
+                        lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
+    preset = replace(TINY_STUDY, diffusion_classifier={"n_test": 5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_study(preset, models=["ddpm"], experiments=["prototypes", "diffusion-classifier"], out=tmp_path,
+                            data=str(tiny_npz), extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"),
+                            progress=False)
+    assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1]["preset"] == "quick"
+    cfg = calls["diffusion-classifier"]
+    assert cfg.checkpoint == results["families"]["ddpm"]["runs"][0]["train"]["export"] and cfg.n_test == 5
+    trained_on = json.loads((Path(cfg.holdout_checkpoint).parent / "environment.json").read_text())["data"]
+    holdout_data = load_bloodmnist(trained_on["path"])
+    assert 2 not in holdout_data.labels("train") and trained_on["sha256"] == holdout_data.sha256
+    report = (tmp_path / "report.md").read_text()
+    assert "SECTION prototypes" in report and "SECTION diffusion classifier" in report
+    assert "--experiments prototypes diffusion-classifier" in results["study"]["command"]
+    with pytest.raises(Exception, match="uses the study's ddpm"):
+        run_study(preset, models=["vae"], experiments=["diffusion-classifier"], out=tmp_path, data=str(tiny_npz),
+                  extractor=PooledPixels(), progress=False)

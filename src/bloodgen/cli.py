@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES = (
     "bloodgen.metrics.cli",
     "bloodgen.study.cli",
     "bloodgen.classify.cli",
+    "bloodgen.improve.cli",
+    "bloodgen.classify.diffusion_cli",
 )
 
 DESCRIPTION = """\

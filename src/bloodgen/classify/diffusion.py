@@ -1,0 +1,325 @@
+"""A class-conditional diffusion model used as a classifier (CytoDiffusion).
+
+For an image x0, each draw picks a time step t and a noise eps, forms x_t once and asks the U-Net for
+its noise prediction under every remaining candidate class c; the draw's error for c is the weighted
+mean squared error w(t) * |eps - eps_c|^2. The class with the smallest mean error over the draws wins.
+Because every class sees the same (t, eps) in a draw, the errors are paired, so after `min_draws` a
+one-sided paired t-test (scipy.stats.ttest_rel) drops any class whose errors are significantly larger
+than the current best's; an image stops when one class is left or after `max_draws` draws.
+
+The prediction is the lowest mean error among the classes never pruned; the confidence is the smallest
+paired gap (mean error difference on the same draws) of another class; the per-pixel mean error of a
+class minus that of the predicted class is the counterfactual heat map ("what would have to change").
+
+Reproducibility: image i of a call draws its (t, eps) only from its own CPU generator, seeded from
+(seed, i), in rounds of `draws_per_round`; so the draws do not depend on the device or on how images
+are batched (batched kernels can move the errors in the last float digits only).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.errors import UserError
+
+# CytoDiffusion's fit of the error scale over t in [0, 1]; the error at t is weighted by 1 / f(t).
+PAPER_POLYNOMIAL = (0.927, 9.837, -4.684, 6.019, -9.340)
+MIN_SNR_GAMMA = 5.0
+
+
+@dataclass
+class ClassifyResult:
+    """Per-image outputs; classes that are not candidates have NaN errors and 0 draws."""
+
+    predictions: np.ndarray  # (N,) int64: the class with the lowest mean error among those never pruned
+    mean_errors: np.ndarray  # (N, C) float64: mean weighted error over the draws the class took part in
+    error_gaps: np.ndarray  # (N, C) float64: mean of (error of c - error of the prediction) over c's draws
+    draws: np.ndarray  # (N, C) int64: draws each class took part in (its first draws)
+    confidence: np.ndarray  # (N,) smallest error gap of another class
+    candidates: list[int]
+    seconds: float
+    options: dict = field(default_factory=dict)
+
+    @property
+    def draws_used(self) -> np.ndarray:
+        """(N,) draws made for each image (those of its winning class)."""
+        return self.draws.max(1)
+
+    @property
+    def evaluations(self) -> np.ndarray:
+        """(N,) network evaluations spent on each image."""
+        return self.draws.sum(1)
+
+
+def candidate_classes(loaded) -> list[int]:
+    """Classes the model can score: conditional models only, classes it saw in training only."""
+    if not loaded.conditional:
+        raise UserError(f"{loaded.spec['model']} model in {loaded.source} is unconditional: a diffusion classifier "
+                        f"needs a class-conditional model (train with --set conditional=true)")
+    if loaded.spec["model"] != "ddpm":
+        raise UserError(f"{loaded.source} is a {loaded.spec['model']} model: only ddpm models can classify")
+    classes = [int(c) for c in np.flatnonzero(loaded.class_counts > 0)]
+    if len(classes) < 2:
+        raise UserError(f"{loaded.source} was trained on fewer than 2 classes: nothing to choose between")
+    return classes
+
+
+def timestep_weights(weighting: str, t: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """w(t) for each time step in `t` (float64)."""
+    abar = alphas_cumprod.double()[t]
+    snr = abar / (1 - abar)
+    if weighting == "uniform":
+        return torch.ones_like(snr)
+    if weighting == "snr":
+        return snr
+    if weighting == "min-snr":
+        return snr.clamp(max=MIN_SNR_GAMMA) / snr
+    poly = np.polynomial.Polynomial(PAPER_POLYNOMIAL)
+    return torch.as_tensor(1.0 / poly(t.double().numpy() / (timesteps - 1)), dtype=torch.float64)
+
+
+class NoiseErrors:
+    """Weighted noise-prediction errors of one loaded model (epsilon or v-prediction)."""
+
+    def __init__(self, loaded, weighting: str):
+        self.family, self.network = loaded.family, loaded.network
+        self.device = loaded.device
+        self.scheduler = self.family.noise_scheduler()
+        self.abar = self.scheduler.alphas_cumprod.to(self.device)
+        self.timesteps = int(self.family.config["timesteps"])
+        self.v_prediction = self.family.config["prediction"] == "v"
+        self.weighting = weighting
+
+    def draw(self, generator: torch.Generator, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k draws of (t, eps) for one image, from that image's own generator (on the CPU, so any device repeats them)."""
+        t = torch.randint(0, self.timesteps, (k,), generator=generator)
+        eps = torch.randn((k, 3, 28, 28), generator=generator)
+        return t, eps
+
+    @torch.inference_mode()
+    def residuals(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """eps - eps_pred (float32, on the CPU) for noisy images x_t under class `labels`."""
+        x_t, t, labels = x_t.to(self.device), t.to(self.device), labels.to(self.device)
+        out = self.family.denoise(self.network, x_t, t, labels).float()
+        if self.v_prediction:  # v = sqrt(abar) eps - sqrt(1 - abar) x0  =>  eps = sqrt(abar) v + sqrt(1 - abar) x_t
+            abar = self.abar[t].float().view(-1, 1, 1, 1)
+            out = abar.sqrt() * out + (1 - abar).sqrt() * x_t
+        return eps - out.cpu()
+
+    def noisy(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(x0, eps, t)
+
+    def weights(self, t: torch.Tensor) -> torch.Tensor:
+        return timestep_weights(self.weighting, t, self.scheduler.alphas_cumprod, self.timesteps)
+
+
+def image_generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 2, index]).generate_state(1, np.uint64)[0]))
+
+
+def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 3):
+        raise UserError(f"{what} must be uint8 (N, 28, 28, 3) BloodMNIST images, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise UserError(f"{what} must be uint8 (0-255), got {images.dtype}")
+    if len(images) == 0:
+        raise UserError(f"{what} holds no images")
+    return images
+
+
+def prune_classes(errors: np.ndarray, active: np.ndarray, p_value: float) -> np.ndarray:
+    """The active mask after dropping classes whose paired errors are significantly above the best class's.
+
+    errors: (C, n) per-draw errors (only rows of active classes are read); active: (C,) bool.
+    """
+    from scipy.stats import ttest_rel
+
+    idx = np.flatnonzero(active)
+    best = idx[np.argmin(errors[idx].mean(1))]
+    others = idx[idx != best]
+    keep = active.copy()
+    if len(others):
+        # One-sided: is class c's error larger than the best's, draw by draw?
+        p = ttest_rel(errors[others], np.broadcast_to(errors[best], errors[others].shape), axis=1,
+                      alternative="greater").pvalue
+        keep[others[np.nan_to_num(p, nan=1.0) < p_value]] = False
+    return keep
+
+
+def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = ClassifierOptions(),
+                    progress: bool = False, chunk: int = 64) -> ClassifyResult:
+    """Classify uint8 images (N, 28, 28, 3) with a loaded conditional ddpm (see the module docstring).
+
+    `chunk` images advance together so that one network batch holds many images' draws; it changes
+    the speed, and the errors only by float rounding (batched kernels sum in another order).
+    """
+    from tqdm.auto import tqdm
+
+    from bloodgen.data import N_CLASSES, to_model_range
+
+    options = options.check()
+    images = check_images(images)
+    classes = candidate_classes(loaded)
+    scorer = NoiseErrors(loaded, options.weighting)
+    n = len(images)
+    mean_errors = np.full((n, N_CLASSES), np.nan)
+    gaps = np.full((n, N_CLASSES), np.nan)
+    draws = np.zeros((n, N_CLASSES), dtype=np.int64)
+    start_time = time.perf_counter()
+    with tqdm(total=n, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            state = _ChunkState(to_model_range(images[lo:hi]), [image_generator(options.seed, i) for i in range(lo, hi)],
+                                classes, options.max_draws)
+            while not state.finished.all():
+                rows = np.flatnonzero(~state.finished)
+                state.score_round(scorer, rows, options)
+                for i in rows:
+                    if options.prune and state.done[i] >= options.min_draws:
+                        state.active[i] = prune_classes(state.errors[i, :, :state.done[i]], state.active[i],
+                                                        options.p_value)
+                    if state.done[i] >= options.max_draws or state.active[i].sum() == 1:
+                        state.finished[i] = True
+                        bar.update(1)
+            draws[lo:hi] = state.class_draws
+            # A class pruned early keeps the draws it took part in: its mean is over those.
+            mean_errors[lo:hi, classes] = state.errors.sum(2)[:, classes] / state.class_draws[:, classes]
+            gaps[lo:hi] = paired_gaps(state.errors, state.class_draws, classes)
+    return ClassifyResult(predictions=np.nanargmin(np.where(gaps == 0, 0.0, np.nan), 1), mean_errors=mean_errors,
+                          error_gaps=gaps, draws=draws, confidence=error_gap(gaps), candidates=classes,
+                          seconds=time.perf_counter() - start_time, options=options.to_dict())
+
+
+def paired_gaps(errors: np.ndarray, class_draws: np.ndarray, classes: list[int]) -> np.ndarray:
+    """(m, C) mean error difference of each class to the winner, over the draws the class took part in.
+
+    Errors swing by orders of magnitude with t, so means over different draws (a class pruned after 20
+    draws, the winner after 200) cannot be compared; differences on the same draws can. The winner is
+    the lowest mean among the classes that took part in every draw (those never pruned).
+    """
+    m = len(errors)
+    gaps = np.full((m, class_draws.shape[1]), np.nan)
+    for i in range(m):
+        n = class_draws[i]
+        full = [c for c in classes if n[c] == n.max()]
+        winner = full[int(np.argmin([errors[i, c, :n[c]].mean() for c in full]))]
+        for c in classes:
+            gaps[i, c] = (errors[i, c, :n[c]] - errors[i, winner, :n[c]]).mean()
+        gaps[i, winner] = 0.0
+    return gaps
+
+
+class _ChunkState:
+    """The draws of a chunk of images so far: per-draw errors, active classes, draw counts."""
+
+    def __init__(self, x0: torch.Tensor, generators: list[torch.Generator], classes: list[int], max_draws: int):
+        from bloodgen.data import N_CLASSES
+
+        m = len(x0)
+        self.x0, self.generators = x0, generators
+        self.errors = np.zeros((m, N_CLASSES, max_draws))
+        self.active = np.zeros((m, N_CLASSES), dtype=bool)
+        self.active[:, classes] = True
+        self.class_draws = np.zeros((m, N_CLASSES), dtype=np.int64)
+        self.done = np.zeros(m, dtype=np.int64)
+        self.finished = np.zeros(m, dtype=bool)
+        self.max_draws = max_draws
+
+    def score_round(self, scorer: NoiseErrors, rows: np.ndarray, options: ClassifierOptions) -> None:
+        """One more round of draws for images `rows`: every draw scored under every active class."""
+        x_parts, t_parts, eps_parts, label_parts, where = [], [], [], [], []
+        for i in rows:
+            k = min(options.draws_per_round, self.max_draws - self.done[i])
+            t, eps = scorer.draw(self.generators[i], k)
+            x_t = scorer.noisy(self.x0[i:i + 1].expand(k, -1, -1, -1), t, eps)
+            cls = np.flatnonzero(self.active[i])
+            # The same (t, eps, x_t) goes to every class: the errors are paired across classes.
+            x_parts.append(x_t.repeat_interleave(len(cls), 0))
+            t_parts.append(t.repeat_interleave(len(cls)))
+            eps_parts.append(eps.repeat_interleave(len(cls), 0))
+            label_parts.append(torch.as_tensor(cls).repeat(k))
+            d = self.done[i] + np.arange(k)
+            where.append(np.stack([np.full(k * len(cls), i), np.tile(cls, k), np.repeat(d, len(cls))]))
+            self.class_draws[i, cls] += k
+            self.done[i] += k
+        x_t, t, eps, labels = (torch.cat(p) for p in (x_parts, t_parts, eps_parts, label_parts))
+        where = np.concatenate(where, axis=1)
+        weights = scorer.weights(t).numpy()
+        for s in range(0, len(t), options.batch_size):
+            b = slice(s, s + options.batch_size)
+            res = scorer.residuals(x_t[b], t[b], eps[b], labels[b])
+            self.errors[tuple(where[:, b])] = res.pow(2).mean((1, 2, 3)).double().numpy() * weights[b]
+
+
+def error_gap(mean_errors: np.ndarray) -> np.ndarray:
+    """(N,) second-smallest minus smallest entry (NaN entries are not candidates)."""
+    ordered = np.sort(np.where(np.isnan(mean_errors), np.inf, mean_errors), axis=1)
+    return ordered[:, 1] - ordered[:, 0]
+
+
+def error_probabilities(mean_errors: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(-errors / T) over the candidate classes; non-candidates get probability 0.
+
+    Pass `error_gaps` (comparable across classes even after pruning); without pruning they are the
+    mean errors shifted by a constant, which the softmax ignores."""
+    from scipy.special import softmax
+
+    logits = np.where(np.isnan(mean_errors), -np.inf, -mean_errors / temperature)
+    return softmax(logits, axis=1)
+
+
+def fit_temperature(mean_errors: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising the negative log-likelihood of `labels` under `error_probabilities` (fit on val)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if not np.isfinite(mean_errors[np.arange(len(labels)), labels]).all():
+        raise UserError("calibration labels include classes the model does not score")
+
+    def nll(log_t: float) -> float:
+        logits = np.where(np.isnan(mean_errors), -np.inf, -mean_errors / 10.0 ** log_t)
+        return -float(log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean())
+
+    # Errors differ between classes by ~1e-4..1e-1, so T is searched on a wide log scale.
+    return float(10.0 ** minimize_scalar(nll, bounds=(-7, 2), method="bounded").x)
+
+
+def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: ClassifierOptions = ClassifierOptions(),
+                        index: int = 0) -> tuple[np.ndarray, int]:
+    """Per-pixel mean error difference of each class against the predicted one, for one uint8 image (28, 28, 3).
+
+    Returns (maps (C, 28, 28) float64, predicted class); maps[c] > 0 where class c explains the pixel
+    worse than the predicted class, NaN for non-candidate classes, all zero for the predicted class.
+    Every candidate class is scored on all `draws` draws (no pruning), with the options' weighting.
+    """
+    from bloodgen.data import N_CLASSES, to_model_range
+
+    options = options.check()
+    if draws < 1:
+        raise UserError(f"heat-map draws must be >= 1, got {draws}")
+    image = check_images(np.asarray(image)[None], "the heat-map image")
+    classes = candidate_classes(loaded)
+    scorer = NoiseErrors(loaded, options.weighting)
+    x0 = to_model_range(image)
+    t, eps = scorer.draw(image_generator(options.seed, index), draws)
+    x_t = scorer.noisy(x0.expand(draws, -1, -1, -1), t, eps)
+    weights = scorer.weights(t).float().view(-1, 1, 1)
+    maps = np.full((N_CLASSES, 28, 28), np.nan)
+    errors = np.full(N_CLASSES, np.nan)
+    for c in classes:
+        pixel = torch.zeros(28, 28, dtype=torch.float64)
+        for s in range(0, draws, options.batch_size):
+            b = slice(s, s + options.batch_size)
+            res = scorer.residuals(x_t[b], t[b], eps[b], torch.full((len(t[b]),), c))
+            pixel += (res.pow(2).mean(1) * weights[b]).sum(0).double()
+        maps[c] = (pixel / draws).numpy()
+        errors[c] = maps[c].mean()
+    predicted = int(np.nanargmin(errors))
+    return maps - maps[predicted], predicted

@@ -1,0 +1,632 @@
+"""`classify-eval`: the diffusion classifier (CytoDiffusion) next to the ResNet-18 reference classifier.
+
+Parts, each saved on its own under OUT/parts/ so that a long evaluation can be run part by part (or
+parts in parallel processes) and the report is rebuilt from whatever parts exist:
+
+- accuracy: accuracy, balanced accuracy, per-class recall on a random test subset, with and without
+  pruning (the cost: network evaluations and seconds per image), and the ResNet on the same images.
+- calibration: softmax(-errors / T) with T fitted on a val subset; ECE and a reliability diagram, ResNet's too.
+- anomaly: a diffusion model and a ResNet trained without one class; AUC of their confidences for
+  telling that class's test images from the rest (on a test subset that is one third that class);
+  a KDE figure of the confidences.
+- corruptions: balanced accuracy of both classifiers on medmnistc-corrupted copies of a test subset.
+- heatmaps: counterfactual heat maps, one test image per class against every target class.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
+from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.errors import UserError
+
+PARTS = ("accuracy", "calibration", "anomaly", "corruptions", "heatmaps")
+
+# Result keys.
+KEY_CONFIG = "config"
+KEY_ENVIRONMENT = "environment"
+KEY_PARTS = "parts"
+KEY_FIGURES = "figures"
+KEY_RESULTS_DIR = "results_dir"
+KEY_DIFFUSION = "diffusion"
+KEY_DIFFUSION_NO_PRUNE = "diffusion_no_prune"
+KEY_RESNET = "resnet18"
+KEY_N_IMAGES = "n_images"
+KEY_EVALS_PER_IMAGE = "evaluations_per_image"
+KEY_SECONDS_PER_IMAGE = "seconds_per_image"
+KEY_DRAWS_PER_IMAGE = "draws_per_image"
+KEY_EVAL_REDUCTION = "evaluation_reduction"
+KEY_ACCURACY_LOSS = "accuracy_loss_points"
+KEY_TEMPERATURE = "temperature"
+KEY_ECE = "ece"
+KEY_RELIABILITY = "reliability"
+KEY_AUC = "auc"
+KEY_HELDOUT_CLASS = "heldout_class"
+KEY_N_HELDOUT = "n_heldout"
+KEY_INLIER_BALANCED_ACCURACY = "inlier_balanced_accuracy"
+KEY_CONFIDENCES = "confidences"
+KEY_CLEAN = "clean"
+KEY_CORRUPTED = "corrupted"
+KEY_SKIPPED = "skipped"
+KEY_MEAN_DROP = "mean_drop"
+KEY_HEATMAP_CLASSES = "image_classes"
+KEY_HEATMAP_PREDICTED = "predicted"
+KEY_CLASSIFIER_INFO = "classifier"
+KEY_TEST_INDICES = "test_indices"
+KEY_N_VAL = "n_val"
+KEY_BALANCED = "balanced_accuracy"
+KEY_DROP = "drop"
+KEY_SEVERITIES = "severities"
+KEY_DRAWS = "draws"
+KEY_WALL_SECONDS = "wall_seconds"
+KEY_CHECKPOINT_STEP = "checkpoint_step"
+KEY_DATA = "data"
+ECE_BINS = 10
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides the numbers; saved with the results."""
+
+    checkpoint: str
+    out: str
+    data: str | None = None
+    holdout_checkpoint: str | None = None
+    holdout_class: int = 2
+    parts: tuple[str, ...] = PARTS
+    n_test: int = 300
+    n_val: int = 100
+    n_anomaly: int = 150
+    n_corrupt: int = 50
+    corruptions: tuple[str, ...] = BLOODMNIST_CORRUPTIONS
+    severities: tuple[int, ...] = (1, 3, 5)
+    no_prune_draws: int = 100
+    heatmap_draws: int = 100
+    seed: int = 0
+    options: ClassifierOptions = field(default_factory=lambda: ClassifierOptions(max_draws=100))
+    recipe: ClassifierRecipe | None = None  # None: the reference's default (its CPU-sized recipe without a GPU)
+    device: str | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+
+    def check(self) -> "EvalConfig":
+        self.options.check()
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PARTS)}")
+        for name in ("n_test", "n_val", "n_anomaly", "n_corrupt", "no_prune_draws", "heatmap_draws"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.no_prune_draws < 2:
+            raise UserError(f"--no-prune-draws must be >= 2, got {self.no_prune_draws}")
+        if "anomaly" in self.parts and not self.holdout_checkpoint:
+            raise UserError("the anomaly part needs --holdout-checkpoint (a ddpm trained without one class); "
+                            "leave it out with --parts")
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["options"], d["recipe"] = self.options.to_dict(), asdict(self.recipe) if self.recipe else None
+        return d
+
+
+class _Context:
+    """Lazily loaded models and data shared by the parts of one run."""
+
+    def __init__(self, cfg: EvalConfig):
+        import warnings
+
+        from bloodgen.data import load_bloodmnist
+        from bloodgen.sampling.api import load_model
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.figures = self.out / "figures"
+        self.figures.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # derived files are "not official"; the data hash is recorded anyway
+            self.data = load_bloodmnist(cfg.data)
+        self.model = load_model(cfg.checkpoint, cfg.device)
+        from bloodgen.classify.diffusion import candidate_classes
+
+        candidate_classes(self.model)  # fail now, not after an hour, on an unconditional model
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
+        n_test = len(self.data.labels("test"))
+        self.test_idx = np.sort(rng.choice(n_test, size=min(cfg.n_test, n_test), replace=False))
+        self._resnet = None
+
+    @property
+    def test(self) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self.data.split("test")
+        return images[self.test_idx], labels[self.test_idx]
+
+    def resnet(self):
+        if self._resnet is None:
+            from bloodgen.classify.reference import reference_classifier
+
+            self._resnet = reference_classifier(self.data, self.cfg.recipe, cache_dir=self.cfg.cache_dir)
+        return self._resnet
+
+
+def resnet_logits(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Raw logits (N, C) of a reference classifier for uint8 images (N, 28, 28, 3)."""
+    import torch
+
+    from bloodgen.data import to_model_range
+
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            out.append(model(to_model_range(images[start:start + batch_size]).to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def logit_gap(logits: np.ndarray) -> np.ndarray:
+    """(N,) largest minus second-largest logit: the ResNet's confidence."""
+    ordered = np.sort(logits, axis=1)
+    return ordered[:, -1] - ordered[:, -2]
+
+
+def _diffusion_report(labels: np.ndarray, result) -> dict:
+    from bloodgen.classify.reference import KEY_AUC as KEY_OVR_AUC
+    from bloodgen.classify.reference import classification_report
+    from bloodgen.data import N_CLASSES
+
+    report = classification_report(labels, np.eye(N_CLASSES)[result.predictions])
+    report[KEY_OVR_AUC] = None  # one-hot scores: an AUC of them would mean nothing
+    report.update({KEY_N_IMAGES: int(len(labels)), KEY_EVALS_PER_IMAGE: float(result.evaluations.mean()),
+                   KEY_DRAWS_PER_IMAGE: float(result.draws_used.mean()),
+                   KEY_SECONDS_PER_IMAGE: result.seconds / len(labels), "options": result.options})
+    return report
+
+
+def _save_arrays(ctx: _Context, part: str, **arrays) -> None:
+    from bloodgen.provenance import atomic_path
+
+    with atomic_path(ctx.out / "parts" / f"{part}.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def _saved_no_prune(ctx: _Context) -> tuple[dict, np.ndarray] | None:
+    """The no-pruning report and errors of an earlier accuracy part on the same images, model and draws.
+
+    The no-pruning run costs most of the part and does not depend on the pruning options, so a rerun
+    that changes only those reuses it.
+    """
+    json_path, npz_path = ctx.out / "parts" / "accuracy.json", ctx.out / "parts" / "accuracy.npz"
+    if not (json_path.is_file() and npz_path.is_file()):
+        return None
+    old = json.loads(json_path.read_text())
+    draw_keys = ("weighting", "draws_per_round", "seed")
+    old_cfg, new_cfg = old[KEY_CONFIG], ctx.cfg.to_dict()
+    if (old[KEY_TEST_INDICES] != ctx.test_idx.tolist() or old[KEY_CHECKPOINT_STEP] != ctx.model.step
+            or old_cfg["checkpoint"] != new_cfg["checkpoint"] or old_cfg["no_prune_draws"] != new_cfg["no_prune_draws"]
+            or any(old_cfg["options"][k] != new_cfg["options"][k] for k in draw_keys)):
+        return None
+    with np.load(npz_path) as f:
+        return old[KEY_DIFFUSION_NO_PRUNE], f["mean_errors_no_prune"]
+
+
+def part_accuracy(ctx: _Context) -> dict:
+    from dataclasses import replace
+
+    from bloodgen.classify.diffusion import classify_images
+    from bloodgen.classify.reference import KEY_ACCURACY, classification_report, predict_proba
+
+    images, labels = ctx.test
+    pruned = classify_images(ctx.model, images, ctx.cfg.options, progress=ctx.cfg.progress)
+    saved = _saved_no_prune(ctx)
+    if saved is None:
+        full = classify_images(ctx.model, images, replace(ctx.cfg.options, prune=False, max_draws=ctx.cfg.no_prune_draws),
+                               progress=ctx.cfg.progress)
+        saved = _diffusion_report(labels, full), full.mean_errors
+    no_prune_report, no_prune_errors = saved
+    resnet, info = ctx.resnet()
+    start = time.perf_counter()
+    proba = predict_proba(resnet, images)
+    resnet_report = classification_report(labels, proba)
+    resnet_report[KEY_SECONDS_PER_IMAGE] = (time.perf_counter() - start) / len(labels)
+    _save_arrays(ctx, "accuracy", test_indices=ctx.test_idx, labels=labels, mean_errors=pruned.mean_errors,
+                 error_gaps=pruned.error_gaps, draws=pruned.draws, mean_errors_no_prune=no_prune_errors,
+                 resnet_proba=proba)
+    out = {KEY_DIFFUSION: _diffusion_report(labels, pruned), KEY_DIFFUSION_NO_PRUNE: no_prune_report,
+           KEY_RESNET: resnet_report, KEY_CLASSIFIER_INFO: _classifier_summary(info),
+           KEY_TEST_INDICES: ctx.test_idx.tolist()}
+    out[KEY_EVAL_REDUCTION] = out[KEY_DIFFUSION_NO_PRUNE][KEY_EVALS_PER_IMAGE] / out[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE]
+    out[KEY_ACCURACY_LOSS] = 100 * (out[KEY_DIFFUSION_NO_PRUNE][KEY_ACCURACY] - out[KEY_DIFFUSION][KEY_ACCURACY])
+    return out
+
+
+def _classifier_summary(info: dict) -> dict:
+    return {k: info.get(k) for k in ("recipe", "best_val_accuracy", "train_seconds", "device", "n_train")}
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> tuple[float, dict]:
+    """ECE over equal-width confidence bins, and the reliability diagram's per-bin numbers."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct.astype(float), minlength=bins)
+    conf = np.bincount(which, weights=confidence, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc, conf = acc / count, conf / count
+    ece = float(np.nansum(count * np.abs(acc - conf)) / max(count.sum(), 1))
+    return ece, {"edges": edges.tolist(), "count": count.tolist(),
+                 "accuracy": [None if np.isnan(a) else float(a) for a in acc],
+                 "confidence": [None if np.isnan(c) else float(c) for c in conf]}
+
+
+def part_calibration(ctx: _Context) -> dict:
+    from bloodgen.classify.diffusion import candidate_classes, classify_images, error_probabilities, fit_temperature
+    from bloodgen.classify.reference import predict_proba
+
+    saved = ctx.out / "parts" / "accuracy.npz"
+    if not saved.is_file():
+        raise UserError(f"the calibration part scores the accuracy part's test errors: run --parts accuracy first "
+                        f"({saved} not found)")
+    acc = np.load(saved)
+    val_images, val_labels = ctx.data.split("val")
+    scored = np.flatnonzero(np.isin(val_labels, candidate_classes(ctx.model)))  # T is fit on classes it can score
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 8]))
+    idx = np.sort(rng.choice(scored, size=min(ctx.cfg.n_val, len(scored)), replace=False))
+    val = classify_images(ctx.model, val_images[idx], ctx.cfg.options, progress=ctx.cfg.progress)
+    temperature = fit_temperature(val.error_gaps, val_labels[idx])
+    proba = error_probabilities(acc["error_gaps"], temperature)
+    labels = acc["labels"]
+    ece, bins = expected_calibration_error(proba.max(1), proba.argmax(1) == labels)
+    resnet_proba = acc["resnet_proba"] if "resnet_proba" in acc else predict_proba(ctx.resnet()[0], ctx.test[0])
+    resnet_ece, resnet_bins = expected_calibration_error(resnet_proba.max(1), resnet_proba.argmax(1) == labels)
+    _plot_reliability({"diffusion classifier": (ece, bins), "ResNet-18": (resnet_ece, resnet_bins)},
+                      ctx.figures / "reliability.png")
+    return {KEY_TEMPERATURE: temperature, KEY_N_VAL: int(len(idx)),
+            KEY_DIFFUSION: {KEY_ECE: ece, KEY_RELIABILITY: bins},
+            KEY_RESNET: {KEY_ECE: resnet_ece, KEY_RELIABILITY: resnet_bins},
+            KEY_FIGURES: {"reliability": "figures/reliability.png"}}
+
+
+def _plot_reliability(curves: dict[str, tuple[float, dict]], path: Path) -> None:
+    from bloodgen.report.plots import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.4), squeeze=False)
+    for ax, (name, (ece, bins)) in zip(axes[0], curves.items()):
+        edges = np.asarray(bins["edges"])
+        acc = np.array([np.nan if a is None else a for a in bins["accuracy"]])
+        ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7,
+               label="accuracy")
+        ax.plot([0, 1], [0, 1], "r--", lw=1, label="perfect calibration")
+        ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=9)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def holdout_data_path(data, holdout_class: int, cache_dir: str | None) -> Path:
+    """The BloodMNIST file without `holdout_class` in train/val, written once into the cache."""
+    from bloodgen.data.subset import write_subset
+    from bloodgen.metrics.features import default_cache_dir
+
+    path = Path(cache_dir or default_cache_dir()) / "subsets" / f"{data.sha256[:16]}-without-{holdout_class}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_subset(data, path, exclude_classes=[holdout_class])
+    return path
+
+
+def part_anomaly(ctx: _Context) -> dict:
+    import warnings
+
+    from sklearn.metrics import roc_auc_score
+
+    from bloodgen.classify.diffusion import candidate_classes, classify_images
+    from bloodgen.classify.reference import KEY_BALANCED_ACCURACY, classification_report, reference_classifier
+    from bloodgen.data import CLASS_NAMES, load_bloodmnist
+    from bloodgen.sampling.api import load_model
+
+    held = ctx.cfg.holdout_class
+    model = load_model(ctx.cfg.holdout_checkpoint, ctx.cfg.device)
+    if held in candidate_classes(model):
+        raise UserError(f"{ctx.cfg.holdout_checkpoint} was trained with class {held} ({CLASS_NAMES[held]}): "
+                        f"train it on a file without that class or pass its class with --holdout-class")
+    all_images, all_labels = ctx.data.split("test")
+    # A third of the subset is the held-out class (~9% of the test split): more positives, a steadier AUC.
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 10]))
+    pools = np.flatnonzero(all_labels == held), np.flatnonzero(all_labels != held)
+    n_held = min(len(pools[0]), max(1, ctx.cfg.n_anomaly // 3))
+    n_other = min(len(pools[1]), ctx.cfg.n_anomaly - n_held)
+    if n_held == 0 or n_other == 0:
+        raise UserError(f"the test split needs both class-{held} and other images for the anomaly part")
+    idx = np.sort(np.concatenate([rng.choice(pools[0], n_held, replace=False),
+                                  rng.choice(pools[1], n_other, replace=False)]))
+    images, labels = all_images[idx], all_labels[idx]
+    is_anomaly = labels == held
+    diff = classify_images(model, images, ctx.cfg.options, progress=ctx.cfg.progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        holdout_data = load_bloodmnist(holdout_data_path(ctx.data, held, ctx.cfg.cache_dir))
+    resnet, info = reference_classifier(holdout_data, ctx.cfg.recipe, cache_dir=ctx.cfg.cache_dir)
+    logits = resnet_logits(resnet, images)
+    logits[:, held] = -np.inf  # never trained on: its logit carries no information
+    confidences = {KEY_DIFFUSION: diff.confidence, KEY_RESNET: logit_gap(logits)}
+    inliers = ~is_anomaly
+    out = {KEY_HELDOUT_CLASS: held, KEY_N_HELDOUT: int(is_anomaly.sum()), KEY_N_IMAGES: int(len(labels)),
+           KEY_TEST_INDICES: idx.tolist(),
+           KEY_CLASSIFIER_INFO: _classifier_summary(info), KEY_FIGURES: {"confidence_kde": "figures/confidence_kde.png"}}
+    preds = {KEY_DIFFUSION: diff.predictions, KEY_RESNET: logits.argmax(1)}
+    for key, conf in confidences.items():
+        # Low confidence should flag the unseen class, so the anomaly score is minus the confidence.
+        inlier_report = classification_report(labels[inliers], np.eye(len(CLASS_NAMES))[preds[key][inliers]])
+        out[key] = {KEY_AUC: float(roc_auc_score(is_anomaly, -conf)),
+                    KEY_INLIER_BALANCED_ACCURACY: inlier_report[KEY_BALANCED_ACCURACY],
+                    KEY_CONFIDENCES: {"heldout": conf[is_anomaly].tolist(), "others": conf[inliers].tolist()}}
+    out[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE] = float(diff.evaluations.mean())
+    _plot_kde(out, ctx.figures / "confidence_kde.png")
+    return out
+
+
+def _plot_kde(anomaly: dict, path: Path) -> None:
+    from scipy.stats import gaussian_kde
+
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.report.plots import pyplot
+
+    plt = pyplot()
+    names = {KEY_DIFFUSION: "diffusion classifier: log10 error gap", KEY_RESNET: "ResNet-18: logit gap"}
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    held = CLASS_NAMES[anomaly[KEY_HELDOUT_CLASS]]
+    for ax, (key, title) in zip(axes, names.items()):
+        conf = anomaly[key][KEY_CONFIDENCES]
+        groups = {f"{held} (held out)": np.asarray(conf["heldout"]), "other classes": np.asarray(conf["others"])}
+        if key == KEY_DIFFUSION:  # error gaps span orders of magnitude
+            groups = {k: np.log10(np.maximum(v, 1e-12)) for k, v in groups.items()}
+        lo = min(v.min() for v in groups.values())
+        hi = max(v.max() for v in groups.values())
+        grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 200)
+        for label, values in groups.items():
+            if len(values) > 1 and np.ptp(values) > 0:
+                ax.plot(grid, gaussian_kde(values)(grid), label=f"{label} (n={len(values)})")
+        ax.set_title(f"{title}\nAUC {anomaly[key][KEY_AUC]:.3f}", fontsize=9)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def part_corruptions(ctx: _Context) -> dict:
+    from bloodgen.classify.corruptions import corrupt_all
+    from bloodgen.classify.diffusion import classify_images
+    from tqdm.auto import tqdm
+
+    from bloodgen.classify.reference import KEY_BALANCED_ACCURACY, classification_report, predict_proba
+    from bloodgen.data import N_CLASSES
+
+    images, labels = ctx.test
+    images, labels = images[: ctx.cfg.n_corrupt], labels[: ctx.cfg.n_corrupt]
+    sets = corrupt_all(images, tuple(ctx.cfg.corruptions), tuple(ctx.cfg.severities), seed=ctx.cfg.seed)
+    named = {("clean", 0): images, **sets.images}
+
+    def balanced(proba: np.ndarray) -> float:
+        return classification_report(labels, proba)[KEY_BALANCED_ACCURACY]
+
+    # The diffusion model first: the (cached) ResNet is only needed for the cheap second pass.
+    diffusion = {key: balanced(np.eye(N_CLASSES)[classify_images(ctx.model, x, ctx.cfg.options).predictions])
+                 for key, x in tqdm(named.items(), desc="corruptions", disable=not ctx.cfg.progress)}
+    resnet, _ = ctx.resnet()
+    scores = {key: {KEY_DIFFUSION: diffusion[key], KEY_RESNET: balanced(predict_proba(resnet, x))}
+              for key, x in named.items()}
+    clean = scores.pop(("clean", 0))
+    corrupted = {}
+    for (name, severity), s in scores.items():
+        corrupted.setdefault(name, {})[str(severity)] = {k: {KEY_BALANCED: v, KEY_DROP: clean[k] - v}
+                                                         for k, v in s.items()}
+    drops = {k: float(np.mean([sev[k][KEY_DROP] for c in corrupted.values() for sev in c.values()]))
+             if corrupted else None for k in clean}
+    return {KEY_N_IMAGES: int(len(labels)), KEY_CLEAN: clean, KEY_CORRUPTED: corrupted, KEY_SKIPPED: sets.skipped,
+            KEY_MEAN_DROP: drops, KEY_SEVERITIES: list(ctx.cfg.severities)}
+
+
+def part_heatmaps(ctx: _Context) -> dict:
+    from dataclasses import replace
+
+    from bloodgen.classify.diffusion import candidate_classes, counterfactual_maps
+    from bloodgen.data import CLASS_NAMES, N_CLASSES
+
+    images, labels = ctx.data.split("test")
+    classes = candidate_classes(ctx.model)
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 9]))
+    picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in classes]
+    maps = np.full((N_CLASSES, N_CLASSES, 28, 28), np.nan)
+    predicted = []
+    options = replace(ctx.cfg.options, prune=False)
+    for c, i in zip(classes, picks):
+        maps[c], pred = counterfactual_maps(ctx.model, images[i], ctx.cfg.heatmap_draws, options, index=i)
+        predicted.append(pred)
+    _save_arrays(ctx, "heatmaps", maps=maps.astype(np.float32), images=images[picks], test_indices=np.array(picks))
+    _plot_heatmap_grid(images[picks], classes, maps, predicted, [CLASS_NAMES[c] for c in range(N_CLASSES)],
+                       ctx.figures / "counterfactual_heatmaps.png")
+    return {KEY_HEATMAP_CLASSES: classes, KEY_TEST_INDICES: picks, KEY_HEATMAP_PREDICTED: predicted,
+            KEY_DRAWS: ctx.cfg.heatmap_draws, KEY_FIGURES: {"heatmaps": "figures/counterfactual_heatmaps.png"}}
+
+
+def _plot_heatmap_grid(images: np.ndarray, classes: list[int], maps: np.ndarray, predicted: list[int],
+                       names: list[str], path: Path) -> None:
+    """Rows: a real image of each class; columns: target classes; diagonal: the image, off it: its heat map."""
+    from bloodgen.report.plots import pyplot
+
+    plt = pyplot()
+    k = len(classes)
+    fig, axes = plt.subplots(k, k, figsize=(max(1.25 * k + 0.8, 5.5), 1.25 * k + 0.8), squeeze=False)
+    for r, c_img in enumerate(classes):
+        finite = maps[c_img][np.isfinite(maps[c_img])]
+        scale = np.abs(finite).max() if finite.size and np.abs(finite).max() > 0 else 1.0
+        for col, c_target in enumerate(classes):
+            ax = axes[r, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == col:
+                ax.imshow(images[r], interpolation="nearest")
+                ax.set_xlabel(f"pred: {names[predicted[r]][:10]}", fontsize=6)
+            else:
+                ax.imshow(maps[c_img, c_target], cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            if r == 0:
+                ax.set_title(names[c_target][:12], fontsize=7)
+            if col == 0:
+                ax.set_ylabel(names[c_img][:12], fontsize=7)
+    fig.suptitle("Counterfactual heat maps: error of the column class minus the predicted class's\n"
+                 "(red: the column class explains the pixel worse)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PART_FUNCTIONS = {"accuracy": part_accuracy, "calibration": part_calibration, "anomaly": part_anomaly,
+                  "corruptions": part_corruptions, "heatmaps": part_heatmaps}
+
+
+def run_evaluation(cfg: EvalConfig) -> dict:
+    """Run the requested parts (saving each as it finishes), then rebuild results.json and the report."""
+    from bloodgen.provenance import environment, write_json
+
+    from dataclasses import replace
+
+    from bloodgen.classify.reference import default_recipe
+
+    cfg = replace(cfg.check(), recipe=cfg.recipe or default_recipe())
+    ctx = _Context(cfg)
+    for part in PARTS:  # in dependency order: calibration reads the accuracy part's errors
+        if part in cfg.parts:
+            start = time.perf_counter()
+            result = PART_FUNCTIONS[part](ctx)
+            result.update({KEY_WALL_SECONDS: time.perf_counter() - start, KEY_CONFIG: cfg.to_dict(),
+                           KEY_CHECKPOINT_STEP: ctx.model.step, KEY_DATA: ctx.data.provenance(),
+                           KEY_ENVIRONMENT: environment()})
+            write_json(ctx.out / "parts" / f"{part}.json", result)
+    return write_results(ctx.out)
+
+
+def write_results(out: str | Path) -> dict:
+    """results.json and report.md/.html from every part saved in `out`."""
+    from bloodgen.provenance import write_json
+    from bloodgen.report.document import Document, write_report
+
+    out = Path(out)
+    parts = {p: json.loads((out / "parts" / f"{p}.json").read_text()) for p in PARTS
+             if (out / "parts" / f"{p}.json").is_file()}
+    results = {KEY_PARTS: parts, KEY_RESULTS_DIR: str(out.resolve())}
+    write_json(out / "results.json", results)
+    write_report(Document("Diffusion classifier (CytoDiffusion) evaluation", report_blocks(results, out)), out)
+    return results
+
+
+def _draws_text(options: dict) -> str:
+    if not options["prune"]:
+        return f"no pruning, {options['max_draws']} draws"
+    return f"pruning at p < {options['p_value']}, {options['min_draws']}-{options['max_draws']} draws"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def report_blocks(results: dict, out_dir: Path, results_dir: Path | None = None) -> list:
+    """Report blocks (headings, tables, figures) for `results` (from results.json), with figure paths
+    relative to `out_dir`; figures made elsewhere are copied into out_dir/diffusion_classifier/.
+
+    The figures are looked up in `results_dir` (default: the folder results.json was written to).
+    """
+    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.report.document import Heading, Image, Paragraph, Table
+
+    out_dir = Path(out_dir)
+    parts = results.get(KEY_PARTS, {})
+    source = Path(results_dir or results.get(KEY_RESULTS_DIR, out_dir))
+    blocks: list = [Heading("Diffusion model as a classifier (CytoDiffusion)")]
+
+    def figure(rel: str, caption: str) -> None:
+        src = source / rel
+        dest_rel = rel if source.resolve() == out_dir.resolve() else f"diffusion_classifier/{Path(rel).name}"
+        if not src.is_file():
+            blocks.append(Paragraph(f"(figure {rel} not found in {source})"))
+            return
+        if dest_rel != rel:
+            (out_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out_dir / dest_rel)
+        blocks.append(Image(dest_rel, caption))
+
+    if "accuracy" in parts:
+        a = parts["accuracy"]
+        cfg = a[KEY_CONFIG]
+        rows = []
+        for key, name in ((KEY_DIFFUSION, "diffusion, pruned"), (KEY_DIFFUSION_NO_PRUNE, "diffusion, no pruning"),
+                          (KEY_RESNET, "ResNet-18")):
+            r = a[key]
+            rows.append([name, _pct(r[KEY_ACCURACY]), _pct(r[KEY_BALANCED_ACCURACY]),
+                         f"{r[KEY_EVALS_PER_IMAGE]:.0f}" if KEY_EVALS_PER_IMAGE in r else "1",
+                         f"{r[KEY_SECONDS_PER_IMAGE]:.3f}"])
+        o = cfg["options"]
+        blocks += [
+            Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} random test images (seed {cfg['seed']}); checkpoint "
+                      f"`{cfg['checkpoint']}` at step {a[KEY_CHECKPOINT_STEP]}; weighting `{o['weighting']}`; pruning: "
+                      f"paired t-test p < {o['p_value']}, {o['min_draws']}-{o['max_draws']} draws; no pruning: "
+                      f"{cfg['no_prune_draws']} draws of every class. Pruning cuts network evaluations "
+                      f"{a[KEY_EVAL_REDUCTION]:.1f}x at {a[KEY_ACCURACY_LOSS]:+.1f} points of accuracy lost."),
+            Table(["classifier", "accuracy %", "balanced acc. %", "network evals / image", "seconds / image"], rows,
+                  caption="Test accuracy and cost (seconds on this run's device)"),
+            Table(["class"] + [r[0] for r in rows],
+                  [[CLASS_NAMES[c]] + [_pct(a[k][KEY_PER_CLASS_RECALL][c])
+                                       for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
+                   for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
+        ]
+    if "calibration" in parts:
+        c = parts["calibration"]
+        blocks += [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c[KEY_TEMPERATURE]:.3g} fitted on "
+                             f"{c[KEY_N_VAL]} val images. ECE ({ECE_BINS} bins): diffusion {c[KEY_DIFFUSION][KEY_ECE]:.3f}, "
+                             f"ResNet-18 {c[KEY_RESNET][KEY_ECE]:.3f}.")]
+        figure(c[KEY_FIGURES]["reliability"], "Reliability diagrams on the accuracy part's test images")
+    if "anomaly" in parts:
+        an = parts["anomaly"]
+        held = CLASS_NAMES[an[KEY_HELDOUT_CLASS]]
+        blocks += [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
+                         [[name, f"{an[k][KEY_AUC]:.3f}", _pct(an[k][KEY_INLIER_BALANCED_ACCURACY])]
+                          for k, name in ((KEY_DIFFUSION, "diffusion (error gap)"), (KEY_RESNET, "ResNet-18 (logit gap)"))],
+                         caption=f"Anomaly detection: {an[KEY_N_HELDOUT]} {held} images among {an[KEY_N_IMAGES]} random test "
+                                 f"images (the held-out class oversampled); score = minus the confidence; diffusion: "
+                                 f"{_draws_text(an[KEY_CONFIG]['options'])}")]
+        figure(an[KEY_FIGURES]["confidence_kde"], f"Confidence densities, {held} held out")
+    if "corruptions" in parts:
+        co = parts["corruptions"]
+        rows = [["clean", "", _pct(co[KEY_CLEAN][KEY_DIFFUSION]), "", _pct(co[KEY_CLEAN][KEY_RESNET]), ""]]
+        for name, sevs in co[KEY_CORRUPTED].items():
+            for sev, r in sevs.items():
+                rows.append([name, sev, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
+                             _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])])
+        rows.append(["mean drop", "", "", _pct(co[KEY_MEAN_DROP][KEY_DIFFUSION]), "", _pct(co[KEY_MEAN_DROP][KEY_RESNET])])
+        blocks.append(Table(["corruption", "severity", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
+                            rows, caption=f"medmnistc corruptions on {co[KEY_N_IMAGES]} test images (balanced "
+                                          f"accuracy; drop = clean minus corrupted, points); diffusion: "
+                                          f"{_draws_text(co[KEY_CONFIG]['options'])}"))
+        if co[KEY_SKIPPED]:
+            blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co[KEY_SKIPPED].items())))
+    if "heatmaps" in parts:
+        figure(parts["heatmaps"][KEY_FIGURES]["heatmaps"],
+               "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
+               "class minus the predicted class's (off the diagonal)")
+    if len(blocks) == 1:
+        blocks.append(Paragraph("No diffusion-classifier results yet."))
+    return blocks

@@ -1,0 +1,269 @@
+"""The diffusion classifier (CytoDiffusion): shared noise, pruning, toy classification, heat maps,
+v-prediction, user errors, corruptions and the evaluation report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model_helpers import tiny_config, train_tiny
+
+from bloodgen.classify import diffusion as dc
+from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
+from bloodgen.errors import UserError
+
+FAST = dc.ClassifierOptions(min_draws=4, max_draws=8, draws_per_round=4, batch_size=64)
+
+
+def random_model(conditional: bool = True, prediction: str = "epsilon", class_counts=None, network=None):
+    """An untrained tiny ddpm as `load_model` returns it: enough to check the bookkeeping."""
+    from bloodgen.models.ddpm import DDPM
+    from bloodgen.sampling.api import LoadedModel
+
+    cfg = {**json.loads((Path(dc.__file__).parents[1] / "configs" / "ddpm.json").read_text())["quick"],
+           **tiny_config("ddpm"), "conditional": conditional, "prediction": prediction}
+    family = DDPM("ddpm", cfg, 8)
+    torch.manual_seed(0)
+    net = network or family.build()["unet"].eval().requires_grad_(False)
+    counts = np.full(8, 10) if class_counts is None else np.asarray(class_counts)
+    return LoadedModel(family=family, network=net, spec={"model": "ddpm", "config": cfg}, class_counts=counts,
+                       step=0, source=Path("random-model"))
+
+
+def test_every_class_sees_the_same_noise_and_time_in_a_draw(tiny_data):
+    model = random_model(class_counts=[5, 5, 0, 5, 5, 5, 5, 5])  # class 2 never trained: no candidate
+    calls = []
+    denoise = model.family.denoise
+    model.family.denoise = lambda net, x, t, y: calls.append((x.clone(), t.clone(), y.clone())) or denoise(net, x, t, y)
+    images = tiny_data.images("test")[:3]
+    res = dc.classify_images(model, images, replace(FAST, prune=False))
+    x = torch.cat([c[0] for c in calls])
+    t = torch.cat([c[1] for c in calls])
+    y = torch.cat([c[2] for c in calls])
+    groups = {}
+    for xi, ti, yi in zip(x, t, y):
+        groups.setdefault((xi.numpy().tobytes(), int(ti)), []).append(int(yi))
+    assert len(groups) == 3 * FAST.max_draws  # one noisy image per (image, draw) ...
+    assert all(sorted(g) == [0, 1, 3, 4, 5, 6, 7] for g in groups.values())  # ... scored under every candidate
+    assert np.isnan(res.mean_errors[:, 2]).all() and (res.draws[:, 2] == 0).all()
+    assert (res.draws[:, [0, 1, 3, 4, 5, 6, 7]] == FAST.max_draws).all()
+    assert set(res.predictions) <= {0, 1, 3, 4, 5, 6, 7}
+
+
+def test_same_seed_same_result_other_seed_other_noise(tiny_data):
+    model = random_model()
+    images = tiny_data.images("test")[:4]
+    a = dc.classify_images(model, images, FAST)
+    b = dc.classify_images(model, images, FAST, chunk=3)  # batching changes float rounding only
+    c = dc.classify_images(model, images, replace(FAST, seed=1))
+    np.testing.assert_allclose(a.mean_errors, b.mean_errors, rtol=1e-5)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert not np.allclose(np.nan_to_num(a.mean_errors), np.nan_to_num(c.mean_errors))
+
+
+def test_pruning_keeps_the_clearly_best_class_and_drops_the_rest():
+    rng = np.random.default_rng(0)
+    shared = rng.gamma(2.0, 0.05, size=40)  # draw-to-draw scale, common to all classes (paired)
+    errors = shared + rng.normal(0, 0.002, size=(8, 40)) + 0.02
+    errors[5] -= 0.02  # class 5 is clearly best
+    active = np.ones(8, dtype=bool)
+    active[2] = False
+    kept = dc.prune_classes(errors, active, 2e-3)
+    assert kept[5] and kept.sum() == 1
+    # Indistinguishable classes are kept.
+    tied = shared + rng.normal(0, 0.002, size=(8, 40))
+    assert dc.prune_classes(tied, np.ones(8, dtype=bool), 2e-3).sum() >= 7
+
+
+def test_pruning_cuts_evaluations_and_never_exceeds_max_draws(tiny_data):
+    model = random_model()
+    images = tiny_data.images("test")[:4]
+    full = dc.classify_images(model, images, replace(FAST, prune=False, max_draws=12))
+    pruned = dc.classify_images(model, images, replace(FAST, max_draws=12, p_value=0.2))
+    assert (pruned.draws_used <= 12).all() and (pruned.evaluations <= full.evaluations).all()
+    assert (full.evaluations == 8 * 12).all()
+    # The prediction is a class that was never pruned, and the confidence is its paired gap.
+    assert (pruned.draws[np.arange(4), pruned.predictions] == pruned.draws_used).all()
+    assert (pruned.error_gaps[np.arange(4), pruned.predictions] == 0).all() and (pruned.confidence >= 0).all()
+
+
+def test_a_class_pruned_on_cheap_early_draws_does_not_win_on_its_unpaired_mean():
+    t_scale = np.linspace(0.01, 1.0, 40)  # errors grow with t, and the later draws happen to have large t
+    errors = np.zeros((1, 8, 40))
+    errors[0, 1] = t_scale
+    errors[0, 0, :10] = t_scale[:10] + 0.01  # worse than class 1 on every draw it took part in
+    draws = np.zeros((1, 8), dtype=np.int64)
+    draws[0, :2] = [10, 40]
+    gaps = dc.paired_gaps(errors, draws, [0, 1])
+    assert gaps[0, 1] == 0 and gaps[0, 0] == pytest.approx(0.01)
+    assert errors[0, 0, :10].mean() < errors[0, 1].mean()  # the naive comparison would pick class 0
+
+
+class OracleUNet(nn.Module):
+    """The exact noise (or v) predictor for a data set of one flat image per class: grey level -0.6 + 0.4 c."""
+
+    def __init__(self, scheduler, prediction: str):
+        super().__init__()
+        self.abar = scheduler.alphas_cumprod
+        self.prediction = prediction
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, t, class_labels=None):
+        abar = self.abar[t].view(-1, 1, 1, 1).float()
+        x0 = (-0.6 + 0.4 * class_labels.float()).view(-1, 1, 1, 1).expand_as(x)
+        eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        out = eps if self.prediction == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+        return type("Out", (), {"sample": out})()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_exact_denoiser_classifies_perfectly_with_either_prediction_type(prediction):
+    model = random_model(prediction=prediction, class_counts=[5, 5, 5, 5, 0, 0, 0, 0])
+    model.network = OracleUNet(model.family.noise_scheduler(), prediction)
+    levels = np.round((np.array([-0.6, -0.2, 0.2, 0.6]) + 1) * 127.5).astype(np.uint8)
+    images = np.repeat(levels, 28 * 28 * 3).reshape(4, 28, 28, 3)
+    res = dc.classify_images(model, images, replace(FAST, weighting="uniform"))
+    np.testing.assert_array_equal(res.predictions, [0, 1, 2, 3])
+    # Rounding to uint8 leaves the true class an error of almost zero: v was turned back into epsilon.
+    assert res.mean_errors[np.arange(4), [0, 1, 2, 3]].max() < 1e-3
+    assert (res.confidence > 0).all()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A tiny conditional ddpm trained on two easily told-apart classes (dark and light discs) only."""
+    from conftest import make_tiny_images
+
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in {"train": 96, "val": 16, "test": 24}.items():
+        images, labels = make_tiny_images(n * 4, rng)
+        keep = np.flatnonzero(np.isin(labels[:, 0], [0, 7]))[:n]  # the two most different discs
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[keep], labels[keep]
+    path = tmp_path_factory.mktemp("toy") / "toy.npz"
+    np.savez_compressed(path, **arrays)
+    run = train_tiny("ddpm", path, tmp_path_factory.mktemp("toy-runs"),
+                     overrides={"steps": 100, "lr": 2e-3, "warmup_steps": 10, "ema_decay": 0.9, "cfg_dropout": 0.0,
+                                "augment": False})
+    return path, run.run_dir
+
+
+def test_trained_toy_model_tells_its_two_classes_apart(toy_run):
+    from bloodgen.sampling.api import load_model
+
+    path, run_dir = toy_run
+    model = load_model(run_dir, "cpu")
+    assert dc.candidate_classes(model) == [0, 7]
+    with np.load(path) as f:
+        images, labels = f["test_images"][:12], f["test_labels"][:12, 0]
+    res = dc.classify_images(model, images, dc.ClassifierOptions(min_draws=10, max_draws=30, weighting="uniform"))
+    assert (res.predictions == labels).mean() >= 0.9
+    assert np.isnan(res.mean_errors[:, 1:7]).all()
+
+
+def test_heat_maps_have_the_image_shape_and_zero_for_the_predicted_class(tiny_data):
+    model = random_model(class_counts=[5, 5, 5, 0, 5, 5, 5, 5])
+    maps, predicted = dc.counterfactual_maps(model, tiny_data.images("test")[0], draws=4)
+    assert maps.shape == (8, 28, 28)
+    assert np.isnan(maps[3]).all()
+    assert (maps[predicted] == 0).all() and np.isfinite(maps[[0, 1, 2, 4, 5, 6, 7]]).all()
+
+
+def test_calibration_temperature_and_probabilities():
+    errors = np.array([[0.10, 0.20, np.nan], [0.30, 0.10, np.nan], [0.10, 0.11, np.nan]])
+    t = dc.fit_temperature(errors, np.array([0, 1, 0]))
+    p = dc.error_probabilities(errors, t)
+    np.testing.assert_allclose(p.sum(1), 1)
+    assert (p[:, 2] == 0).all() and (p.argmax(1) == [0, 1, 0]).all()
+
+
+def test_user_errors_are_one_line(tiny_data, tiny_npz, tmp_path, capsys):
+    from bloodgen.cli import main
+
+    with pytest.raises(UserError, match="unconditional"):
+        dc.candidate_classes(random_model(conditional=False))
+    with pytest.raises(UserError, match=r"\(N, 28, 28, 3\)"):
+        dc.check_images(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(UserError, match="uint8"):
+        dc.check_images(np.zeros((2, 28, 28, 3), np.float32))
+    for bad, match in [({"weighting": "cubic"}, "unknown weighting"), ({"p_value": 1.5}, "p-value"),
+                       ({"min_draws": 1}, "min-draws"), ({"min_draws": 30, "max_draws": 20}, "max-draws")]:
+        with pytest.raises(UserError, match=match):
+            dc.ClassifierOptions(**bad).check()
+    images = tmp_path / "cells.npz"
+    np.savez(images, images=np.zeros((2, 28, 28, 3), np.uint8))
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, images=np.zeros((2, 28, 28), np.uint8))
+    cases = [
+        (["classify", str(tmp_path / "missing-run"), str(images)], "not found"),
+        (["classify", str(tmp_path), str(wrong)], r"\(N, 28, 28, 3\)"),
+        (["classify", str(tmp_path), str(images), "--p-value", "0"], "p-value"),
+        (["classify", str(tmp_path), "nonsense"], "neither a split"),
+        (["classify-eval", str(tmp_path), "--out", str(tmp_path / "o"), "--parts", "accuracy", "magic"], "unknown part"),
+        (["classify-eval", str(tmp_path), "--out", str(tmp_path / "o"), "--parts", "anomaly"], "holdout-checkpoint"),
+    ]
+    for argv, match in cases:
+        assert main(argv + ["--data", str(tiny_npz)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("bloodgen: error:") and "\n" not in err
+        assert __import__("re").search(match, err), err
+
+
+def test_classify_command_writes_predictions_and_accuracy(toy_run, tmp_path, capsys):
+    from bloodgen.cli import main
+
+    path, run_dir = toy_run
+    out = tmp_path / "pred.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["classify", str(run_dir), "test", "--data", str(path), "--n", "6", "--min-draws", "4",
+                     "--max-draws", "8", "--out", str(out), "--no-progress"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    with np.load(out) as f:
+        assert f["predictions"].shape == (6,) and f["mean_errors"].shape == (6, 8) and "labels" in f
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["options"]["seed"] == 0 and "environment" in summary and len(summary["per_image"]) == 6
+
+
+def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
+    from bloodgen.classify.diffusion_eval import EvalConfig, report_blocks, run_evaluation
+    from bloodgen.report.document import Image
+
+    path, run_dir = toy_run
+    cfg = EvalConfig(checkpoint=str(run_dir), out=str(tmp_path / "eval"), data=str(path), parts=("heatmaps",),
+                     heatmap_draws=4, options=FAST)
+    results = run_evaluation(cfg)
+    assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "report.html").is_file()
+    assert results["parts"]["heatmaps"]["image_classes"] == [0, 7]
+    blocks = report_blocks(results, tmp_path / "study")  # another folder: figures are copied there
+    images = [b for b in blocks if isinstance(b, Image)]
+    assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
+
+
+def test_corruptions_applied_or_skipped_with_a_reason(tiny_data):
+    pytest.importorskip("medmnistc", reason="medmnistc (the 'robustness' extra) is not installed")
+    images = tiny_data.images("test")[:3]
+    result = corrupt_all(images, severities=(1, 5))
+    done = {name for name, _ in result.images}
+    assert done | set(result.skipped) == set(BLOODMNIST_CORRUPTIONS) and not done & set(result.skipped)
+    assert all(reason for reason in result.skipped.values())
+    for (name, severity), x in result.images.items():
+        assert x.shape == images.shape and x.dtype == np.uint8
+    assert not np.array_equal(result.images[("brightness_down", 5)], images)
+
+
+def test_corruptions_report_why_when_medmnistc_is_missing(tiny_data, monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("medmnistc")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "medmnistc", None)  # makes `import medmnistc...` raise ImportError
+    result = corrupt_all(tiny_data.images("test")[:2], severities=(1,))
+    assert not result.images and set(result.skipped) == set(BLOODMNIST_CORRUPTIONS)
+    assert all("medmnistc not importable" in r and "robustness" in r for r in result.skipped.values())
