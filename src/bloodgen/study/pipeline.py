@@ -261,8 +261,13 @@ def diffusion_classifier_stage(preset: StudyPreset, ddpm_run: RunRef, out: Path,
     """The ddpm as a classifier (CytoDiffusion) in OUT/diffusion_classifier: the study's best ddpm run, plus a
     ddpm trained the same way without the held-out class for the anomaly part. Parts already saved are kept."""
     from bloodgen.classify.diffusion_eval import PARTS, EvalConfig, holdout_data_path, run_evaluation, write_results
+    from bloodgen.classify.diffusion_options import ClassifierOptions
 
-    cfg = EvalConfig(checkpoint="", out="", **preset.diffusion_classifier)
+    settings = dict(preset.diffusion_classifier)
+    if "options" in settings:
+        settings["options"] = ClassifierOptions(**settings["options"])
+    settings.update({k: tuple(v) for k, v in settings.items() if isinstance(v, list)})
+    cfg = EvalConfig(checkpoint="", out="", **settings)
     holdout_path = holdout_data_path(dataset, cfg.holdout_class, cache_dir)
     holdout_sha = file_sha256(holdout_path)
     holdout = train_stage("ddpm", ddpm_run.seed, preset, out, str(holdout_path), holdout_sha, progress,

@@ -48,7 +48,11 @@ PRESETS = {
     # training, sampling and feature extraction (~16-21 images/s on 2 CPU cores) fit together.
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
-                                           "ddpm": {"steps": 400}}),
+                                           "ddpm": {"steps": 400}},
+                         # Sized for a CPU: ~5 ms per network evaluation of the quick U-Net on one core.
+                         diffusion_classifier={"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_corrupt": 10,
+                                               "severities": (2, 5), "no_prune_draws": 40, "heatmap_draws": 40,
+                                               "options": {"max_draws": 40}}),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
                         experiments=EXPERIMENTS,
