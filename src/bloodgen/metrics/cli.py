@@ -93,18 +93,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--utility judges generated images: give SAMPLES")
     if args.memorisation_n < 1:
         raise UserError(f"--memorisation-n must be at least 1, got {args.memorisation_n}")
-    from bloodgen.metrics.inception import inception_extractor
-
-    extractor = inception_extractor(args.inception_weights, device=args.device, batch_size=args.batch_size,
-                                    progress=not args.quiet)
     result = calculate_metrics(
         args.samples, reference=args.reference, n=args.n, seeds=args.seeds, floor=True,
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], isc=args.isc, data=args.data,
+        inception_weights=args.inception_weights, device=args.device, batch_size=args.batch_size,
         cache_dir=args.cache_dir, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-        progress=not args.quiet, extractor=extractor)
+        progress=not args.quiet)
     markdown = to_markdown_report(result)
     if args.utility:
-        result["utility"] = _utility(args, extractor)
+        result["utility"] = _utility(args)
     print(markdown)
     if args.json:
         write_json(args.json, result)
@@ -115,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _utility(args: argparse.Namespace, extractor) -> dict:
+def _utility(args: argparse.Namespace) -> dict:
     """The utility checks of SAMPLES, written as a small report in --utility-dir; returns the figures."""
     from pathlib import Path
 
@@ -128,11 +125,15 @@ def _utility(args: argparse.Namespace, extractor) -> dict:
 
     samples = load_images(args.samples)
     data = load_bloodmnist(args.data)
+    extractor = None
+    if args.memorisation_space == "both":
+        from bloodgen.metrics.inception import inception_extractor
+
+        extractor = inception_extractor(args.inception_weights, device=args.device, batch_size=args.batch_size,
+                                        progress=not args.quiet)
     report = evaluate_utility(samples.images, samples.labels, data,
                               recipe=RECIPES[args.classifier_recipe] if args.classifier_recipe else None,
-                              cache_dir=args.cache_dir,
-                              extractor=extractor if args.memorisation_space == "both" else None,
-                              memorisation_n=args.memorisation_n)
+                              cache_dir=args.cache_dir, extractor=extractor, memorisation_n=args.memorisation_n)
     out = Path(args.utility_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(args.samples).stem
