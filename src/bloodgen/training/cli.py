@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
 
-    models = "\n".join(f"  {name:6s} {desc}" for name, (_, desc) in FAMILIES.items())
+    width = max(map(len, FAMILIES))
+    models = "\n".join(f"  {name:{width}s} {desc}" for name, (_, desc) in FAMILIES.items())
     p = subparsers.add_parser(
         "train", help="train a generative model (vae, gan, cgan, ddpm) into a run folder",
         description="Train a model family on the BloodMNIST train split. The same command runs on CPU, "
