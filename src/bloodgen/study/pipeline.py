@@ -127,13 +127,12 @@ def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | Non
                progress: bool) -> dict:
     """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler."""
     from bloodgen.metrics import calculate_metrics
-    from bloodgen.provenance import file_digests
     from bloodgen.sampling.api import PRIOR, make_sample_fn
     from bloodgen.training.loop import R_EXPORT
 
     export = Path(run.summary[R_EXPORT])
     options = preset.sampler_options.get(run.model, {})
-    key = config_hash({"weights": file_digests(export, ("sha256",))["sha256"], "n": preset.n_images,
+    key = config_hash({"weights": file_sha256(export), "n": preset.n_images,
                        "seeds": preset.eval_seeds, "sampler": options, "features": feature_key(extractor)})
 
     def compute() -> dict:
@@ -207,14 +206,14 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
 
     from bloodgen.classify.reference import default_recipe
     from bloodgen.classify.utility import evaluate_utility, required_class_counts
-    from bloodgen.provenance import atomic_path, file_digests
+    from bloodgen.provenance import atomic_path
     from bloodgen.sampling.api import generate, load_model
     from bloodgen.training.loop import R_EXPORT
 
     export = Path(run.summary[R_EXPORT])
     recipe = classifier_recipe(preset) or default_recipe()
     options = preset.sampler_options.get(run.model, {})
-    key = config_hash({"weights": file_digests(export, ("sha256",))["sha256"], "recipe": asdict(recipe),
+    key = config_hash({"weights": file_sha256(export), "recipe": asdict(recipe),
                        "sampler": options, "memorisation_n": preset.memorisation_n, "data": dataset.sha256,
                        "features": feature_key(extractor)})
     samples_path = utility_samples_path(run, out)
@@ -380,21 +379,22 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         family[K_AGGREGATE] = aggregate([r[K_EVAL] for r in family[K_RUNS]])
         with open(Path(out) / family[K_RUNS][0]["run_dir"] / "config.json") as fh:
             family["config"] = json.load(fh)["config"]
+    by_key = {(r.model, r.seed): r for r in runs}
+
+    def best(model: str) -> RunRef:
+        return by_key[(model, best_run(families[model])["seed"])]
+
     if preset.utility:
-        by_key = {(r.model, r.seed): r for r in runs}
         for name, family in families.items():
-            best = best_run(family)
-            run = by_key[(name, best["seed"])]
+            run = best(name)
             family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
                                  **utility_stage(run, preset, out, dataset, extractor, cache_dir)}
     experiment_results = {}
     if "prototypes" in preset.experiments:
         experiment_results["prototypes"] = prototypes_stage(preset, out, data_path, cache_dir, progress, extractor)
     if "diffusion-classifier" in preset.experiments:
-        ddpm = best_run(families["ddpm"])
         experiment_results["diffusion-classifier"] = diffusion_classifier_stage(
-            preset, next(r for r in runs if r.model == "ddpm" and r.seed == ddpm["seed"]), out, dataset, cache_dir,
-            progress)
+            preset, best("ddpm"), out, dataset, cache_dir, progress)
     results = {
         K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
