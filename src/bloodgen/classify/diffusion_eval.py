@@ -156,21 +156,6 @@ class _Context:
         return self._resnet
 
 
-def resnet_logits(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Raw logits (N, C) of a reference classifier for uint8 images (N, 28, 28, 3)."""
-    import torch
-
-    from bloodgen.data import to_model_range
-
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            out.append(model(to_model_range(images[start:start + batch_size]).to(device)).float().cpu())
-    return torch.cat(out).numpy()
-
-
 def logit_gap(logits: np.ndarray) -> np.ndarray:
     """(N,) largest minus second-largest logit: the ResNet's confidence."""
     ordered = np.sort(logits, axis=1)
@@ -333,7 +318,8 @@ def part_anomaly(ctx: _Context) -> dict:
     from sklearn.metrics import roc_auc_score
 
     from bloodgen.classify.diffusion import candidate_classes, classify_images
-    from bloodgen.classify.reference import KEY_BALANCED_ACCURACY, classification_report, reference_classifier
+    from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, classification_report, predict_logits,
+                                             reference_classifier)
     from bloodgen.data import CLASS_NAMES, load_bloodmnist
     from bloodgen.sampling.api import load_model
 
@@ -359,7 +345,7 @@ def part_anomaly(ctx: _Context) -> dict:
         warnings.simplefilter("ignore")
         holdout_data = load_bloodmnist(holdout_data_path(ctx.data, held, ctx.cfg.cache_dir))
     resnet, info = reference_classifier(holdout_data, ctx.cfg.recipe, cache_dir=ctx.cfg.cache_dir)
-    logits = resnet_logits(resnet, images)
+    logits = predict_logits(resnet, images)
     logits[:, held] = -np.inf  # never trained on: its logit carries no information
     confidences = {KEY_DIFFUSION: diff.confidence, KEY_RESNET: logit_gap(logits)}
     inliers = ~is_anomaly

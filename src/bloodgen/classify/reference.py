@@ -60,16 +60,22 @@ def default_recipe() -> ClassifierRecipe:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
-                  device: torch.device | str | None = None) -> np.ndarray:
-    """Softmax probabilities (N, C) for uint8 images (N, 28, 28, 3)."""
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512,
+                   device: torch.device | str | None = None) -> np.ndarray:
+    """Raw logits (N, C) for uint8 images (N, 28, 28, 3)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = to_model_range(images[start:start + batch_size]).to(device)
-        out.append(model(x).float().softmax(-1).cpu())
+        out.append(model(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
+                  device: torch.device | str | None = None) -> np.ndarray:
+    """Softmax probabilities (N, C) for uint8 images (N, 28, 28, 3)."""
+    return torch.from_numpy(predict_logits(model, images, batch_size, device)).softmax(-1).numpy()
 
 
 def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
