@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from bloodgen.models.base import count_parameters  # noqa: E402
-from bloodgen.models.config import resolve_config  # noqa: E402
+from bloodgen.models.config import PRESETS, resolve_config  # noqa: E402
 from bloodgen.models.registry import get_family, model_names  # noqa: E402
 from bloodgen.provenance import environment, write_json  # noqa: E402
 from bloodgen.training.loop import Stepper, make_accelerator  # noqa: E402
@@ -60,7 +60,7 @@ def time_steps(model: str, preset: str, steps: int, cpu: bool) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="full", choices=("quick", "full"))
+    p.add_argument("--preset", default="full", choices=PRESETS)
     p.add_argument("--models", nargs="+", default=list(model_names()))
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     p.add_argument("--cpu", action="store_true")

@@ -25,13 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bloodgen.models.config import PRESETS  # noqa: E402
 from bloodgen.models.registry import model_names  # noqa: E402
 from bloodgen.provenance import environment, write_json  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quick", choices=("quick", "full"))
+    p.add_argument("--preset", default="quick", choices=PRESETS)
     p.add_argument("--models", nargs="+", default=list(model_names()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="bloodmnist.npz (default: the CLI's resolution)")

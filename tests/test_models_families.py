@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bloodgen.errors import UserError
-from bloodgen.models.config import resolve_config
+from bloodgen.models.config import PRESETS, resolve_config
 from bloodgen.models.registry import FAMILIES as REGISTRY
 from bloodgen.models.registry import get_family
 from model_helpers import FAMILIES, tiny_config, train_tiny
@@ -66,8 +66,8 @@ def test_registry_has_every_family_and_presets_share_keys():
     assert set(FAMILIES) <= set(REGISTRY)
     for model in REGISTRY:
         presets = load_presets(model)
-        assert set(presets) == {"quick", "full"}
-        assert set(presets["quick"]) == set(presets["full"]), model
+        assert set(presets) == set(PRESETS)
+        assert all(set(presets[name]) == set(presets["full"]) for name in presets), model
         for name in presets:
             resolve_config(model, name)  # every shipped preset validates
 

@@ -184,6 +184,17 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
         warnings.simplefilter("ignore")
         run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
                   cache_dir=str(tmp_path / "cache"), progress=False)
+        # --utility-models: only the named families get the checks (here, reused from the run above)
+        only = run_study(replace(preset, utility=False), models=["gan", "cgan"], utility_models=["cgan"], out=tmp_path,
+                         data=str(tiny_npz), extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"),
+                         progress=False)
+    assert "utility" in only["families"]["cgan"] and "utility" not in only["families"]["gan"]
+    assert only["study"]["command"].endswith("--utility-models cgan")
+    from bloodgen.errors import UserError
+
+    with pytest.raises(UserError, match="--utility-models names vae"):
+        run_study(preset, models=["gan", "cgan"], utility_models=["vae"], out=tmp_path, data=str(tiny_npz),
+                  extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"), progress=False)
 
 
 def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny_npz, tmp_path, monkeypatch):

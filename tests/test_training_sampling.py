@@ -117,6 +117,7 @@ def test_sample_cli_writes_npz_json_and_grid(runs, tmp_path, capsys):
     (lambda r, t: [str(r["gan"]), "--sampler", "ddim"], "no sampler option"),
     (lambda r, t: [str(r["ddpm"]), "--sampler", "euler"], "unknown sampler"),
     (lambda r, t: [str(r["cgan"]), "--out", str(t / "x.txt")], ".npz"),
+    (lambda r, t: ["pretrained:stylegan"], "no pretrained model 'stylegan'"),
 ])
 def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, capsys):
     import torch
@@ -132,3 +133,19 @@ def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, c
     code, _, err = run_cli(["sample", *args], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("bloodgen: error:"), err
     assert match in err[0], err[0]
+
+
+@pytest.mark.parametrize("name", ["vae", "gan", "cgan", "ddpm"])
+def test_shipped_pretrained_models_sample_right_after_install(name):
+    """The study's best run of each family ships in the package (results/README.md): `pretrained:NAME`
+    loads it, and the same seed gives the same images."""
+    from bloodgen.sampling.api import pretrained_names
+
+    assert name in pretrained_names()
+    loaded = load_model(f"pretrained:{name}", device="cpu")
+    assert loaded.spec["model"] == name
+    images, labels = sample(loaded, 6, seed=2, steps=2) if name == "ddpm" else sample(loaded, 6, seed=2)
+    assert images.shape == (6, 28, 28, 3) and images.dtype == np.uint8 and images.std() > 0
+    assert (labels is None) == (name == "gan")
+    again = sample(loaded, 6, seed=2, steps=2)[0] if name == "ddpm" else sample(loaded, 6, seed=2)[0]
+    np.testing.assert_array_equal(images, again)

@@ -179,6 +179,8 @@ def study_document(results: dict, dataset, out: Path) -> Document:
         f"{protocol['n']:,} real images drawn from all {protocol['reference_pool_size']:,} BloodMNIST images, "
         f"for seeds {', '.join(map(str, protocol['seeds']))}; mean ± std over seeds. "
         f"Command: `{study['command']}`."))
+    if settings.get("note"):
+        doc.add(Paragraph(settings["note"]))
     if protocol["n"] < 10_000 or len(protocol["seeds"]) < 5:
         doc.add(Paragraph(
             "**Reduced protocol.** This is not the protocol of record (10,000 vs 10,000 images, 5 seeds): "

@@ -54,15 +54,40 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def pretrained_names() -> list[str]:
+    """Families whose trained weights ship with the package (bloodgen/pretrained/<name>/model.safetensors)."""
+    from importlib import resources
+
+    root = resources.files("bloodgen").joinpath("pretrained")
+    return sorted(d.name for d in root.iterdir() if d.joinpath("model.safetensors").is_file()) if root.is_dir() else []
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """`pretrained:NAME` -> the shipped export of that family; any other path as given."""
+    from importlib import resources
+
+    text = str(path)
+    if not text.startswith(PRETRAINED_PREFIX):
+        return Path(text).expanduser()
+    name = text[len(PRETRAINED_PREFIX):]
+    if name not in pretrained_names():
+        raise UserError(f"no pretrained model {name!r}: choose one of "
+                        f"{', '.join(PRETRAINED_PREFIX + n for n in pretrained_names()) or '(none shipped)'}")
+    return Path(str(resources.files("bloodgen").joinpath("pretrained", name)))
+
+
 def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
-    """A checkpoint (.pt), an export (.safetensors or its .json) or a run folder (its export if the run
-    finished, else its latest checkpoint)."""
+    """A checkpoint (.pt), an export (.safetensors or its .json), a run folder (its export if the run
+    finished, else its latest checkpoint) or `pretrained:NAME` (weights shipped with bloodgen)."""
     from bloodgen.data import N_CLASSES
     from bloodgen.models.config import validate
     from bloodgen.models.registry import get_family
     from bloodgen.training import checkpoint as ck
 
-    path = Path(path).expanduser()
+    path = resolve_model_path(path)
     if path.is_dir() and (path / ck.EXPORT_WEIGHTS).is_file():
         path = path / ck.EXPORT_WEIGHTS
     if path.suffix in (".safetensors", ".json"):

@@ -7,6 +7,7 @@ import time
 
 EXAMPLES = """\
 examples:
+  bloodgen sample pretrained:ddpm -n 64 --balanced --out ddpm.npz --grid ddpm.png   # shipped weights
   bloodgen sample runs/20250101-120000-ddpm-s0 -n 10000 --seed 1 --out ddpm-s1.npz --grid ddpm-s1.png
   bloodgen sample runs/20250101-120000-cgan-s0/model.safetensors -n 800 --balanced --out cgan.npz
   bloodgen sample runs/.../checkpoints/checkpoint.pt -n 64 --class neutrophil --out neutrophils.npz
@@ -28,7 +29,8 @@ def add_parser(subparsers) -> None:
                     "the training class proportions (--prior, the default), equally (--balanced) or one class.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="run folder, checkpoint .pt, or exported model.safetensors (with its model.json)")
+                   help="run folder, checkpoint .pt, exported model.safetensors (with its model.json), or "
+                        "pretrained:NAME for the weights shipped with bloodgen (see results/README.md)")
     p.add_argument("-n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (noise and labels)")
     classes = p.add_mutually_exclusive_group()

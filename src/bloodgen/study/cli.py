@@ -11,6 +11,8 @@ examples:
   bloodgen study --preset full --out results/study # the protocol of record (GPU: hours)
   bloodgen study --preset full --train-seeds 2     # fewer training seeds than the full preset's 5
   bloodgen study --preset quick --utility --classifier-recipe cpu   # add fidelity/TSTR/memorisation (slow on CPU)
+  bloodgen study --preset cpu --out results          # the largest budget for 2 CPU cores (~2 hours)
+  bloodgen study --preset cpu --utility-models cgan   # utility checks for one family only
   bloodgen study --preset quick --experiments prototypes diffusion-classifier   # add both experiments
 
 Re-running the same command after an interruption picks up where it stopped: finished trainings and
@@ -42,6 +44,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--utility", action=argparse.BooleanOptionalAction, default=None,
                    help="class fidelity, train-on-synthetic/test-on-real, augmentation and memorisation of each "
                         "family's best run (default: the preset's: on for full, off for quick)")
+    p.add_argument("--utility-models", nargs="+", metavar="MODEL", default=None,
+                   help="run the utility checks on these families only (implies --utility); on a CPU each "
+                        "conditional family costs two classifier trainings")
     from bloodgen.classify.recipe import RECIPES
 
     p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     experiments = None if args.experiments is None else [e for e in args.experiments if e != "none"]
     run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
+              utility_models=args.utility_models,
               classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
               inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
               progress=not args.no_progress)

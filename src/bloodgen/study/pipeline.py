@@ -250,8 +250,9 @@ def prototypes_stage(preset: StudyPreset, out: Path, data_path: str, cache_dir, 
     """The IMPROVE comparison in OUT/prototypes at the study's train preset; it skips its finished stages."""
     from bloodgen.improve.compare import compare
 
-    log(f"prototypes experiment ({preset.train_preset} budget) in {out / PROTOTYPES_DIR}")
-    return compare(out / PROTOTYPES_DIR, preset=preset.train_preset, data=data_path, cache_dir=cache_dir,
+    budget = preset.prototypes_budget or preset.train_preset
+    log(f"prototypes experiment ({budget} budget) in {out / PROTOTYPES_DIR}")
+    return compare(out / PROTOTYPES_DIR, preset=budget, data=data_path, cache_dir=cache_dir,
                    progress=progress, extractor=extractor)
 
 
@@ -310,7 +311,8 @@ def aggregate(evals: list[dict]) -> dict:
 
 
 def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = None, train_seeds: int | None = None,
-              utility: bool | None = None, classifier_recipe: str | None = None,
+              utility: bool | None = None, utility_models: list[str] | None = None,
+              classifier_recipe: str | None = None,
               experiments: list[str] | None = None, out: str | Path = "study", data: str | None = None,
               inception_weights: str | None = None,
               device: str | None = None, cache_dir: str | None = None, progress: bool = True,
@@ -341,6 +343,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         preset = replace(preset, train_seeds=train_seeds)
     if utility is not None:
         preset = replace(preset, utility=utility)
+    if utility_models:
+        preset = replace(preset, utility=True, utility_models=tuple(utility_models))
     if classifier_recipe is not None:
         preset = replace(preset, classifier_recipe=classifier_recipe)
     if experiments is not None:
@@ -352,6 +356,10 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     unknown = [m for m in models if m not in model_names()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
+    outside = [m for m in preset.utility_models if m not in models]
+    if outside:
+        raise UserError(f"--utility-models names {', '.join(outside)}, which the study does not train: "
+                        f"choose from {', '.join(models)}")
     if "diffusion-classifier" in preset.experiments and "ddpm" not in models:
         raise UserError("the diffusion-classifier experiment uses the study's ddpm: add ddpm to --models or "
                         "leave the experiment out")
@@ -386,6 +394,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
 
     if preset.utility:
         for name, family in families.items():
+            if preset.utility_models and name not in preset.utility_models:
+                continue
             run = best(name)
             family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
                                  **utility_stage(run, preset, out, dataset, extractor, cache_dir)}
@@ -399,7 +409,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
                   "command": "bloodgen study " + " ".join(_command_args(preset_name, models, train_seeds, utility,
-                                                                          classifier_recipe, experiments)),
+                                                                          utility_models, classifier_recipe,
+                                                                          experiments)),
                   "wall_seconds_this_invocation": round(time.perf_counter() - started, 1)},
         K_FLOOR: floor,
         K_FAMILIES: families,
@@ -412,7 +423,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
 
 
 def _command_args(preset_name: str, models: list[str], train_seeds: int | None, utility: bool | None,
-                  classifier_recipe: str | None, experiments: list[str] | None) -> list[str]:
+                  utility_models: list[str] | None, classifier_recipe: str | None,
+                  experiments: list[str] | None) -> list[str]:
     args = ["--preset", preset_name]
     if models != list(STUDY_FAMILIES):
         args += ["--models", *models]
@@ -420,6 +432,8 @@ def _command_args(preset_name: str, models: list[str], train_seeds: int | None, 
         args += ["--train-seeds", str(train_seeds)]
     if utility is not None:
         args.append("--utility" if utility else "--no-utility")
+    if utility_models:
+        args += ["--utility-models", *utility_models]
     if classifier_recipe is not None:
         args += ["--classifier-recipe", classifier_recipe]
     if experiments is not None:

@@ -29,6 +29,8 @@ class StudyPreset:
     # Utility checks (class fidelity, TSTR, augmentation, memorisation) on each family's best run: each
     # trains two classifiers, so they are off where minutes count.
     utility: bool = False
+    # Families whose best run gets the utility checks; empty: every family of the study.
+    utility_models: tuple[str, ...] = ()
     # Reference-classifier recipe: a name from classify.recipe.RECIPES, a dict of ClassifierRecipe fields,
     # or None for the device's default.
     classifier_recipe: str | dict | None = None
@@ -37,10 +39,18 @@ class StudyPreset:
     experiments: tuple[str, ...] = ()
     # The diffusion-classifier experiment's sizes (EvalConfig fields: n_test, n_val, n_anomaly, ...).
     diffusion_classifier: dict = field(default_factory=dict)
+    # The prototypes experiment's budget (bloodgen.improve.compare.PRESETS); None: the train preset's name.
+    prototypes_budget: str | None = None
+    # What the preset is for, printed at the top of the report (e.g. why its budget is what it is).
+    note: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+
+# The diffusion-classifier experiment sized for a CPU: ~5 ms per network evaluation of a small U-Net on one core.
+QUICK_DIFFUSION_CLASSIFIER = {"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_corrupt": 10, "severities": (2, 5),
+                              "no_prune_draws": 40, "heatmap_draws": 40, "options": {"max_draws": 40}}
 
 PRESETS = {
     # <= 15 minutes on 2 CPU cores, evaluation included: a reduced protocol, stated as such in the report.
@@ -49,10 +59,16 @@ PRESETS = {
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
                                            "ddpm": {"steps": 400}},
-                         # Sized for a CPU: ~5 ms per network evaluation of the quick U-Net on one core.
-                         diffusion_classifier={"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_corrupt": 10,
-                                               "severities": (2, 5), "no_prune_draws": 40, "heatmap_draws": 40,
-                                               "options": {"max_draws": 40}}),
+                         diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER),
+    # The largest budget that fits about two hours on 2 CPU cores, for a machine without a GPU: the models'
+    # cpu presets (10-25 minutes of training per family), one training seed, and a reduced protocol
+    # (2,000 vs 2,000 images, 3 seeds). `results/` holds this study when no GPU was available to run "full".
+    "cpu": StudyPreset(train_preset="cpu", train_seeds=1, n_images=2000, eval_seeds=3, prototypes_budget="quick",
+                       diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER,
+                       note="The cpu preset is the largest budget that fits about two hours on 2 CPU cores, for a "
+                            "machine without a GPU: small networks trained for 10-25 minutes each, one training "
+                            "seed, a reduced protocol. Its figures rank the families at this budget; they are not "
+                            "what each family reaches with its full recipe on a GPU (`--preset full`)."),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
                         experiments=EXPERIMENTS,

@@ -43,7 +43,9 @@ def add_parser(subparsers) -> None:
     # Names are checked by the registry (a one-line error), not by argparse choices.
     p.add_argument("--model", metavar="NAME", default=None,
                    help=f"model family: {', '.join(FAMILIES)} (required unless --resume)")
-    p.add_argument("--preset", default="quick", help="quick: <= 3 min on 2 CPU cores; full: the real recipe (GPU)")
+    p.add_argument("--preset", default="quick",
+                   help="quick: <= 3 min on 2 CPU cores; cpu: 10-25 min on 2 CPU cores, the largest budget of a "
+                        "CPU-only study; full: the real recipe (GPU)")
     p.add_argument("--config", metavar="FILE", default=None, help="JSON object of config keys overriding the preset")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="assignments",
                    help="override one config key (value parsed as JSON), repeatable; applied after --config")
