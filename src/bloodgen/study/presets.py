@@ -60,15 +60,17 @@ PRESETS = {
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
                                            "ddpm": {"steps": 400}},
                          diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER),
-    # The largest budget that fits about two hours on 2 CPU cores, for a machine without a GPU: the models'
-    # cpu presets (10-25 minutes of training per family), one training seed, and a reduced protocol
-    # (2,000 vs 2,000 images, 3 seeds). `results/` holds this study when no GPU was available to run "full".
-    "cpu": StudyPreset(train_preset="cpu", train_seeds=1, n_images=2000, eval_seeds=3, prototypes_budget="quick",
+    # The largest budget that fits about two and a half hours on 2 CPU cores, for a machine without a GPU:
+    # the models' cpu presets (15-45 minutes of training per family), one training seed, and a reduced
+    # protocol (1,000 vs 1,000 images, 3 seeds; feature extraction runs at ~10-16 images/s on 2 cores).
+    # `results/` holds this study when no GPU was available to run "full".
+    "cpu": StudyPreset(train_preset="cpu", train_seeds=1, n_images=1000, eval_seeds=3, prototypes_budget="quick",
                        diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER,
-                       note="The cpu preset is the largest budget that fits about two hours on 2 CPU cores, for a "
-                            "machine without a GPU: small networks trained for 10-25 minutes each, one training "
-                            "seed, a reduced protocol. Its figures rank the families at this budget; they are not "
-                            "what each family reaches with its full recipe on a GPU (`--preset full`)."),
+                       note="The cpu preset is the largest budget that fits about two and a half hours on 2 CPU "
+                            "cores, for a machine without a GPU: small networks trained for 15-45 minutes each, one "
+                            "training seed, a reduced protocol (1,000 vs 1,000 images, 3 seeds). Its figures rank the "
+                            "families at this budget; they are not what each family reaches with its full recipe on "
+                            "a GPU (`--preset full`)."),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
                         experiments=EXPERIMENTS,
