@@ -39,7 +39,9 @@ def test_same_seed_same_images_whatever_the_batch_size(model, runs):
     b, lb = sample(loaded, 9, seed=4, batch_size=4)
     d, _ = sample(loaded, 9, seed=5)
     np.testing.assert_array_equal(la, lb)
-    np.testing.assert_array_equal(a, b)
+    # Each image's noise is its own, so only float rounding (sums blocked by batch size) may differ.
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     assert np.abs(a.astype(int) - d.astype(int)).mean() > 1
     np.testing.assert_array_equal(a, sample(loaded, 9, seed=4, batch_size=9)[0])
 

@@ -1,8 +1,10 @@
 """Load a trained model (checkpoint, run folder or export) and draw reproducible samples from it.
 
 Reproducibility: sample i of a call with seed s draws its noise only from its own generator, seeded
-from (s, i), and the class labels come from a separate stream of s. So the same model, seed and device
-give the same images whatever the batch size.
+from (s, i), and the class labels come from a separate stream of s. So the same model, seed, device and
+batch size give identical images, and another batch size gives the same images up to float rounding
+(the CPU kernels block their sums by batch size: a rare pixel moves by one level of 255 in a many-step
+diffusion sampler).
 
 The evaluation engine and the study use the `sample_fn(n, seed) -> (images, labels)` contract:
 images uint8 (n, 28, 28, 3), labels int64 (n,) for class-conditional models and None otherwise.

@@ -15,8 +15,9 @@ examples:
   bloodgen sample RUN -n 10000 --sampler ddpm --out ancestral.npz      # all 1000 steps
 
 The .npz holds `images` uint8 (N, 28, 28, 3) and `labels` int64 (N,) (-1 for unconditional models);
-FILE.json beside it records the model, seed, sampler settings and timing. The same model, seed and
-device give the same images whatever --batch-size.
+FILE.json beside it records the model, seed, sampler settings and timing. The same model, seed, device
+and --batch-size give identical images; another --batch-size gives the same noise and labels, so the
+images agree up to float rounding (a rare pixel off by one level in a diffusion sampler).
 """
 
 
