@@ -8,10 +8,10 @@ EXAMPLES = """\
 examples:
   bloodgen study                                   # quick preset: every family, <= 15 min on 2 CPU cores
   bloodgen study --preset quick --models vae ddpm --out study-small
-  bloodgen study --preset full --out results/study # the protocol of record (GPU: hours)
+  bloodgen study --preset full --out study-full    # the protocol of record (GPU: hours)
   bloodgen study --preset full --train-seeds 2     # fewer training seeds than the full preset's 5
   bloodgen study --preset quick --utility --classifier-recipe cpu   # add fidelity/TSTR/memorisation (slow on CPU)
-  bloodgen study --preset cpu --out results          # the largest budget for 2 CPU cores (~2 hours)
+  bloodgen study --preset cpu --out study-cpu        # the largest budget for 2 CPU cores (~2.5 hours)
   bloodgen study --preset cpu --utility-models cgan   # utility checks for one family only
   bloodgen study --preset quick --experiments prototypes diffusion-classifier   # add both experiments
 
