@@ -70,9 +70,8 @@ PRESETS = {
                        note="The cpu preset is the largest budget that fits about two and a half hours on 2 CPU "
                             "cores, for a machine without a GPU: small networks trained for 15-55 minutes each, one "
                             "training seed, a reduced protocol (500 vs 500 images, 2 seeds; KID is unbiased at this "
-                            "size, FID is not). Its figures rank the "
-                            "families at this budget; they are not what each family reaches with its full recipe on "
-                            "a GPU (`--preset full`)."),
+                            "size, FID is not). Its figures rank the families at this budget; they are not what "
+                            "each family reaches with its full recipe on a GPU (`--preset full`)."),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
                         experiments=EXPERIMENTS,
