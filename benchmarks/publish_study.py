@@ -3,9 +3,10 @@
 
     python benchmarks/publish_study.py /work/study-cpu
 
-What is copied: report.md/.html, results.json, figures/, grids/, evaluations/, utility/ (figures' samples),
-and per run folder its config, environment, summary, logs and sample grids; never the training
-checkpoints (optimiser state, tens of MB). Pretrained: the best run's model.safetensors + model.json
+What is copied: report.md/.html, results.json, figures/, grids/, evaluations/, and per run folder its
+config, environment, summary, logs and sample grids; never the training checkpoints (optimiser state,
+tens of MB) nor the utility checks' samples (`utility/*-samples.npz`, 32 MB per conditional family at the
+cpu preset; the report's figures already show them and the shipped weights regenerate them). Pretrained: the best run's model.safetensors + model.json
 (weights and full config) with a provenance.json naming the study, run and FID. Sizes are checked
 against the limits the repository keeps: results under 20 MB, pretrained weights under 50 MB.
 """
@@ -29,8 +30,9 @@ from bloodgen.study.pipeline import (DIFFUSION_CLASSIFIER_DIR, EVAL_DIR, K_AGGRE
 from bloodgen.training.checkpoint import EXPORT_META, EXPORT_WEIGHTS  # noqa: E402
 
 RESULTS_LIMIT, PRETRAINED_LIMIT = 20 * 2**20, 50 * 2**20
+README = "README.md"
 TOP_LEVEL = ("report.md", "report.html", RESULTS_FILE)
-FOLDERS = (FIGURES_DIR, "grids", EVAL_DIR, "utility", PROTOTYPES_DIR, DIFFUSION_CLASSIFIER_DIR)
+FOLDERS = (FIGURES_DIR, "grids", EVAL_DIR, PROTOTYPES_DIR, DIFFUSION_CLASSIFIER_DIR)
 RUN_FILES = ("config.json", "environment.json", "summary.json", "log.jsonl", "log.csv", "snapshots.jsonl", EXPORT_META)
 RUN_FOLDERS = ("samples", "extras")
 
@@ -41,9 +43,12 @@ def size(path: Path) -> int:
 
 def publish(study: Path, results: Path, pretrained: Path) -> dict:
     data = json.loads((study / RESULTS_FILE).read_text())
+    readme = (results / README).read_text() if (results / README).is_file() else None
     if results.exists():
         shutil.rmtree(results)
     results.mkdir(parents=True)
+    if readme is not None:  # hand-written: how the study was made and what it shows
+        (results / README).write_text(readme)
     for name in TOP_LEVEL:
         shutil.copy2(study / name, results / name)
     for name in FOLDERS:

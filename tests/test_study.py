@@ -196,6 +196,23 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
         run_study(preset, models=["gan", "cgan"], utility_models=["vae"], out=tmp_path, data=str(tiny_npz),
                   extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"), progress=False)
 
+    # Publishing it (benchmarks/publish_study.py): the hand-written README stays, the utility samples stay behind.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish_study", Path(__file__).parents[1] / "benchmarks"
+                                                  / "publish_study.py")
+    publish_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish_study)
+    published, pretrained = tmp_path / "published", tmp_path / "pretrained"
+    published.mkdir()
+    (published / "README.md").write_text("how this study was made")
+    (published / "stale.json").write_text("{}")
+    shipped = publish_study.publish(tmp_path, published, pretrained)
+    assert (published / "README.md").read_text() == "how this study was made" and not (published / "stale.json").exists()
+    assert (published / "figures" / "fidelity_confusion.png").is_file() and (tmp_path / "utility").is_dir()
+    assert not (published / "utility").exists() and not list(published.rglob("*-samples.npz"))
+    assert set(shipped["shipped"]) == {"gan", "cgan"} and (pretrained / "cgan" / "provenance.json").is_file()
+
 
 def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny_npz, tmp_path, monkeypatch):
     """The plumbing only: each experiment's own code is tested in test_prototypes.py / test_diffusion_classifier.py."""

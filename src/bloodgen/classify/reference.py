@@ -104,7 +104,7 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
 
 def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                      recipe: ClassifierRecipe = RECIPES["full"], model: nn.Module | None = None,
-                     progress: bool = True) -> tuple[nn.Module, dict]:
+                     progress: bool = True, desc: str = "classifier") -> tuple[nn.Module, dict]:
     """Train with AdamW + cosine schedule; keep the weights of the epoch with the best val accuracy.
 
     Returns the model (on the accelerator's device, in eval mode) and a history dict.
@@ -128,7 +128,7 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     best_acc, best_state, history = -1.0, None, []
     start = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc="classifier", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(range(recipe.epochs), desc=desc, disable=not (progress and accelerator.is_main_process))
     for epoch in bar:
         model.train()
         losses = []

@@ -41,9 +41,10 @@ def matched_class_counts(real_labels: np.ndarray) -> np.ndarray:
 
 
 def train_and_test(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                   test: tuple[np.ndarray, np.ndarray], recipe: ClassifierRecipe) -> dict:
-    """One classifier trained with `recipe` on `train` (selected on `val`) and scored on `test`."""
-    model, info = train_classifier(train, val, recipe, progress=False)
+                   test: tuple[np.ndarray, np.ndarray], recipe: ClassifierRecipe, desc: str = "classifier") -> dict:
+    """One classifier trained with `recipe` on `train` (selected on `val`) and scored on `test`; `desc`
+    names its progress bar (each training takes minutes to an hour on a CPU)."""
+    model, info = train_classifier(train, val, recipe, desc=desc)
     report = classification_report(test[1], predict_proba(model, test[0]))
     report["train_seconds"] = info["train_seconds"]
     report["n_train"] = int(len(train[1]))
@@ -145,10 +146,10 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
         rng = np.random.default_rng(seed)
         report["fidelity"] = class_fidelity(reference_model, images, labels)
         synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
-        report["tstr"] = train_and_test(synthetic, val, test, recipe)
+        report["tstr"] = train_and_test(synthetic, val, test, recipe, desc="train-on-synthetic classifier")
         top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
         mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
-        report["augmented"] = train_and_test(mixed, val, test, recipe)
+        report["augmented"] = train_and_test(mixed, val, test, recipe, desc="augmented classifier")
         report[KEY_AUGMENTATION_GAIN] = (report["augmented"][KEY_BALANCED_ACCURACY]
                                          - report["train_on_real"][KEY_BALANCED_ACCURACY])
     else:

@@ -272,7 +272,8 @@ def _tstr(train, val, test, recipe, budget: Budget) -> dict:
     from bloodgen.classify.reference import KEY_ACCURACY, KEY_MACRO_F1, KEY_MACRO_PRECISION, KEY_MACRO_RECALL
     from bloodgen.classify.utility import train_and_test
 
-    report = train_and_test(train, val, test, replace(recipe, epochs=budget.tstr_epochs))
+    report = train_and_test(train, val, test, replace(recipe, epochs=budget.tstr_epochs),
+                            desc="train-on-synthetic classifier")
     return {K_PRECISION: report[KEY_MACRO_PRECISION], K_RECALL: report[KEY_MACRO_RECALL], K_F1: report[KEY_MACRO_F1],
             K_ACCURACY: report[KEY_ACCURACY], K_N_TRAIN: len(train[1]), K_N_TEST: len(test[1])}
 

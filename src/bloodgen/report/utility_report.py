@@ -88,7 +88,8 @@ def plot_fidelity_confusions(reports: dict[str, dict], path: Path) -> bool:
     if not panels:
         return False
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    # at least 6.4 inches wide, so the title fits above a single panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.6 * len(panels), 6.4), 4.4), squeeze=False)
     for ax, (name, matrix) in zip(axes[0], panels.items()):
         rows = matrix.sum(1, keepdims=True)
         share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
