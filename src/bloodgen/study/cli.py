@@ -6,7 +6,7 @@ import argparse
 
 EXAMPLES = """\
 examples:
-  bloodgen study                                   # quick preset: every family, <= 15 min on 2 CPU cores
+  bloodgen study                                   # quick preset: every family, 13-35 min on 2 CPU cores
   bloodgen study --preset quick --models vae ddpm --out study-small
   bloodgen study --preset full --out study-full    # the protocol of record (GPU: hours)
   bloodgen study --preset full --train-seeds 2     # fewer training seeds than the full preset's 5

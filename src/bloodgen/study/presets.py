@@ -53,9 +53,10 @@ QUICK_DIFFUSION_CLASSIFIER = {"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_cor
                               "no_prune_draws": 40, "heatmap_draws": 40, "options": {"max_draws": 40}}
 
 PRESETS = {
-    # <= 15 minutes on 2 CPU cores, evaluation included: a reduced protocol, stated as such in the report.
-    # Training steps are cut below the model quick presets (about a minute per family on 2 cores) so that
-    # training, sampling and feature extraction (~16-21 images/s on 2 CPU cores) fit together.
+    # 13 minutes on 2 CPU cores where InceptionV3 embeds ~20 images/s, 35 where it embeds 7 (docs/study.md),
+    # evaluation included: a reduced protocol, stated as such in the report. Training steps are cut below the
+    # model quick presets (about a minute per family on the faster cores) so that training, sampling and
+    # feature extraction fit together.
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
                          config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
                                            "ddpm": {"steps": 400}},
