@@ -6,7 +6,8 @@
 What is copied: report.md/.html, results.json, figures/, grids/, evaluations/, and per run folder its
 config, environment, summary, logs and sample grids; never the training checkpoints (optimiser state,
 tens of MB) nor the utility checks' samples (`utility/*-samples.npz`, 32 MB per conditional family at the
-cpu preset; the report's figures already show them and the shipped weights regenerate them). Pretrained: the best run's model.safetensors + model.json
+cpu preset; the report's figures already show them and the shipped weights regenerate them). A
+hand-written results/README.md is kept. Pretrained: the best run's model.safetensors + model.json
 (weights and full config) with a provenance.json naming the study, run and FID. Sizes are checked
 against the limits the repository keeps: results under 20 MB, pretrained weights under 50 MB.
 """

@@ -208,7 +208,8 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     (published / "README.md").write_text("how this study was made")
     (published / "stale.json").write_text("{}")
     shipped = publish_study.publish(tmp_path, published, pretrained)
-    assert (published / "README.md").read_text() == "how this study was made" and not (published / "stale.json").exists()
+    assert (published / "README.md").read_text() == "how this study was made"
+    assert not (published / "stale.json").exists()
     assert (published / "figures" / "fidelity_confusion.png").is_file() and (tmp_path / "utility").is_dir()
     assert not (published / "utility").exists() and not list(published.rglob("*-samples.npz"))
     assert set(shipped["shipped"]) == {"gan", "cgan"} and (pretrained / "cgan" / "provenance.json").is_file()
