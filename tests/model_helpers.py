@@ -39,3 +39,22 @@ def resume_tiny(resume: Path, data: Path, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return train(resume=resume, data=data, progress=False, **kwargs)
+
+
+def sample_then_evaluate(checkpoint: Path, data: Path, tmp_path: Path, monkeypatch) -> dict:
+    """`bloodgen sample` a run to .npz, then `bloodgen evaluate` that file (a projection stands in for
+    InceptionV3); returns the evaluation JSON. The tool's own output must be accepted by its own commands."""
+    import json
+
+    from bloodgen.cli import main
+    from bloodgen.metrics import inception
+    from test_metrics_protocol import ProjectionExtractor
+
+    monkeypatch.setattr(inception, "inception_extractor", lambda *args, **kwargs: ProjectionExtractor())
+    samples = tmp_path / "samples.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["sample", str(checkpoint), "-n", "24", "--balanced", "--seed", "1", "--out", str(samples)]) == 0
+        assert main(["evaluate", str(samples), "--data", str(data), "--n", "20", "--seeds", "1", "--kid-subsets", "2",
+                     "--cache-dir", str(tmp_path / "cache"), "--quiet", "--json", str(tmp_path / "eval.json")]) == 0
+    return json.loads((tmp_path / "eval.json").read_text())

@@ -8,11 +8,18 @@ import pytest
 from bloodgen.classify.reference import (KEY_ACCURACY, KEY_AUC, ClassifierRecipe, classification_report,
                                          load_classifier, predict_proba, reference_classifier)
 from bloodgen.classify.utility import (KEY_EXACT_COPIES, KEY_FIDELITY_MACRO, KEY_MEMORISATION_FLAG,
-                                       KEY_MEMORISED_FRACTION, class_fidelity, memorisation, minority_top_up,
-                                       pixel_vectors, take_per_class, utility_report)
+                                       KEY_MEMORISED_FRACTION, class_fidelity, copy_masks, memorisation,
+                                       minority_top_up, nearest_distances, pixel_vectors, take_per_class,
+                                       utility_report)
 from bloodgen.errors import UserError
 
-TINY_RECIPE = ClassifierRecipe(epochs=15, batch_size=16, lr=3e-3, width=16)
+# Margins hold across CPUs: a tiny training's trajectory depends on the kernels (AVX2, AVX-512, scalar)
+# and the thread count, so the recipe and thresholds were chosen on 48 runs (16 seeds x AVX2 kernels,
+# ATEN_CPU_CAPABILITY=default scalar kernels, and 1 thread), whose worst test accuracy was 0.9 and worst
+# class fidelity 0.93; the asserts ask for 0.75, six times chance (1/8). The earlier lr 3e-3 over 15
+# epochs ranged 0.875-1.0 on this AMD machine and fell to 0.725 on an AVX-512 Xeon.
+TINY_RECIPE = ClassifierRecipe(epochs=20, batch_size=16, lr=1e-3, width=16)
+MIN_TINY_ACCURACY = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +47,7 @@ def test_classification_report_of_perfect_and_wrong_predictions():
 
 def test_reference_classifier_learns_and_is_cached(trained):
     data, model, info, cache = trained
-    assert info["test"][KEY_ACCURACY] >= 0.8, info["history"]
+    assert info["test"][KEY_ACCURACY] >= MIN_TINY_ACCURACY, info["history"]
     again, info_again = reference_classifier(data, TINY_RECIPE, cache_dir=cache)  # from the cache: no training
     assert info_again["train_seconds"] == info["train_seconds"]
     x = data.images("test")
@@ -52,7 +59,7 @@ def test_reference_classifier_learns_and_is_cached(trained):
 def test_fidelity_is_high_for_true_labels_and_chance_for_shuffled(trained):
     data, model, _, _ = trained
     images, labels = data.images("all"), data.labels("all")
-    assert class_fidelity(model, images, labels)[KEY_FIDELITY_MACRO] >= 0.8
+    assert class_fidelity(model, images, labels)[KEY_FIDELITY_MACRO] >= MIN_TINY_ACCURACY
     shuffled = np.random.default_rng(0).permutation(labels)
     assert class_fidelity(model, images, shuffled)[KEY_FIDELITY_MACRO] <= 0.35  # chance is 1/8
 
@@ -63,6 +70,52 @@ def test_copies_of_training_images_are_flagged_and_fresh_images_are_not(tiny_dat
     assert copies[KEY_MEMORISATION_FLAG] and copies[KEY_EXACT_COPIES] == 20 and copies[KEY_MEMORISED_FRACTION] == 1.0
     fresh = memorisation(pixel_vectors(tiny_data.images("val")), pixel_vectors(train), pixel_vectors(test))
     assert not fresh[KEY_MEMORISATION_FLAG] and fresh[KEY_EXACT_COPIES] == 0
+
+
+def test_nearest_distances_are_exact_where_float32_expansion_is_not():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (300, 2352)).astype(np.float32) / 255
+    queries = np.concatenate([reference[:5], reference[5:10] + np.float32(1 / 255) * (rng.random((5, 2352)) < 0.01)])
+    dist, index = nearest_distances(queries, reference)
+    brute = np.sqrt(((queries[:, None].astype(np.float64) - reference[None].astype(np.float64)) ** 2).sum(-1))
+    assert index.tolist() == brute.argmin(1).tolist() and np.allclose(dist, brute.min(1), rtol=0, atol=1e-12)
+    assert (dist[:5] == 0).all() and (dist[5:] > 0).all()
+    import torch  # the expansion this replaces: copies do not come out at 0
+    assert torch.cdist(torch.from_numpy(queries[:5]), torch.from_numpy(reference)).min(1).values.max() > 1e-4
+
+
+def test_copy_masks_override_distances_in_feature_space(tiny_data):
+    train, test = tiny_data.images("train"), tiny_data.images("test")
+    generated = np.concatenate([train[:3], tiny_data.images("val")[:5]])
+    masks = copy_masks(generated, train, test)
+    assert masks["generated_copies"].tolist() == [True] * 3 + [False] * 5 and not masks["test_copies"].any()
+    # Features of the same image computed in another batch may differ by rounding: still a copy.
+    jitter = np.random.default_rng(0).normal(0, 1e-6, (len(generated), 2352))
+    result = memorisation(pixel_vectors(generated) + jitter, pixel_vectors(train), pixel_vectors(test), **masks)
+    assert result[KEY_EXACT_COPIES] == 3 and result[KEY_MEMORISED_FRACTION] == 3 / 8
+
+
+def test_real_training_images_as_samples_are_all_copies(real_npz):
+    """500 real training images passed off as generated ones: every one is an exact copy and memorised, and
+    the threshold is the nearest *distinct* test image (BloodMNIST's train/test duplicates left out)."""
+    import warnings
+
+    from bloodgen.data import load_bloodmnist
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_bloodmnist(real_npz)
+    train, test = data.images("train"), data.images("test")
+    picked = train[np.random.default_rng(0).choice(len(train), 500, replace=False)]
+    masks = copy_masks(picked, train, test)
+    result = memorisation(pixel_vectors(picked), pixel_vectors(train), pixel_vectors(test), **masks)
+    assert result[KEY_EXACT_COPIES] == 500 and result[KEY_MEMORISED_FRACTION] == 1.0
+    assert result["generated_nn_distance_median"] == 0.0
+    assert 0 < result["test_copies_excluded"] == masks["test_copies"].sum() < 50
+    distinct = ~masks["test_copies"]
+    d_test, _ = nearest_distances(pixel_vectors(test[distinct]), pixel_vectors(train))
+    assert result["threshold"] == d_test.min() > 0.1  # a real distance, not float32 rounding (~0.016)
+    assert memorisation(pixel_vectors(picked), pixel_vectors(train), pixel_vectors(test)) == result
 
 
 def test_take_per_class_draws_exact_counts_and_refuses_too_few(tiny_data):

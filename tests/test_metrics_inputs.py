@@ -25,6 +25,11 @@ def test_npz_with_dataset_shaped_labels(tmp_path):
     assert loaded.labels.tolist() == list(range(6))
 
 
+def test_all_unlabelled_means_no_labels(tmp_path):
+    np.savez(tmp_path / "u.npz", images=images(), labels=np.full(6, -1, np.int64))  # as `bloodgen sample` writes
+    assert load_images(tmp_path / "u.npz").labels is None
+
+
 def test_png_folder_reads_like_pytorch_fid_and_hashes_like_the_npz(tmp_path):
     x = images()
     for i, img in enumerate(x):
@@ -58,6 +63,8 @@ def test_bad_arrays_are_refused_with_the_reason(tmp_path, array, message):
     (np.arange(5), r"shape \(6,\)"),
     (np.full(6, 8), "0..7"),
     (np.full(6, 1.0), "integers"),
+    (np.array([-1, -1, 0, 1, 2, 3]), "2 of 6 labels are -1"),
+    (np.full(6, -2), "0..7"),
 ])
 def test_bad_labels_are_refused(tmp_path, labels, message):
     np.savez(tmp_path / "bad.npz", images=images(), labels=labels)

@@ -113,12 +113,14 @@ def brute_force_prdc(real, fake, k_pr, k_dc):
     d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=2)
     d_rf = np.linalg.norm(real[:, None] - fake[None], axis=2)
     r_pr, r_dc = np.sort(d_rr, axis=1)[:, k_pr], np.sort(d_rr, axis=1)[:, k_dc]
-    f_pr = np.sort(d_ff, axis=1)[:, k_pr]
+    f_pr, f_dc = np.sort(d_ff, axis=1)[:, k_pr], np.sort(d_ff, axis=1)[:, k_dc]
     return {
         "precision": (d_rf <= r_pr[:, None]).any(axis=0).mean(),
         "recall": (d_rf <= f_pr[None, :]).any(axis=1).mean(),
-        "density": (d_rf <= r_dc[:, None]).sum() / (k_dc * len(fake)),
-        "coverage": (d_rf.min(axis=1) <= r_dc).mean(),
+        "precision_prdc": (d_rf < r_dc[:, None]).any(axis=0).mean(),
+        "recall_prdc": (d_rf < f_dc[None, :]).any(axis=1).mean(),
+        "density": (d_rf < r_dc[:, None]).sum() / (k_dc * len(fake)),
+        "coverage": (d_rf.min(axis=1) < r_dc).mean(),
     }
 
 
@@ -131,12 +133,27 @@ def test_prdc_matches_brute_force():
         assert got[key] == pytest.approx(value, abs=1 / 250), key  # float32 may flip a boundary point
 
 
+def test_prdc_matches_the_prdc_library_at_k5():
+    library = pytest.importorskip("prdc", reason="the prdc library (dev extra) cross-checks the k=5 definition")
+    rng = np.random.default_rng(11)
+    real, fake = gaussian(rng, 400, 16), gaussian(rng, 350, 16, shift=0.3, scale=0.9)
+    expected = library.compute_prdc(real, fake, nearest_k=5)
+    got = prdc(real, fake, 3, 5)
+    for ours, theirs in (("precision_prdc", "precision"), ("recall_prdc", "recall"), ("density", "density"),
+                         ("coverage", "coverage")):
+        assert got[ours] == pytest.approx(float(expected[theirs]), abs=1 / 350), ours
+    assert got["precision"] != got["precision_prdc"]  # k=3 and k=5 balls really differ
+
+
 def test_precision_recall_coverage_of_identical_sets_are_one():
     rng = np.random.default_rng(10)
     x = gaussian(rng, 500, 20)
     got = prdc(x, x.copy())
-    assert got["precision"] == got["recall"] == got["coverage"] == 1.0
-    assert 0.5 < got["density"] < 2
+    for key in ("precision", "recall", "precision_prdc", "recall_prdc", "coverage"):
+        assert got[key] == 1.0, key
+    # Open balls: each real ball holds its centre and k-1 neighbours, as in prdc (closed ones would give 1.2);
+    # float32 rounding may tip a few k-th neighbours that sit exactly on a radius.
+    assert got["density"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_inception_score_of_confident_even_predictions_is_the_number_of_classes():

@@ -11,7 +11,7 @@ import torch
 
 from bloodgen.classify.prototype_options import PrototypeOptions
 from bloodgen.errors import UserError
-from model_helpers import tiny_config, train_tiny
+from model_helpers import sample_then_evaluate, tiny_config, train_tiny
 
 DIM = 8  # the tiny proto-ddpm's class_dim
 
@@ -249,3 +249,9 @@ def test_comparison_runs_both_arms_in_both_regimes_resumes_and_samples_without_p
     assert run()[cmp.K_REGIMES] == results[cmp.K_REGIMES]
     with pytest.raises(UserError, match="another budget"):
         run(cmp.replace(budget, fid_n=4))
+
+
+def test_proto_ddpm_samples_are_accepted_by_evaluate(tiny_npz, tmp_path, proto_file, monkeypatch):
+    run = train_tiny("proto-ddpm", tiny_npz, tmp_path / "run", overrides={"prototypes": str(proto_file)})
+    result = sample_then_evaluate(run.run_dir, tiny_npz, tmp_path, monkeypatch)
+    assert np.isfinite(result["fid"]["mean"]) and result["samples"]["has_labels"]

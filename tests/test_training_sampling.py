@@ -10,7 +10,7 @@ import pytest
 from bloodgen.cli import main
 from bloodgen.errors import UserError
 from bloodgen.sampling.api import draw_labels, load_model, make_sample_fn, sample
-from model_helpers import FAMILIES, train_tiny
+from model_helpers import FAMILIES, sample_then_evaluate, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +151,14 @@ def test_shipped_pretrained_models_sample_right_after_install(name):
     assert (labels is None) == (name == "gan")
     again = sample(loaded, 6, seed=2, steps=2)[0] if name == "ddpm" else sample(loaded, 6, seed=2)[0]
     np.testing.assert_array_equal(images, again)
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_sample_output_is_accepted_by_evaluate(model, runs, tiny_npz, tmp_path, monkeypatch):
+    from bloodgen.metrics import KEY_FID, KEY_FID_CLASS_AVERAGED
+
+    result = sample_then_evaluate(runs[model], tiny_npz, tmp_path, monkeypatch)
+    assert np.isfinite(result[KEY_FID]["mean"])
+    conditional = model != "gan"
+    assert result["samples"]["has_labels"] is conditional  # unconditional -1 labels are read as no labels
+    assert (KEY_FID_CLASS_AVERAGED in result) is conditional

@@ -5,7 +5,6 @@ and memorisation. Math on arrays only: images, labels and features come in, plai
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, ClassifierRecipe, classification_report,
                                          predict_proba, train_classifier)
@@ -73,44 +72,70 @@ def take_per_class(images: np.ndarray, labels: np.ndarray, counts: np.ndarray,
     return images[order], labels[order]
 
 
-def _nearest_distances(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distance from each query row to its nearest reference row, and that row's index."""
-    dists, idxs = [], []
-    for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start:start + chunk], reference)
-        value, index = d.min(1)
-        dists.append(value)
-        idxs.append(index)
-    return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
+def nearest_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance from each query row to its nearest reference row, and that row's index.
+
+    Why not `torch.cdist`: its fast path expands |a|^2 + |b|^2 - 2ab in float32, whose rounding on
+    2,352-d pixel vectors is ~1e-4 in squared distance, so an exact copy reads 0.0156 instead of 0 and
+    the memorisation threshold drowns in rounding. Here the search runs in float64 (rounding ~1e-9,
+    far below the smallest distinct-pixel gap of (1/255)^2) and the winner's distance is recomputed by
+    direct subtraction, so identical rows give exactly 0.
+    """
+    q, r = np.asarray(queries, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    r_sq = np.einsum("ij,ij->i", r, r)
+    dists, idxs = np.empty(len(q)), np.empty(len(q), dtype=np.int64)
+    for start in range(0, len(q), chunk):
+        block = q[start:start + chunk]
+        nearest = (r_sq[None, :] - 2.0 * (block @ r.T)).argmin(axis=1)  # |q|^2 is constant along a row
+        idxs[start:start + len(block)] = nearest
+        dists[start:start + len(block)] = np.sqrt(((block - r[nearest]) ** 2).sum(axis=1))
+    return dists, idxs
 
 
-def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray,
+def exact_copies(images: np.ndarray, train_images: np.ndarray) -> np.ndarray:
+    """Boolean mask: which `images` are pixel-for-pixel copies of some training image (by equality)."""
+    seen = {img.tobytes() for img in np.ascontiguousarray(train_images)}
+    return np.array([img.tobytes() in seen for img in np.ascontiguousarray(images)], dtype=bool)
+
+
+def copy_masks(generated: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+    """`memorisation`'s copy masks for uint8 images: generated and test images equal to a training image."""
+    return {"generated_copies": exact_copies(generated, train), "test_copies": exact_copies(test, train)}
+
+
+def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray, *,
+                 generated_copies: np.ndarray | None = None, test_copies: np.ndarray | None = None,
                  flag_fraction: float = MEMORISATION_FLAG_FRACTION, n_closest: int = 16) -> dict:
     """Nearest-training-image distances of generated vs real test items, in one space (pixels or features).
 
     Inputs are 2-d float arrays of vectors (flattened pixels in [0, 1], or Inception features). A generated
-    image counts as memorised when it lies closer to a training image than any real test image does;
-    test images that are exact copies of training images (BloodMNIST has a few) are left out of that
-    threshold, since with them it would be zero and nothing could ever be flagged. `closest` lists the
-    `n_closest` generated items nearest to a training item (generated index, training index, distance).
+    image counts as memorised when it copies a training image or lies closer to one than any distinct
+    real test image does. Test images that copy a training image (BloodMNIST has a few) are left out of
+    that threshold, since with them it would be zero and nothing could ever be flagged. Copies are those
+    at distance exactly 0 unless `generated_copies`/`test_copies` masks say otherwise: feature space takes
+    them from pixel equality, since one image's features can differ by rounding between batches.
+    `closest` lists the `n_closest` generated items nearest to a training item (generated index,
+    training index, distance).
     """
-    g, tr, te = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (generated, train, test))
-    d_gen, nn_gen = _nearest_distances(g, tr)
-    d_test, _ = _nearest_distances(te, tr)
-    distinct_test = d_test[d_test > 1e-6]
+    d_gen, nn_gen = nearest_distances(generated, train)
+    d_test, _ = nearest_distances(test, train)
+    gen_copy = d_gen == 0 if generated_copies is None else np.asarray(generated_copies, dtype=bool)
+    test_copy = d_test == 0 if test_copies is None else np.asarray(test_copies, dtype=bool)
+    distinct_test = d_test[~test_copy]
     threshold = float(distinct_test.min()) if len(distinct_test) else 0.0
-    memorised = float((d_gen < threshold).mean()) if len(d_gen) else 0.0
-    exact = int((d_gen <= 1e-6).sum())
+    memorised = gen_copy | (d_gen < threshold)
     order = np.argsort(d_gen, kind="stable")[:n_closest]
+    fraction = float(memorised.mean()) if len(d_gen) else 0.0
     return {
         "n_generated": int(len(d_gen)),
         "generated_nn_distance_median": float(np.median(d_gen)),
         "test_nn_distance_median": float(np.median(d_test)),
         "distance_ratio_median": float(np.median(d_gen) / max(np.median(d_test), 1e-12)),
         "threshold": threshold,
-        KEY_MEMORISED_FRACTION: memorised,
-        KEY_EXACT_COPIES: exact,
-        KEY_MEMORISATION_FLAG: bool(memorised > flag_fraction or exact > 0),
+        "test_copies_excluded": int(test_copy.sum()),
+        KEY_MEMORISED_FRACTION: fraction,
+        KEY_EXACT_COPIES: int(gen_copy.sum()),
+        KEY_MEMORISATION_FLAG: bool(fraction > flag_fraction or gen_copy.any()),
         KEY_CLOSEST: [[int(i), int(nn_gen[i]), round(float(d_gen[i]), 5)] for i in order],
     }
 
@@ -155,11 +180,12 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     else:
         report["skipped"] = "fidelity, TSTR and augmentation need class-conditional samples"
     m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
+    copies = copy_masks(images[:m], train[0], test[0])
     report["memorisation"] = {"pixels": memorisation(pixel_vectors(images[:m]), pixel_vectors(train[0]),
-                                                     pixel_vectors(test[0]))}
+                                                     pixel_vectors(test[0]), **copies)}
     if features:
         report["memorisation"]["inception"] = memorisation(features["generated"][:m], features["train"],
-                                                           features["test"])
+                                                           features["test"], **copies)
     return report
 
 

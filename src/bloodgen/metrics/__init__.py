@@ -10,7 +10,8 @@ from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CL
 from bloodgen.metrics.inputs import Generator, ImageSet, SampleFn, load_images
 from bloodgen.metrics.isc import KEY_ISC, inception_score
 from bloodgen.metrics.kid import KEY_KID, kid
-from bloodgen.metrics.prdc import KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_RECALL, prdc
+from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
+                                   KEY_RECALL_PRDC, prdc)
 from bloodgen.metrics.protocol import (
     KEY_DISJOINT,
     KEY_FLOOR,
@@ -24,6 +25,7 @@ from bloodgen.metrics.protocol import (
 
 __all__ = [
     "KEY_FID", "KEY_FID_CLASS_AVERAGED", "KEY_FID_PER_CLASS", "KEY_ISC", "KEY_KID", "KEY_PRECISION", "KEY_RECALL",
+    "KEY_PRECISION_PRDC", "KEY_RECALL_PRDC",
     "KEY_DENSITY", "KEY_COVERAGE", "KEY_FLOOR", "KEY_SAME_POOL", "KEY_DISJOINT", "KEY_MEAN", "KEY_STD",
     "KEY_PER_SEED", "METRICS", "Generator", "ImageSet", "SampleFn", "calculate_metrics", "fid_from_features",
     "frechet_distance", "inception_score", "kid", "load_images", "prdc",

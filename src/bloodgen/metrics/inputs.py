@@ -26,6 +26,7 @@ from bloodgen.errors import UserError
 SampleFn = Callable[[int, int], tuple[np.ndarray, Optional[np.ndarray]]]
 IMAGES_KEY = "images"
 LABELS_KEY = "labels"
+UNLABELLED = -1  # the label `bloodgen sample` writes for every image of an unconditional model
 
 
 def validate_images(images, source: str) -> np.ndarray:
@@ -59,7 +60,10 @@ def _range_hint(images: np.ndarray) -> str:
 
 
 def validate_labels(labels, n: int, source: str) -> np.ndarray | None:
-    """None stays None; otherwise int64 (n,) in 0..7, accepting the dataset's own (n, 1) shape."""
+    """None stays None; otherwise int64 (n,) in 0..7, accepting the dataset's own (n, 1) shape.
+
+    All labels UNLABELLED (-1, what `bloodgen sample` writes for unconditional models) means no labels.
+    """
     if labels is None:
         return None
     labels = np.asarray(labels)
@@ -69,6 +73,12 @@ def validate_labels(labels, n: int, source: str) -> np.ndarray | None:
         raise UserError(f"{source}: labels must have shape ({n},) to match the images, got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"{source}: labels must be integers 0..{N_CLASSES - 1}, got {labels.dtype}")
+    unlabelled = labels == UNLABELLED
+    if unlabelled.all():
+        return None
+    if unlabelled.any():
+        raise UserError(f"{source}: {int(unlabelled.sum())} of {n} labels are {UNLABELLED} (unlabelled) and the rest "
+                        f"are classes; label every image 0..{N_CLASSES - 1}, or all {UNLABELLED} for none")
     if labels.min() < 0 or labels.max() >= N_CLASSES:
         raise UserError(f"{source}: labels must lie in 0..{N_CLASSES - 1}, found {labels.min()}..{labels.max()}")
     return labels.astype(np.int64)

@@ -366,8 +366,9 @@ def _protocol_record(options: Options, floor: bool, pool_size: int) -> dict:
         "fid": "covariances with ddof=1; trace of the matrix square root from eigenvalues of PSD matrices",
         "kid": f"unbiased MMD^2, kernel (x.y/d + 1)^3, subsets drawn with numpy.random.default_rng([seed, "
                f"{STREAM_KID}]), subset size min(kid_subset_size, n)",
-        "prdc": "k-th nearest-neighbour balls, closed; precision/recall with nearest_k_pr, "
-                "density/coverage with nearest_k_dc",
+        "prdc": "k-th nearest-neighbour balls; precision/recall with nearest_k_pr and closed balls "
+                "(Kynkaanniemi et al. 2019); precision_prdc/recall_prdc/density/coverage with nearest_k_dc and "
+                "open balls (the prdc library, Naeem et al. 2020)",
         "std": "sample standard deviation over seeds (ddof=1); null for a single seed",
         "images": "uint8 RGB 28x28, divided by 255, resized inside the network to 299x299 (bilinear, "
                   "align_corners=False) as pytorch-fid does for PNG files",

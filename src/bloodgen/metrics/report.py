@@ -5,7 +5,8 @@ from __future__ import annotations
 from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
 from bloodgen.metrics.isc import KEY_ISC
 from bloodgen.metrics.kid import KEY_KID
-from bloodgen.metrics.prdc import KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_RECALL
+from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
+                                   KEY_RECALL_PRDC)
 from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
 from bloodgen.report.document import Document, Paragraph, Table, to_markdown
 
@@ -13,10 +14,12 @@ from bloodgen.report.document import Document, Paragraph, Table, to_markdown
 ROWS = (
     (KEY_FID, "FID", 1, 3),
     (KEY_KID, "KID x 10^3", 1e3, 3),
-    (KEY_PRECISION, "precision (k=3)", 1, 4),
-    (KEY_RECALL, "recall (k=3)", 1, 4),
-    (KEY_DENSITY, "density (k=5)", 1, 4),
-    (KEY_COVERAGE, "coverage (k=5)", 1, 4),
+    (KEY_PRECISION, "precision (k=3, closed balls)", 1, 4),
+    (KEY_RECALL, "recall (k=3, closed balls)", 1, 4),
+    (KEY_PRECISION_PRDC, "precision (k=5, prdc library)", 1, 4),
+    (KEY_RECALL_PRDC, "recall (k=5, prdc library)", 1, 4),
+    (KEY_DENSITY, "density (k=5, prdc library)", 1, 4),
+    (KEY_COVERAGE, "coverage (k=5, prdc library)", 1, 4),
     (KEY_FID_CLASS_AVERAGED, "class-averaged FID", 1, 3),
     (KEY_ISC, "Inception Score", 1, 3),
 )
@@ -60,6 +63,11 @@ def to_markdown_report(result: dict) -> str:
         if any(key in block for _, block in columns):
             rows.append([label] + [_cell(block.get(key), scale, decimals) for _, block in columns])
     doc.add(Table(["metric"] + [name for name, _ in columns], rows))
+    if any(KEY_PRECISION in block for _, block in columns):
+        doc.add(Paragraph(
+            "Precision/recall come in the two definitions papers publish: k=3 nearest-neighbour balls, closed "
+            "(Kynkäänniemi et al. 2019's code), and k=5, open (the prdc library of Naeem et al. 2020, with its "
+            "density and coverage). Compare a published figure with the row of its own definition."))
     if KEY_FLOOR in result:
         note = result[KEY_FLOOR]["note"]
         cap = result[KEY_FLOOR][KEY_DISJOINT].get("cap_note")

@@ -10,7 +10,8 @@ import numpy as np
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
 from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, KEY_FID_CLASS_AVERAGED,
-                              KEY_FID_PER_CLASS, KEY_KID, KEY_MEAN, KEY_PRECISION, KEY_RECALL, KEY_SAME_POOL, KEY_STD)
+                              KEY_FID_PER_CLASS, KEY_KID, KEY_MEAN, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
+                              KEY_RECALL_PRDC, KEY_SAME_POOL, KEY_STD)
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
 
@@ -27,7 +28,11 @@ HOW_TO_READ = [
     "kernel distance between the same features; at small N it is the more trustworthy of the two.",
     "**Precision** (higher is better) is the share of generated images that fall inside the real images' "
     "feature manifold: realism. **Recall** (higher is better) is the share of real images covered by the "
-    "generated manifold: diversity. **Density** and **coverage** are their outlier-robust variants.",
+    "generated manifold: diversity. **Density** and **coverage** are their outlier-robust variants. Each "
+    "image's manifold is the ball reaching its k-th nearest neighbour. Published papers use two definitions, "
+    "k=3 with closed balls (Kynkäänniemi et al. 2019's code, the comparison table's precision and recall) and "
+    "k=5 with open balls (the `prdc` library of Naeem et al. 2020, which also gives density and coverage). "
+    "Compare a published figure only with a figure of its own definition.",
     "**Class-averaged FID** compares, class by class, generated cells of class c with real cells of class c: "
     "low only when a conditional model draws each cell type faithfully.",
     "The **same-pool floor** compares two random draws from all {pool:,} images, which share many images: only "
@@ -55,14 +60,19 @@ def _metric_cells(block: dict) -> list[str]:
             fmt(block.get(KEY_DENSITY), 1, 3), fmt(block.get(KEY_COVERAGE), 1, 3)]
 
 
-def comparison_table(results: dict) -> Table:
+def _floor_rows(results: dict) -> list[tuple[str, dict]]:
     floor = results["floor"]["floor"]
-    header = ["row", "FID (sampling seeds)", "FID (training seeds)", "KID x 10^3", "precision", "recall", "density",
-              "coverage", "class-avg FID", "parameters", "training time", "sampling 10k", "device"]
-    rows = [["real vs real, same-pool floor", fmt(floor[KEY_SAME_POOL].get(KEY_FID)), "",
-             *_metric_cells(floor[KEY_SAME_POOL]), "", "", "", "", ""],
-            [f"real vs real, disjoint floor (N={floor[KEY_DISJOINT]['n_per_side']:,})",
-             fmt(floor[KEY_DISJOINT].get(KEY_FID)), "", *_metric_cells(floor[KEY_DISJOINT]), "", "", "", "", ""]]
+    return [("real vs real, same-pool floor", floor[KEY_SAME_POOL]),
+            (f"real vs real, disjoint floor (N={floor[KEY_DISJOINT]['n_per_side']:,})", floor[KEY_DISJOINT])]
+
+
+def comparison_table(results: dict) -> Table:
+    header = ["row", "FID (sampling seeds)", "FID (training seeds)", "KID x 10^3", "precision (k=3)", "recall (k=3)",
+              "density (k=5)", "coverage (k=5)", "class-avg FID", "parameters", "training time", "sampling 10k",
+              "device"]
+    # The floor's class-averaged FID (real class c vs real class c) is what a perfect conditional model reaches.
+    rows = [[name, fmt(block.get(KEY_FID)), "", *_metric_cells(block), fmt(block.get(KEY_FID_CLASS_AVERAGED)),
+             "", "", "", ""] for name, block in _floor_rows(results)]
     for model, family in results["families"].items():
         first = family["runs"][0]
         evaluation, train = first["eval"], first["train"]
@@ -73,7 +83,21 @@ def comparison_table(results: dict) -> Table:
                      f"{train['sampling_parameters'] / 1e6:.2f} M", _seconds(train["train_time_s"]),
                      _seconds(evaluation.get("sampling_seconds_per_10k")), train["device"]])
     return Table(header, rows, caption="Sampling-seed columns: mean ± std over the protocol's seeds for the first "
-                                       "training seed; training-seed column: mean ± std of the per-run means.")
+                                       "training seed; training-seed column: mean ± std of the per-run means. "
+                                       "Precision/recall: k=3, closed balls (Kynkäänniemi et al.).")
+
+
+def definitions_table(results: dict) -> Table | None:
+    """Precision and recall under both published definitions, side by side (None for results without k=5)."""
+    blocks = _floor_rows(results) + [(f"**{m}**", f["runs"][0]["eval"]) for m, f in results["families"].items()]
+    if not any(KEY_PRECISION_PRDC in block for _, block in blocks):
+        return None  # results computed before both definitions were recorded
+    keys = (KEY_PRECISION, KEY_RECALL, KEY_PRECISION_PRDC, KEY_RECALL_PRDC, KEY_DENSITY, KEY_COVERAGE)
+    return Table(["row", "precision (k=3, closed)", "recall (k=3, closed)", "precision (k=5, prdc)",
+                  "recall (k=5, prdc)", "density (k=5, prdc)", "coverage (k=5, prdc)"],
+                 [[name, *[fmt(block.get(k), 1, 3) for k in keys]] for name, block in blocks],
+                 caption="k=3, closed balls: Kynkäänniemi et al. 2019's code; k=5, open balls: the prdc library "
+                         "(Naeem et al. 2020). Mean ± std over the protocol's seeds, first training seed.")
 
 
 def _grids_figure(results: dict, dataset, out: Path, per_class: int) -> str:
@@ -110,6 +134,9 @@ def _per_class_figure(results: dict, out: Path) -> str | None:
             if KEY_FID_PER_CLASS in f["aggregate"]}
     if not rows:
         return None
+    disjoint = results["floor"]["floor"][KEY_DISJOINT]
+    if KEY_FID_PER_CLASS in disjoint:  # what a model that never copies could reach, class by class
+        rows["real (disjoint floor)"] = disjoint[KEY_FID_PER_CLASS][KEY_MEAN]
     path = out / FIGURES_DIR / "per_class_fid.png"
     plot_heatmap(np.array(list(rows.values()), dtype=float), list(rows), list(CLASS_NAMES), path,
                  "Per-class FID (generated class c vs real class c)", "FID (lower is better)", cmap="viridis_r")
@@ -189,6 +216,11 @@ def study_document(results: dict, dataset, out: Path) -> Document:
     doc.add(Heading("How to read this"),
             *[Paragraph(p.format(pool=protocol["reference_pool_size"])) for p in HOW_TO_READ])
     doc.add(Heading("Comparison"), comparison_table(results), Paragraph(floor["floor"]["note"]))
+    definitions = definitions_table(results)
+    doc.add(definitions if definitions is not None else Paragraph(
+        "These results predate the k=5 (prdc library) precision and recall: their density and coverage were "
+        "computed with closed balls, which the prdc library leaves open (a difference only for features that "
+        "coincide, as in the same-pool floor)."))
     doc.add(Heading("Samples"), Image(_grids_figure(results, dataset, out, settings["grid_per_class"]),
                                       "Real images (left) and each family's samples (seed 0), one row per class"))
     curves = _curves_figure(results, out)

@@ -23,8 +23,10 @@ UTILITY_NOTE = (
     "only (as many as the real train split, same class mix), tested on the real test split; the first row is "
     "the classifier trained on the real train split. Augmented: real train split plus synthetic images that top "
     "up every class to the largest; gain is its balanced accuracy minus the real-only one. Memorised: share of "
-    "generated images closer to a training image than any real test image is (pixels / Inception features); "
-    "a family is flagged when that share exceeds 1% or a sample is an exact copy."
+    "generated images that copy a training image or lie closer to one than any real test image does (pixels / "
+    "Inception features; in brackets that threshold, the nearest distinct test image's distance: test images "
+    "that copy a training image are left out of it). Distances are exact and copies are found by pixel "
+    "equality. A family is flagged when that share exceeds 1% or a sample is an exact copy."
 )
 
 
@@ -36,7 +38,7 @@ def _f(value, decimals: int = 3, signed: bool = False) -> str:
 
 def _memorised(report: dict, space: str) -> str:
     block = report.get("memorisation", {}).get(space)
-    return "n/a" if block is None else f"{100 * block[KEY_MEMORISED_FRACTION]:.2f}%"
+    return "n/a" if block is None else f"{100 * block[KEY_MEMORISED_FRACTION]:.2f}% (< {block['threshold']:.2f})"
 
 
 def _flag(report: dict) -> str:

@@ -26,7 +26,6 @@ from bloodgen.errors import UserError
 NPZ_IMAGES = "images"
 NPZ_LABELS = "labels"
 PRIOR, BALANCED = "prior", "balanced"
-UNLABELLED = -1  # the labels written to .npz files for unconditional models
 DEFAULT_BATCH_SIZE = 256
 
 SampleFn = Callable[[int, int], "tuple[np.ndarray, np.ndarray | None]"]

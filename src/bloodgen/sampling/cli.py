@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bloodgen.errors import UserError
+    from bloodgen.metrics.inputs import UNLABELLED
     from bloodgen.provenance import atomic_path, environment, file_digests, write_json
-    from bloodgen.sampling.api import BALANCED, NPZ_IMAGES, NPZ_LABELS, PRIOR, UNLABELLED, load_model, sample
+    from bloodgen.sampling.api import BALANCED, NPZ_IMAGES, NPZ_LABELS, PRIOR, load_model, sample
     from bloodgen.sampling.grid import save_grid
 
     if args.n < 1:
