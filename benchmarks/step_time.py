@@ -2,6 +2,11 @@
 
     python benchmarks/step_time.py --preset full --steps 3
     python benchmarks/step_time.py --preset quick --models vae gan --steps 20
+    python benchmarks/step_time.py --preset cpu --cpu --steps 10 --variants baseline bf16 channels_last compile
+
+--variants times each model several ways: `bf16` (accelerate's bf16 autocast), `channels_last` (networks
+and batches in NHWC memory format), `compile` (torch.compile of each network, 3 warm-up steps so that
+compilation is not timed); one JSON row per model and variant, with the speed-up over baseline.
 
 Uses the training loop's own step machinery (Accelerator, Stepper, the family's train_step) on random
 batches of the preset's batch size, after one warm-up step; prints a Markdown table and writes
@@ -28,22 +33,29 @@ from bloodgen.provenance import environment, write_json  # noqa: E402
 from bloodgen.training.loop import Stepper, make_accelerator  # noqa: E402
 
 
-def time_steps(model: str, preset: str, steps: int, cpu: bool) -> dict:
+VARIANTS = ("baseline", "bf16", "channels_last", "compile")
+
+
+def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "baseline") -> dict:
     config = resolve_config(model, preset)
-    accelerator = make_accelerator(cpu, config["mixed_precision"])
+    accelerator = make_accelerator(cpu, "bf16" if variant == "bf16" else config["mixed_precision"])
     family = get_family(model)(model, config, 8)
     torch.manual_seed(0)
-    raw = {name: net.to(accelerator.device) for name, net in family.build().items()}
+    memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+    raw = {name: net.to(accelerator.device, memory_format=memory_format) for name, net in family.build().items()}
     optimizers = family.optimizers(raw)
     schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0) for n, o in optimizers.items()}
     prepared = accelerator.prepare(*raw.values(), *optimizers.values())
     networks, optimizers = dict(zip(raw, prepared[:len(raw)])), dict(zip(optimizers, prepared[len(raw):]))
+    if variant == "compile":
+        networks = {name: torch.compile(net) for name, net in networks.items()}
     ctx = Stepper(accelerator, networks, optimizers, schedulers, config["grad_clip"])
     b = config["batch_size"]
-    x = torch.rand(b, 3, 28, 28, device=accelerator.device) * 2 - 1
+    x = (torch.rand(b, 3, 28, 28, device=accelerator.device) * 2 - 1).contiguous(memory_format=memory_format)
     y = torch.randint(0, 8, (b,), device=accelerator.device)
+    warmup = 3 if variant == "compile" else 1
     times = []
-    for step in range(steps + 1):
+    for step in range(steps + warmup):
         ctx.step = step
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
@@ -51,8 +63,9 @@ def time_steps(model: str, preset: str, steps: int, cpu: bool) -> dict:
         losses = family.train_step(networks, x, y, ctx)
         float(next(iter(losses.values())))  # wait for the step to finish
         times.append(time.perf_counter() - t0)
-    per_step = sum(times[1:]) / steps
-    return {"model": model, "preset": preset, "batch_size": b, "s_per_step": round(per_step, 4),
+    per_step = sum(times[warmup:]) / steps
+    return {"model": model, "preset": preset, "variant": variant, "batch_size": b, "s_per_step": round(per_step, 4),
+            "warmup_s": round(sum(times[:warmup]), 2),
             "steps_timed": steps, "parameters": {n: count_parameters(m) for n, m in raw.items()},
             "configured_steps": config["steps"], "estimated_run_hours": round(per_step * config["steps"] / 3600, 2),
             "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision}
@@ -64,17 +77,28 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=list(model_names()))
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
-    rows = [time_steps(m, args.preset, args.steps, args.cpu) for m in args.models]
+    rows = []
+    for m in args.models:
+        for variant in args.variants:
+            rows.append(time_steps(m, args.preset, args.steps, args.cpu, variant))
+            base = next(r for r in rows if r["model"] == m and r["variant"] == args.variants[0])
+            rows[-1]["speedup"] = round(base["s_per_step"] / rows[-1]["s_per_step"], 3)
+            print(m, variant, rows[-1]["s_per_step"], "s/step", flush=True)
     device = rows[0]["device"].split(":")[0]
-    write_json(Path(args.out) / f"step-time-{args.preset}-{device}.json", {"rows": rows, "environment": environment()})
-    print("| model | preset | batch | parameters | s/step | configured steps | est. hours | device |")
-    print("|---|---|---|---|---|---|---|---|")
+    suffix = "" if args.variants == ["baseline"] else "-variants"
+    write_json(Path(args.out) / f"step-time-{args.preset}-{device}{suffix}.json",
+               {"rows": rows, "command": "python benchmarks/step_time.py " + " ".join(sys.argv[1:]),
+                "environment": environment()})
+    print("| model | variant | batch | parameters | s/step | speed-up | configured steps | est. hours | device |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         params = sum(r["parameters"].values())
-        print(f"| {r['model']} | {r['preset']} | {r['batch_size']} | {params / 1e6:.2f}M | {r['s_per_step']} | "
-              f"{r['configured_steps']} | {r['estimated_run_hours']} | {r['device']} ({r['mixed_precision']}) |")
+        print(f"| {r['model']} | {r['variant']} | {r['batch_size']} | {params / 1e6:.2f}M | {r['s_per_step']} | "
+              f"{r['speedup']:.2f}x | {r['configured_steps']} | {r['estimated_run_hours']} | {r['device']} "
+              f"({r['mixed_precision']}) |")
     return 0
 
 

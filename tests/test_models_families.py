@@ -160,6 +160,30 @@ def test_ddpm_samplers_and_guidance_options():
         family.sample(unet, y, noise_generators(0, 0, 2), sampler="euler")
 
 
+def test_ddim_eta_adds_per_sample_noise_and_old_configs_stay_deterministic():
+    from bloodgen.models.ddpm import DDPM
+    from bloodgen.sampling.api import noise_generators
+
+    family, nets = build("ddpm")
+    unet = nets["unet"].eval()
+    y = torch.tensor([1, 2, 3])
+    run = lambda gens, **o: family.sample(unet, y, gens, sampler="ddim", steps=4, **o)
+    assert family.check_sampler_options({"sampler": "ddim"})["eta"] == 1.0  # the presets' default
+    stochastic, deterministic = run(noise_generators(0, 0, 3)), run(noise_generators(0, 0, 3), eta=0.0)
+    assert (stochastic - deterministic).abs().max() > 1e-3
+    assert torch.equal(stochastic, run(noise_generators(0, 0, 3)))  # same seed, same samples
+    # Sample i depends on its own generator only, also through the added noise.
+    tail = family.sample(unet, y[1:], noise_generators(0, 1, 3), sampler="ddim", steps=4)
+    assert torch.allclose(tail, stochastic[1:], atol=1e-4)
+    saved = {k: v for k, v in family.config.items() if k != "eta"}  # an export from before eta existed
+    assert DDPM("ddpm", saved, 8).check_sampler_options({"sampler": "ddim"})["eta"] == 0.0
+    assert "eta" not in family.check_sampler_options({"sampler": "dpm"})
+    with pytest.raises(UserError, match="eta must be in"):
+        family.check_sampler_options({"sampler": "ddim", "eta": 1.5})
+    with pytest.raises(UserError, match="ddim sampler's noise"):
+        family.check_sampler_options({"sampler": "ddpm", "eta": 1.0})
+
+
 def test_vae_latent_probe_and_figures(tiny_data, tmp_path):
     from bloodgen.models.vae import PROBE_ACCURACY
 

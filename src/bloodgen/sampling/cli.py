@@ -13,8 +13,10 @@ examples:
   bloodgen sample runs/.../checkpoints/checkpoint.pt -n 64 --class neutrophil --out neutrophils.npz
   bloodgen sample RUN -n 10000 --sampler ddim --steps 50 --guidance 2.0 --out ddim50.npz
   bloodgen sample RUN -n 10000 --sampler ddpm --out ancestral.npz      # all 1000 steps
+  bloodgen sample pretrained:ddpm -n 1000 --eta 1 --out eta1.npz      # stochastic DDIM: no colour cast
 
-The .npz holds `images` uint8 (N, 28, 28, 3) and `labels` int64 (N,) (-1 for unconditional models);
+The .npz holds `images` uint8 (N, 28, 28, 3) and `labels` int64 (N,) (-1 for unconditional models, which
+`bloodgen evaluate` reads as no labels);
 FILE.json beside it records the model, seed, sampler settings and timing. The same model, seed, device
 and --batch-size give identical images; another --batch-size gives the same noise and labels, so the
 images agree up to float rounding (a rare pixel off by one level in a diffusion sampler).
@@ -44,6 +46,8 @@ def add_parser(subparsers) -> None:
                    help="diffusion sampling steps (default: the config's sample_steps; all for ddpm)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the model's config)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)")
     p.add_argument("--temperature", type=float, default=None, help="VAE latent temperature (default: config)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (does not change results)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must name a .npz file, got {out}")
     model = load_model(args.checkpoint, args.device)
     classes = args.klass if args.klass is not None else (BALANCED if args.balanced else PRIOR)
-    options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
+    options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "eta": args.eta,
                "temperature": args.temperature}
     t0 = time.perf_counter()
     images, labels = sample(model, args.n, args.seed, classes=classes, batch_size=args.batch_size,
