@@ -12,8 +12,8 @@ training and ancestral sampling, DDIMScheduler and DPMSolverMultistepScheduler f
 DDIM's `eta` (0 = deterministic, 1 = the ancestral variance) defaults to 1: with epsilon prediction and
 the cosine schedule the first steps turn the noise estimate into an x0 estimate through 1/sqrt(abar)
 (20,000 at t = T - 1, 16 at the next 25-step time), and the deterministic sampler carries those errors
-to the end as a whole-tile colour cast (63% of DDIM-25 samples of the cpu study's ddpm lie outside the
-real images' mean-colour range, against 12% at eta = 1; benchmarks/ddpm_colour_drift.py). Configs
+to the end as a whole-tile colour cast (67% of DDIM-25 samples of the cpu study's ddpm lie outside the
+real images' mean-colour range, against 8% at eta = 1; benchmarks/ddpm_colour_drift.py). Configs
 saved before `eta` existed keep their deterministic sampling.
 """
 
