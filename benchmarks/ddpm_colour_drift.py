@@ -1,7 +1,7 @@
 """Why a ddpm's samples come out colour-cast, measured without InceptionV3: the per-image mean colour of
 samples against that of real images, for several samplers, and the model's one-step x0 estimate by t.
 
-    python benchmarks/ddpm_colour_drift.py pretrained:ddpm --n 128 --out benchmarks/results/ddpm_colour_drift.json
+    python benchmarks/ddpm_colour_drift.py pretrained:ddpm --n 64 --out benchmarks/results/ddpm_colour_drift.json
 
 Colour cast: the share of images whose mean RGB lies outside the real images' 99.9% ellipse (Mahalanobis
 distance^2 > 16.27, the chi-square(3) quantile; 2.4% of real images by construction of the threshold on a

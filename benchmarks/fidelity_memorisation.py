@@ -44,7 +44,7 @@ def update_memorisation(args, data) -> None:
     samples = load_images(args.samples)
     if samples.provenance()["content_sha256"] != record["samples"]["content_sha256"]:
         sys.exit(f"{args.samples} are not the samples {args.out} was computed from (content sha256 differs)")
-    before = {k: v for k, v in record["memorisation_pixels"].items()}
+    before = record["memorisation_pixels"]
     record["memorisation_pixels"] = pixel_memorisation(samples.images, data, args.memorisation_n)
     record["memorisation_recomputed"] = {
         "date": datetime.date.today().isoformat(), "before": before, "environment": environment(),

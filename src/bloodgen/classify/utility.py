@@ -9,6 +9,7 @@ import numpy as np
 from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, ClassifierRecipe, classification_report,
                                          predict_proba, train_classifier)
 from bloodgen.data import N_CLASSES
+from bloodgen.data.analysis import image_keys
 
 KEY_FIDELITY_PER_CLASS = "class_fidelity_per_class"
 KEY_FIDELITY_MACRO = "class_fidelity_macro"
@@ -92,15 +93,11 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 1
     return dists, idxs
 
 
-def exact_copies(images: np.ndarray, train_images: np.ndarray) -> np.ndarray:
-    """Boolean mask: which `images` are pixel-for-pixel copies of some training image (by equality)."""
-    seen = {img.tobytes() for img in np.ascontiguousarray(train_images)}
-    return np.array([img.tobytes() in seen for img in np.ascontiguousarray(images)], dtype=bool)
-
-
 def copy_masks(generated: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
     """`memorisation`'s copy masks for uint8 images: generated and test images equal to a training image."""
-    return {"generated_copies": exact_copies(generated, train), "test_copies": exact_copies(test, train)}
+    train_keys = image_keys(train)
+    return {"generated_copies": np.isin(image_keys(generated), train_keys),
+            "test_copies": np.isin(image_keys(test), train_keys)}
 
 
 def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray, *,

@@ -52,13 +52,17 @@ def intensity_histograms(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return hist
 
 
+def image_keys(images: np.ndarray) -> np.ndarray:
+    """One opaque key per image, equal exactly when the images are byte-identical (for np.unique / np.isin)."""
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    return flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize)))[:, 0]
+
+
 def exact_duplicates(data: BloodMNIST) -> dict:
     """Groups of byte-identical images across the whole dataset, and which splits they straddle."""
     images, labels = data.images(ALL), data.labels(ALL)
     split_of = np.concatenate([np.full(n, i) for i, n in enumerate(data.split_sizes.values())])
-    flat = np.ascontiguousarray(images.reshape(len(images), -1))
-    keys = flat.view(np.dtype((np.void, flat.shape[1])))[:, 0]
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(image_keys(images), return_inverse=True, return_counts=True)
     groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
     conflicting = [len(set(labels[g])) > 1 for g in groups]
     crossing = [len(set(split_of[g])) > 1 for g in groups]
