@@ -114,6 +114,44 @@ def test_ddpm_overfits_one_batch(tiny_data):
     assert mean(history, "loss", last) < 0.6 * mean(history, "loss", first)
 
 
+def test_ddpm_v_prediction_with_min_snr_overfits_one_batch(tiny_data):
+    family, nets = build("ddpm", prediction="v", snr_gamma=5.0)
+    x, y = one_batch(tiny_data)
+    history = overfit(family, nets, x, y, steps=40)
+    assert mean(history, "loss", last) < 0.6 * mean(history, "loss", first)
+
+
+@pytest.mark.parametrize("prediction, factor", [("epsilon", lambda snr: snr), ("v", lambda snr: snr + 1)])
+def test_min_snr_weights_give_every_step_the_x0_weight_min_snr_gamma(prediction, factor):
+    # An epsilon loss is SNR x the x0 loss, a v loss (SNR + 1) x it: weight x factor must be min(SNR, gamma).
+    family, _ = build("ddpm", prediction=prediction, snr_gamma=5.0)
+    scheduler = family.noise_scheduler()
+    t = torch.arange(family.config["timesteps"])
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    weights = family.loss_weights(scheduler, t)
+    torch.testing.assert_close(weights * factor(snr), snr.clamp(max=5.0), rtol=1e-4, atol=1e-6)
+    assert weights[0] < 0.01 and weights[-1] == pytest.approx(1.0 if prediction == "epsilon" else snr[-1] / (snr[-1] + 1))
+    uniform, _ = build("ddpm", prediction=prediction, snr_gamma=0.0)
+    assert torch.equal(uniform.loss_weights(scheduler, t), torch.ones(len(t)))
+
+
+def test_vae_gaussian_likelihood_uses_the_maximum_likelihood_variance():
+    family, _ = build("vae", recon_loss="gaussian")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 28, 28, generator=gen) * 2 - 1
+    noise = 0.1 * torch.randn(8, 3, 28, 28, generator=gen)
+    out = (x + noise).requires_grad_()
+    loss = family.reconstruction_loss(out, x)
+    sigma2 = noise.square().mean()
+    d = 3 * 28 * 28
+    # Closed form at sigma^2 = MSE: D/2 (log 2 pi sigma^2 + 1) per image.
+    assert loss.item() == pytest.approx(0.5 * d * (math.log(2 * math.pi * sigma2) + 1), rel=1e-4)
+    # The fixed-variance loss (mse, sigma^2 = 1/2) is far flatter: its gradient is 2 sigma^2 (= 0.02) times it.
+    loss.backward()
+    mse_grad = torch.autograd.grad(build("vae", recon_loss="mse")[0].reconstruction_loss(out, x), out)[0]
+    torch.testing.assert_close(mse_grad, out.grad * 2 * sigma2, rtol=1e-4, atol=1e-7)
+
+
 def test_diffusion_unet_output_depends_on_time_and_class():
     family, nets = build("ddpm")
     unet = nets["unet"].eval()

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,12 @@ class PooledPixels:
         return {"name": self.name, "dim": self.dim, "sha256": self.weights_sha256}
 
 
-def study(out: Path, data: Path, **kwargs) -> dict:
+def study(out: Path, data: Path, preset: StudyPreset = TINY_STUDY, **kwargs) -> dict:
     from bloodgen.study.pipeline import run_study
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tiny file is not the official BloodMNIST
-        return run_study(TINY_STUDY, out=out, data=str(data), extractor=PooledPixels(),
+        return run_study(preset, out=out, data=str(data), extractor=PooledPixels(),
                          cache_dir=str(out / "cache"), progress=False, **kwargs)
 
 
@@ -119,6 +120,81 @@ def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, 
     monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
     study(partial, tiny_npz)
     assert calls == {"train": 0, "metrics": len(FAMILIES) - 1}
+
+
+RECORD_MODELS = ["gan", "vae"]  # the two cheapest families
+TINY_RECORD = replace(TINY_STUDY, train_seeds=2, eval_seeds=1, draw_per_run=True)
+
+
+def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_npz, tmp_path, monkeypatch):
+    import bloodgen.metrics
+    import bloodgen.training.loop
+    from bloodgen.study.pipeline import StudyIncomplete
+
+    first = tmp_path / "first"
+    results = study(first, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
+    for family in results["families"].values():
+        assert [run["seed"] for run in family["runs"]] == [0, 1]
+        for run in family["runs"]:  # protocol seed = training seed, one draw each
+            assert run["eval"]["protocol"]["seeds"] == [run["seed"]]
+        agg = family["aggregate"]["fid"]
+        assert len(agg["per_training_seed"]) == 2 and agg["std"] is not None
+    assert results["floor"]["protocol"]["seeds"] == [0, 1] and results["pending_units"] == []
+
+    # The study folder moves (a commit checked out elsewhere); one evaluation is lost.
+    moved = tmp_path / "moved"
+    shutil.move(str(first), moved)
+    lost = next((moved / "eval").glob("vae-s1-*.json"))
+    lost.unlink()
+    real_calc = bloodgen.metrics.calculate_metrics
+    calls = []
+
+    def counting_calc(samples, **kwargs):
+        calls.append(kwargs["seeds"])
+        return real_calc(samples, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished training ran again")
+
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
+    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    # Out of time from the start: the finished units are reported, the lost one waits.
+    with pytest.raises(StudyIncomplete) as stop:
+        study(moved, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS, max_minutes=1e-9)
+    assert stop.value.pending == ["vae seed 1"] and calls == []
+    partial = json.loads((moved / "results.json").read_text())
+    assert partial["pending_units"] == ["vae seed 1"] and len(partial["families"]["vae"]["runs"]) == 1
+    assert "**Unfinished.** 3 of 4 units" in (moved / "report.md").read_text()
+    # Without the limit only the lost evaluation is computed, on its own seed, from the moved weights.
+    finished = study(moved, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
+    assert calls == [[1]] and finished["pending_units"] == []
+    assert finished["families"]["vae"]["runs"][1]["eval"]["fid"] == results["families"]["vae"]["runs"][1]["eval"]["fid"]
+
+
+def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
+    from bloodgen.study.pipeline import train_stage
+    from bloodgen.training.checkpoint import CHECKPOINT_DIR
+
+    preset = replace(TINY_STUDY, config_overrides={"gan": tiny_config("gan", steps=40, ckpt_every=5)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert train_stage("gan", 0, preset, tmp_path, str(tiny_npz), "sha", False, max_minutes=1e-5) is None
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        assert (run_dir / CHECKPOINT_DIR).is_dir()
+        run = train_stage("gan", 0, preset, tmp_path, str(tiny_npz), "sha", False)
+    assert run.summary["status"] == "completed" and run.summary["step"] == 40 and run.export.is_file()
+
+
+def test_parallel_trainings_are_reused_by_the_unit_loop(tiny_npz, tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the unit loop trained again in the main process")
+
+    # The workers are fresh processes: the patch reaches only the main process's unit loop.
+    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    preset = replace(TINY_STUDY, train_jobs=2)
+    results = study(tmp_path, tiny_npz, preset=preset, models=RECORD_MODELS)
+    for family in results["families"].values():
+        assert family["runs"][0]["train"]["status"] == "completed"
 
 
 def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):

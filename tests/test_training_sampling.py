@@ -107,6 +107,17 @@ def test_sample_cli_writes_npz_json_and_grid(runs, tmp_path, capsys):
         assert code == 0 and list(npz["labels"]) == [-1, -1, -1]
 
 
+def test_sample_cli_reads_a_stopped_runs_latest_checkpoint(tiny_npz, tmp_path, capsys):
+    # A run cut by --max-minutes has no export yet: its folder samples from the latest checkpoint.
+    run = train_tiny("gan", tiny_npz, tmp_path / "runs", overrides={"steps": 50, "ckpt_every": 1},
+                     max_minutes=1e-5)
+    assert run.status == "time_limit" and not (run.run_dir / "model.safetensors").exists()
+    code, stdout, _ = run_cli(["sample", str(run.run_dir), "-n", "4", "--out", str(tmp_path / "s.npz")], capsys)
+    meta = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0 and meta["source"].endswith(".pt") and len(meta["source_sha256"]) == 64
+    assert meta["step"] == run.step < 50
+
+
 @pytest.mark.parametrize("make_args, match", [
     (lambda r, t: [str(t / "missing.pt")], "checkpoint not found"),
     (lambda r, t: [str(t / "corrupt.pt")], "not a readable bloodgen checkpoint"),

@@ -16,7 +16,7 @@ from typing import Any
 from bloodgen.errors import UserError
 from bloodgen.models.registry import get_family
 
-PRESETS = ("quick", "cpu", "full")
+PRESETS = ("quick", "cpu", "record", "gpu", "full")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 COMMON_CHOICES = {"mixed_precision": MIXED_PRECISION, "lr_schedule": LR_SCHEDULES}

@@ -14,7 +14,12 @@ the cosine schedule the first steps turn the noise estimate into an x0 estimate 
 (20,000 at t = T - 1, 16 at the next 25-step time), and the deterministic sampler carries those errors
 to the end as a whole-tile colour cast (67% of DDIM-25 samples of the cpu study's ddpm lie outside the
 real images' mean-colour range, against 8% at eta = 1; benchmarks/ddpm_colour_drift.py). Configs
-saved before `eta` existed keep their deterministic sampling.
+saved before `eta` existed keep their deterministic sampling. v-prediction (`prediction: v`) removes
+that amplification at its root: x0 = sqrt(abar) x_t - sqrt(1 - abar) v needs no division by sqrt(abar).
+
+`snr_gamma` > 0 weights the loss by Min-SNR-gamma (Hang et al. 2023, the weighting CytoDiffusion
+trains with): each time step's loss is scaled so that its effective x0-loss weight is min(SNR, gamma),
+which stops the many nearly noise-free steps from dominating the gradient and speeds convergence.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class DDPM(Family):
         require(c["guidance"] >= 0, "guidance", "must be >= 0", c)
         if "eta" in c:
             require(0 <= c["eta"] <= 1, "eta", "must be in [0, 1]", c)
+        if "snr_gamma" in c:
+            require(c["snr_gamma"] >= 0, "snr_gamma", "must be >= 0 (0: every time step weighted equally)", c)
 
     def build(self) -> dict[str, nn.Module]:
         # Class n_classes is the "no label" class of classifier-free guidance.
@@ -111,9 +118,23 @@ class DDPM(Family):
         if self.conditional:
             drop = torch.rand(x.shape[0], device=x.device) < self.config["cfg_dropout"]
             labels = torch.where(drop, torch.full_like(y, self.null_class), y)
-        loss = F.mse_loss(self.denoise(networks["unet"], x_t, t, labels).float(), target)
+        per_image = (self.denoise(networks["unet"], x_t, t, labels).float() - target).square().mean((1, 2, 3))
+        loss = (per_image * self.loss_weights(scheduler, t)).mean()
         ctx.update(loss, "unet")
         return {"loss": loss.detach()}
+
+    def loss_weights(self, scheduler, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma per-sample weights for the config's prediction target (ones when `snr_gamma` is 0).
+
+        With SNR = abar / (1 - abar), an epsilon loss equals SNR times the x0 loss and a v loss (SNR + 1)
+        times it, so dividing min(SNR, gamma) by those factors gives every step the x0 weight min(SNR, gamma).
+        """
+        gamma = self.config.get("snr_gamma", 0.0)  # configs saved before the key existed: uniform
+        if not gamma:
+            return torch.ones_like(t, dtype=torch.float32)
+        abar = scheduler.alphas_cumprod.to(t.device)[t].float()
+        snr = abar / (1 - abar)
+        return snr.clamp(max=gamma) / (snr if self.config["prediction"] == "epsilon" else snr + 1)
 
     def guided(self, unet, x, t, labels, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: uncond + w * (cond - uncond); w = 1 is the plain conditional model."""

@@ -208,6 +208,18 @@ def study_document(results: dict, dataset, out: Path) -> Document:
         f"Command: `{study['command']}`."))
     if settings.get("note"):
         doc.add(Paragraph(settings["note"]))
+    pending = results.get("pending_units") or []
+    if pending:
+        done = sum(len(f["runs"]) for f in results["families"].values())
+        doc.add(Paragraph(
+            f"**Unfinished.** {done} of {done + len(pending)} units (one family's training seed each) are done; "
+            f"still to do: {', '.join(pending)}. Every figure below covers the finished runs only; running the "
+            f"same command again continues the study."))
+    if settings.get("draw_per_run"):
+        doc.add(Paragraph(
+            "Each training run is evaluated on its own draw (protocol seed = training seed), so the FID column "
+            "of the sampling seeds holds the first run's single draw, and the training-seed column's mean ± std "
+            "covers independent trainings and real draws together."))
     if protocol["n"] < 10_000 or len(protocol["seeds"]) < 5:
         doc.add(Paragraph(
             "**Reduced protocol.** This is not the protocol of record (10,000 vs 10,000 images, 5 seeds): "

@@ -89,8 +89,8 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     from bloodgen.training import checkpoint as ck
 
     path = resolve_model_path(path)
-    if path.is_dir() and (path / ck.EXPORT_WEIGHTS).is_file():
-        path = path / ck.EXPORT_WEIGHTS
+    if path.is_dir():  # the file actually read is the model's source (its hash goes into sample records)
+        path = path / ck.EXPORT_WEIGHTS if (path / ck.EXPORT_WEIGHTS).is_file() else ck.find_checkpoint(path)
     if path.suffix in (".safetensors", ".json"):
         meta, state = ck.load_export(path)
         step = meta[ck.K_STEP]

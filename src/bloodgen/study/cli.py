@@ -14,10 +14,15 @@ examples:
   bloodgen study --preset cpu --out study-cpu        # the largest budget for 2 CPU cores (~2.5 hours)
   bloodgen study --preset cpu --utility-models cgan   # utility checks for one family only
   bloodgen study --preset quick --experiments prototypes diffusion-classifier   # add both experiments
+  bloodgen study --preset record --out results/record --max-minutes 150   # protocol of record on CPU, in slices
+  bloodgen study --preset gpu --out study-gpu      # the same protocol in ~10 min of one H200 (benchmarks/gpu_record.sh)
 
 Re-running the same command after an interruption picks up where it stopped: finished trainings and
 evaluations are reused (keyed by config, seed, data and weights), an interrupted training resumes.
+Work goes unit by unit (one family's training seed: train, evaluate, grid), seed-major; with
+--max-minutes the study stops at that time with the finished units reported and exits 3.
 Outputs: OUT/report.html (self-contained), OUT/report.md, OUT/results.json, OUT/figures/, OUT/runs/.
+Exit status: 0 done, 3 stopped by --max-minutes (run again to continue), 2 a user error.
 """
 
 
@@ -28,7 +33,8 @@ def add_parser(subparsers) -> None:
     from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES
 
     presets = "; ".join(f"{name}: train preset '{p.train_preset}', {p.train_seeds} training seed(s), "
-                        f"N={p.n_images:,} x {p.eval_seeds} sampling seeds" for name, p in PRESETS.items())
+                        f"N={p.n_images:,} x " + ("one draw per training run" if p.draw_per_run else f"{p.eval_seeds} sampling seeds")
+                        for name, p in PRESETS.items())
     p = subparsers.add_parser(
         "study", help="train every family, evaluate with the protocol, write report.html/report.md/results.json",
         description=f"Train each model family, sample, evaluate with the FID protocol (plus KID, precision/recall, "
@@ -41,6 +47,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train-seeds", type=int, default=None, metavar="K",
                    help="independent training runs per family (default: the preset's)")
     p.add_argument("--out", metavar="DIR", default="study", help="study folder (reused on re-runs)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="start nothing new after M minutes of wall time (a training stops there with a "
+                        "checkpoint); the report covers the finished units; exit 3")
+    p.add_argument("--train-jobs", type=int, default=None, metavar="J",
+                   help="trainings run at once, one process each (default: the preset's; gpu: 20)")
     p.add_argument("--utility", action=argparse.BooleanOptionalAction, default=None,
                    help="class fidelity, train-on-synthetic/test-on-real, augmentation and memorisation of each "
                         "family's best run (default: the preset's: on for full, off for quick)")
@@ -64,12 +75,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bloodgen.study.pipeline import run_study
+    from bloodgen.study.pipeline import StudyIncomplete, run_study
 
     experiments = None if args.experiments is None else [e for e in args.experiments if e != "none"]
-    run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
-              utility_models=args.utility_models,
-              classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
-              inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
-              progress=not args.no_progress)
+    try:
+        run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
+                  utility_models=args.utility_models,
+                  classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
+                  inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
+                  progress=not args.no_progress, max_minutes=args.max_minutes, train_jobs=args.train_jobs)
+    except StudyIncomplete as stop:
+        print(f"bloodgen study: stopped by --max-minutes with {stop}; run the same command again to continue")
+        return 3
     return 0

@@ -4,6 +4,11 @@ Every stage's result is stored under the study folder, keyed by a hash of everyt
 (model, preset, config, seed, data file; for evaluations also the weights and the protocol), so a
 re-run after an interruption, or with one more family, redoes nothing that already finished. A
 training run that was stopped half-way is resumed from its checkpoint.
+
+The work is done unit by unit, a unit being one family's training seed (train, evaluate, sample grid),
+seed-major, so that a study cut short by `max_minutes` has every family's first seeds rather than all
+seeds of the first family; its report says which units are still to do. Run folders refer to their
+weights relative to themselves, so a study folder can be moved or committed and continued elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ K_EVAL = "eval"
 K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
 K_UTILITY = "utility"
 K_EXPERIMENTS = "experiments"
+K_PENDING = "pending_units"
 PROTOTYPES_DIR = "prototypes"
 DIFFUSION_CLASSIFIER_DIR = "diffusion_classifier"
 UTILITY_SAMPLE_SEED = 1000  # apart from the evaluation seeds 0..S-1, so utility samples are fresh images
@@ -49,17 +55,32 @@ class RunRef:
     run_dir: Path
     summary: dict
 
+    @property
+    def export(self) -> Path:
+        """The run's EMA weights, found beside its summary wherever the study folder now lives."""
+        from bloodgen.training.loop import R_EXPORT
+
+        return self.run_dir / Path(self.summary[R_EXPORT]).name
+
+
+class StudyIncomplete(Exception):
+    """`max_minutes` ran out with units left; the finished ones are saved and reported."""
+
+    def __init__(self, pending: list[str]):
+        super().__init__(f"{len(pending)} unit(s) left: {', '.join(pending)}")
+        self.pending = pending
+
 
 def log(message: str) -> None:
     print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None,
-                data_sha: str, progress: bool, tag: str = "") -> RunRef:
+                data_sha: str, progress: bool, tag: str = "", max_minutes: float | None = None) -> RunRef | None:
     """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
-    which names a run on derived data)."""
+    which names a run on derived data). None when `max_minutes` stopped it (with a checkpoint to resume)."""
     from bloodgen.models.config import resolve_config
-    from bloodgen.training.loop import COMPLETED, SUMMARY_FILE, train
+    from bloodgen.training.loop import COMPLETED, SUMMARY_FILE, TIME_LIMIT, train
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
 
     overrides = preset.config_overrides.get(model) or None
@@ -72,13 +93,18 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path
         if summary.get("status") == COMPLETED:
             log(f"{model} seed {seed}: trained already ({run_dir})")
             return RunRef(model, seed, run_dir, summary)
+    if max_minutes is not None and max_minutes <= 0:
+        return None  # out of time: finished runs only
     if (run_dir / CHECKPOINT_DIR).is_dir():
         log(f"{model} seed {seed}: resuming the interrupted run in {run_dir}")
-        result = train(resume=run_dir, data=data_path, progress=progress)
+        result = train(resume=run_dir, data=data_path, progress=progress, max_minutes=max_minutes)
     else:
         log(f"{model} seed {seed}: training ({preset.train_preset} preset, {config['steps']} steps)")
         result = train(model, preset=preset.train_preset, overrides=overrides, seed=seed, run_dir=run_dir,
-                       data=data_path, progress=progress)
+                       data=data_path, progress=progress, max_minutes=max_minutes)
+    if result.status == TIME_LIMIT and max_minutes is not None:
+        log(f"{model} seed {seed}: stopped by the time limit at step {result.step}; a re-run resumes it")
+        return None
     if result.status != COMPLETED:
         from bloodgen.errors import UserError
 
@@ -86,8 +112,9 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path
     return RunRef(model, seed, run_dir, result.summary)
 
 
-def cached(path: Path, compute: Callable[[], dict], what: str) -> dict:
-    """Load `path` if a previous study wrote it, else compute and store it atomically."""
+def cached(path: Path, compute: Callable[[], dict], what: str, allow_compute: bool = True) -> dict | None:
+    """Load `path` if a previous study wrote it, else compute and store it atomically (None when not
+    `allow_compute`)."""
     if path.is_file():
         try:
             result = json.loads(path.read_text())
@@ -95,6 +122,8 @@ def cached(path: Path, compute: Callable[[], dict], what: str) -> dict:
             return result
         except json.JSONDecodeError:
             log(f"{what}: ignoring an unreadable result file {path}")
+    if not allow_compute:
+        return None
     result = compute()
     write_json(path, result)
     return result
@@ -124,40 +153,72 @@ class TimedSampler:
 
 
 def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | None, extractor, cache_dir,
-               progress: bool) -> dict:
-    """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler."""
+               progress: bool, allow_compute: bool = True) -> dict | None:
+    """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler
+    (None if it is not cached and not `allow_compute`)."""
     from bloodgen.metrics import calculate_metrics
     from bloodgen.sampling.api import PRIOR, make_sample_fn
-    from bloodgen.training.loop import R_EXPORT
 
-    export = Path(run.summary[R_EXPORT])
+    export = run.export
     options = preset.sampler_options.get(run.model, {})
+    seeds = preset.run_eval_seeds(run.seed)
     key = config_hash({"weights": file_sha256(export), "n": preset.n_images,
-                       "seeds": preset.eval_seeds, "sampler": options, "features": feature_key(extractor)})
+                       "seeds": seeds if preset.draw_per_run else preset.eval_seeds, "sampler": options,
+                       "features": feature_key(extractor)})
 
     def compute() -> dict:
-        log(f"{run.model} seed {run.seed}: evaluating ({preset.n_images} images x {preset.eval_seeds} seeds)")
+        log(f"{run.model} seed {run.seed}: evaluating ({preset.n_images} images, protocol seeds {seeds})")
         sampler = TimedSampler(make_sample_fn(export, classes=PRIOR, **options))
-        result = calculate_metrics(sampler, n=preset.n_images, seeds=preset.eval_seeds, floor=False, data=data_path,
+        result = calculate_metrics(sampler, n=preset.n_images, seeds=seeds, floor=False, data=data_path,
                                    extractor=extractor, cache_dir=cache_dir, progress=progress)
         result[K_SAMPLING_TIME_10K] = round(sampler.seconds / sampler.images * 10_000, 1)
         result["sampling_measured_on"] = {"images": sampler.images, "seconds": round(sampler.seconds, 2)}
         result["sampler_options"] = options
         return result
 
-    return cached(out / EVAL_DIR / f"{run.model}-s{run.seed}-{key}.json", compute, f"{run.model} seed {run.seed} evaluation")
+    return cached(out / EVAL_DIR / f"{run.model}-s{run.seed}-{key}.json", compute,
+                  f"{run.model} seed {run.seed} evaluation", allow_compute)
+
+
+def _train_worker(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None, data_sha: str,
+                  max_minutes: float | None, threads: int) -> bool:
+    """One training of `train_in_parallel`, in its own process; True when it finished."""
+    import torch
+
+    torch.set_num_threads(threads)  # N processes sharing the cores, not N x all of them
+    return train_stage(model, seed, preset, out, data_path, data_sha, False, max_minutes=max_minutes) is not None
+
+
+def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data_path: str | None,
+                      data_sha: str, max_minutes: float | None) -> None:
+    """Train the units `preset.train_jobs` at a time, one process each: small networks use a fraction of a
+    GPU, so several trainings share it. The unit loop then finds them finished (or resumes what was cut)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = min(preset.train_jobs, len(units))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"training {len(units)} run(s), {jobs} at a time")
+    # spawn: CUDA cannot be used in a forked child.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_worker, m, s, preset, out, data_path, data_sha, max_minutes, threads)
+                   for m, s in units]
+        for future in futures:
+            future.result()  # re-raises a worker's error (e.g. a diverged run) here
 
 
 def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha: str, extractor, cache_dir,
                 progress: bool) -> dict:
     from bloodgen.metrics import calculate_metrics
 
-    key = config_hash({"n": preset.n_images, "seeds": preset.eval_seeds, "data": data_sha,
-                       "features": feature_key(extractor)})
+    seeds = preset.floor_seeds()
+    key = config_hash({"n": preset.n_images, "seeds": seeds if preset.draw_per_run else preset.eval_seeds,
+                       "data": data_sha, "features": feature_key(extractor)})
 
     def compute() -> dict:
-        log(f"real-vs-real floor ({preset.n_images} images x {preset.eval_seeds} seeds)")
-        return calculate_metrics(None, n=preset.n_images, seeds=preset.eval_seeds, floor=True, data=data_path,
+        log(f"real-vs-real floor ({preset.n_images} images, seeds {seeds})")
+        return calculate_metrics(None, n=preset.n_images, seeds=seeds, floor=True, data=data_path,
                                  extractor=extractor, cache_dir=cache_dir, progress=progress)
 
     return cached(out / EVAL_DIR / f"floor-{key}.json", compute, "real-vs-real floor")
@@ -173,7 +234,7 @@ def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
 
     path = out / "grids" / f"{run.model}-s{run.seed}.npz"
     if not path.is_file():
-        loaded = load_model(Path(run.summary["export"]))
+        loaded = load_model(run.export)
         labels = np.repeat(np.arange(N_CLASSES), preset.grid_per_class)
         images = generate(loaded.family, loaded.network, labels if loaded.conditional else None, len(labels), 0,
                           **preset.sampler_options.get(run.model, {}))
@@ -208,9 +269,8 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
     from bloodgen.classify.utility import evaluate_utility, required_class_counts
     from bloodgen.provenance import atomic_path
     from bloodgen.sampling.api import generate, load_model
-    from bloodgen.training.loop import R_EXPORT
 
-    export = Path(run.summary[R_EXPORT])
+    export = run.export
     recipe = classifier_recipe(preset) or default_recipe()
     options = preset.sampler_options.get(run.model, {})
     key = config_hash({"weights": file_sha256(export), "recipe": asdict(recipe),
@@ -280,8 +340,8 @@ def diffusion_classifier_stage(preset: StudyPreset, ddpm_run: RunRef, out: Path,
     log(f"diffusion-classifier experiment ({', '.join(missing)}) in {folder}")
     from dataclasses import replace
 
-    return run_evaluation(replace(cfg, checkpoint=str(ddpm_run.summary["export"]), out=str(folder),
-                                  data=str(dataset.path), holdout_checkpoint=str(holdout.summary["export"]),
+    return run_evaluation(replace(cfg, checkpoint=str(ddpm_run.export), out=str(folder),
+                                  data=str(dataset.path), holdout_checkpoint=str(holdout.export),
                                   parts=missing, recipe=classifier_recipe(preset), cache_dir=cache_dir,
                                   progress=progress))
 
@@ -316,11 +376,13 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
               experiments: list[str] | None = None, out: str | Path = "study", data: str | None = None,
               inception_weights: str | None = None,
               device: str | None = None, cache_dir: str | None = None, progress: bool = True,
-              extractor=None) -> dict:
+              extractor=None, max_minutes: float | None = None, train_jobs: int | None = None) -> dict:
     """Run (or finish) the study in `out` and write results.json, report.md and report.html there.
 
     `preset` is a name from PRESETS or a StudyPreset; `extractor` replaces the InceptionV3 feature
-    extractor (tests use a cheap one).
+    extractor (tests use a cheap one). With `max_minutes`, no stage starts after that much wall time (a
+    training is cut at it with a checkpoint; an evaluation that started finishes): the report then covers
+    the finished units and StudyIncomplete is raised; running again continues.
     """
     from dataclasses import replace
 
@@ -347,6 +409,12 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         preset = replace(preset, utility=True, utility_models=tuple(utility_models))
     if classifier_recipe is not None:
         preset = replace(preset, classifier_recipe=classifier_recipe)
+    if train_jobs is not None:
+        if train_jobs < 1:
+            raise UserError(f"--train-jobs must be at least 1, got {train_jobs}")
+        preset = replace(preset, train_jobs=train_jobs)
+    if max_minutes is not None and max_minutes <= 0:
+        raise UserError(f"--max-minutes must be positive, got {max_minutes}")
     if experiments is not None:
         unknown = [e for e in experiments if e not in EXPERIMENTS]
         if unknown:
@@ -373,16 +441,35 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         f"{preset.n_images} images x {preset.eval_seeds} seeds; utility checks {'on' if preset.utility else 'off'}; "
         f"output {out}")
 
-    runs = [train_stage(m, s, preset, out, data_path, dataset.sha256, progress)
-            for m in models for s in range(preset.train_seeds)]
+    deadline = None if max_minutes is None else started + 60 * max_minutes
+
+    def minutes_left() -> float | None:
+        return None if deadline is None else (deadline - time.perf_counter()) / 60
+
+    units = [(m, s) for s in range(preset.train_seeds) for m in models]  # seed-major: see the module doc
+    if preset.train_jobs > 1 and len(units) > 1:
+        train_in_parallel(units, preset, out, data_path, dataset.sha256, minutes_left())
     floor = floor_stage(preset, out, data_path, dataset.sha256, extractor, cache_dir, progress)
     families: dict[str, Any] = {}
-    for run in runs:
-        evaluation = eval_stage(run, preset, out, data_path, extractor, cache_dir, progress)
-        grid = grid_stage(run, preset, out)
-        family = families.setdefault(run.model, {K_RUNS: []})
-        family[K_RUNS].append({"seed": run.seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary,
-                               K_EVAL: evaluation, "grid": grid})
+    runs: list[RunRef] = []
+    pending: list[str] = []
+    for model, seed in units:
+        # Past the deadline, finished units are still collected; nothing new starts.
+        left = minutes_left()
+        run = train_stage(model, seed, preset, out, data_path, dataset.sha256, progress,
+                          max_minutes=None if left is None else max(left, 0.0))
+        left = minutes_left()
+        evaluation = None if run is None else eval_stage(run, preset, out, data_path, extractor, cache_dir, progress,
+                                                          allow_compute=left is None or left > 0)
+        if evaluation is None:
+            pending.append(f"{model} seed {seed}")
+            continue
+        runs.append(run)
+        family = families.setdefault(model, {K_RUNS: []})
+        family[K_RUNS].append({"seed": seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary,
+                               K_EVAL: evaluation, "grid": grid_stage(run, preset, out)})
+    if pending and not runs:
+        raise StudyIncomplete(pending)
     for family in families.values():
         family[K_AGGREGATE] = aggregate([r[K_EVAL] for r in family[K_RUNS]])
         with open(Path(out) / family[K_RUNS][0]["run_dir"] / "config.json") as fh:
@@ -392,7 +479,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     def best(model: str) -> RunRef:
         return by_key[(model, best_run(families[model])["seed"])]
 
-    if preset.utility:
+    if preset.utility and not pending:
         for name, family in families.items():
             if preset.utility_models and name not in preset.utility_models:
                 continue
@@ -400,9 +487,11 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
             family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
                                  **utility_stage(run, preset, out, dataset, extractor, cache_dir)}
     experiment_results = {}
-    if "prototypes" in preset.experiments:
+    if pending:
+        log(f"time limit reached: the experiments wait for the {len(pending)} unit(s) left")
+    elif "prototypes" in preset.experiments:
         experiment_results["prototypes"] = prototypes_stage(preset, out, data_path, cache_dir, progress, extractor)
-    if "diffusion-classifier" in preset.experiments:
+    if "diffusion-classifier" in preset.experiments and not pending:
         experiment_results["diffusion-classifier"] = diffusion_classifier_stage(
             preset, best("ddpm"), out, dataset, cache_dir, progress)
     results = {
@@ -415,10 +504,14 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         K_FLOOR: floor,
         K_FAMILIES: families,
         K_EXPERIMENTS: experiment_results,
+        K_PENDING: pending,
     }
     write_json(out / RESULTS_FILE, results)
     md, html = write_study_report(results, dataset, out)
-    log(f"done in {time.perf_counter() - started:.0f} s: {md}, {html}, {out / RESULTS_FILE}")
+    log(f"{'stopped' if pending else 'done'} after {time.perf_counter() - started:.0f} s: {md}, {html}, "
+        f"{out / RESULTS_FILE}")
+    if pending:
+        raise StudyIncomplete(pending)
     return results
 
 

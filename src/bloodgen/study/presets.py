@@ -43,9 +43,22 @@ class StudyPreset:
     prototypes_budget: str | None = None
     # What the preset is for, printed at the top of the report (e.g. why its budget is what it is).
     note: str = ""
+    # One draw per training run: run s is evaluated on protocol seed s alone (N generated vs N real), so the
+    # protocol's repetitions are the training seeds and the mean ± std covers both sources of variance.
+    # The floor is computed at the same seeds. Off: every run is evaluated on seeds 0..eval_seeds-1.
+    draw_per_run: bool = False
+    # Trainings run at once, each in its own process (small networks leave most of a GPU idle); 1: in turn.
+    train_jobs: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def run_eval_seeds(self, train_seed: int) -> list[int]:
+        """The protocol seeds that evaluate the run of `train_seed`."""
+        return [train_seed] if self.draw_per_run else list(range(self.eval_seeds))
+
+    def floor_seeds(self) -> list[int]:
+        return list(range(self.train_seeds if self.draw_per_run else self.eval_seeds))
 
 
 # The diffusion-classifier experiment sized for a CPU: ~5 ms per network evaluation of a small U-Net on one core.
@@ -73,6 +86,24 @@ PRESETS = {
                             "training seed, a reduced protocol (500 vs 500 images, 2 seeds; KID is unbiased at this "
                             "size, FID is not). Its figures rank the families at this budget; they are not what "
                             "each family reaches with its full recipe on a GPU (`--preset full`)."),
+    # The protocol of record on 2 CPU cores: the models' record presets (recipes chosen for quality per
+    # CPU-hour, 30-120 minutes of training each), 5 training seeds, each run evaluated on its own draw of
+    # 10,000 generated vs 10,000 real images. About 20 CPU-hours in all: run it in slices with --max-minutes
+    # and commit the finished units (benchmarks/record_study.sh).
+    "record": StudyPreset(train_preset="record", train_seeds=5, n_images=10000, eval_seeds=1, draw_per_run=True,
+                          note="The record preset is the protocol of record (10,000 generated vs 10,000 real "
+                               "images, 5 repetitions) on a CPU budget: each family's record recipe "
+                               "(src/bloodgen/configs, docs/models.md), trained once per seed 0-4, and each run "
+                               "evaluated on its own draw (protocol seed = training seed), so mean ± std is "
+                               "over 5 independent trainings and 5 real draws."),
+    # The same protocol in 10 minutes of one large GPU (benchmarks/gpu_record.sh): larger networks, every
+    # training of the study at once in its own process.
+    "gpu": StudyPreset(train_preset="gpu", train_seeds=5, n_images=10000, eval_seeds=1, draw_per_run=True,
+                       train_jobs=20,
+                       note="The gpu preset is the protocol of record (10,000 vs 10,000 images, 5 repetitions) "
+                            "sized for about 10 minutes of one H200: each family's gpu recipe trained once per seed "
+                            "0-4 (all trainings at once, one process each), each run evaluated on its own draw "
+                            "(protocol seed = training seed)."),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
                         experiments=EXPERIMENTS,

@@ -44,8 +44,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", metavar="NAME", default=None,
                    help=f"model family: {', '.join(FAMILIES)} (required unless --resume)")
     p.add_argument("--preset", default="quick",
-                   help="quick: <= 3 min on 2 CPU cores; cpu: 10-25 min on 2 CPU cores, the largest budget of a "
-                        "CPU-only study; full: the real recipe (GPU)")
+                   help="quick: <= 3 min on 2 CPU cores; cpu: 15-55 min on 2 CPU cores, the largest budget of a "
+                        "CPU-only study; record: the protocol of record's CPU recipe (<= 2 h); gpu: minutes of one "
+                        "large GPU; full: the long recipe (GPU)")
     p.add_argument("--config", metavar="FILE", default=None, help="JSON object of config keys overriding the preset")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="assignments",
                    help="override one config key (value parsed as JSON), repeatable; applied after --config")
