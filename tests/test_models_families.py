@@ -130,7 +130,8 @@ def test_min_snr_weights_give_every_step_the_x0_weight_min_snr_gamma(prediction,
     snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
     weights = family.loss_weights(scheduler, t)
     torch.testing.assert_close(weights * factor(snr), snr.clamp(max=5.0), rtol=1e-4, atol=1e-6)
-    assert weights[0] < 0.01 and weights[-1] == pytest.approx(1.0 if prediction == "epsilon" else snr[-1] / (snr[-1] + 1))
+    last = 1.0 if prediction == "epsilon" else snr[-1] / (snr[-1] + 1)
+    assert weights[0] < 0.01 and weights[-1] == pytest.approx(last)
     uniform, _ = build("ddpm", prediction=prediction, snr_gamma=0.0)
     assert torch.equal(uniform.loss_weights(scheduler, t), torch.ones(len(t)))
 

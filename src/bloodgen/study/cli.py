@@ -32,9 +32,11 @@ def add_parser(subparsers) -> None:
     from bloodgen.models.registry import FAMILIES
     from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES
 
+    def draws(p) -> str:
+        return "one draw per training run" if p.draw_per_run else f"{p.eval_seeds} sampling seeds"
+
     presets = "; ".join(f"{name}: train preset '{p.train_preset}', {p.train_seeds} training seed(s), "
-                        f"N={p.n_images:,} x " + ("one draw per training run" if p.draw_per_run else f"{p.eval_seeds} sampling seeds")
-                        for name, p in PRESETS.items())
+                        f"N={p.n_images:,} x {draws(p)}" for name, p in PRESETS.items())
     p = subparsers.add_parser(
         "study", help="train every family, evaluate with the protocol, write report.html/report.md/results.json",
         description=f"Train each model family, sample, evaluate with the FID protocol (plus KID, precision/recall, "

@@ -152,6 +152,12 @@ class TimedSampler:
         return out
 
 
+def seeds_key(preset: StudyPreset, seeds: list[int]) -> int | list[int]:
+    """The protocol seeds as a cache key: the seed count where they are 0..S-1, as studies keyed them before
+    draws per run existed (so their stored results still match), else the seeds themselves."""
+    return seeds if preset.draw_per_run else preset.eval_seeds
+
+
 def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | None, extractor, cache_dir,
                progress: bool, allow_compute: bool = True) -> dict | None:
     """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler
@@ -162,9 +168,8 @@ def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | Non
     export = run.export
     options = preset.sampler_options.get(run.model, {})
     seeds = preset.run_eval_seeds(run.seed)
-    key = config_hash({"weights": file_sha256(export), "n": preset.n_images,
-                       "seeds": seeds if preset.draw_per_run else preset.eval_seeds, "sampler": options,
-                       "features": feature_key(extractor)})
+    key = config_hash({"weights": file_sha256(export), "n": preset.n_images, "seeds": seeds_key(preset, seeds),
+                       "sampler": options, "features": feature_key(extractor)})
 
     def compute() -> dict:
         log(f"{run.model} seed {run.seed}: evaluating ({preset.n_images} images, protocol seeds {seeds})")
@@ -213,8 +218,8 @@ def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha:
     from bloodgen.metrics import calculate_metrics
 
     seeds = preset.floor_seeds()
-    key = config_hash({"n": preset.n_images, "seeds": seeds if preset.draw_per_run else preset.eval_seeds,
-                       "data": data_sha, "features": feature_key(extractor)})
+    key = config_hash({"n": preset.n_images, "seeds": seeds_key(preset, seeds), "data": data_sha,
+                       "features": feature_key(extractor)})
 
     def compute() -> dict:
         log(f"real-vs-real floor ({preset.n_images} images, seeds {seeds})")

@@ -89,7 +89,7 @@ PRESETS = {
     # The protocol of record on 2 CPU cores: the models' record presets (recipes chosen for quality per
     # CPU-hour, 30-120 minutes of training each), 5 training seeds, each run evaluated on its own draw of
     # 10,000 generated vs 10,000 real images. About 20 CPU-hours in all: run it in slices with --max-minutes
-    # and commit the finished units (benchmarks/record_study.sh).
+    # and commit the finished units (docs/study.md, "The protocol of record").
     "record": StudyPreset(train_preset="record", train_seeds=5, n_images=10000, eval_seeds=1, draw_per_run=True,
                           note="The record preset is the protocol of record (10,000 generated vs 10,000 real "
                                "images, 5 repetitions) on a CPU budget: each family's record recipe "
