@@ -17,6 +17,10 @@ TINY = {
 }
 # Not in FAMILIES: proto-ddpm needs a prototypes file, so tests/test_prototypes.py covers it with its own.
 TINY["proto-ddpm"] = {**TINY["ddpm"], "class_dim": 8}
+# Not in FAMILIES (the study's four): tests/test_ldm.py and the machinery tests name it. Of the 4 tiny
+# steps, 2 train the autoencoder and 2 the U-Net.
+TINY["ldm"] = {"channels": [16, 32], "attention": [False, True], "attention_head_dim": 16, "layers_per_block": 1,
+               "timesteps": 100, "sample_steps": 4, "ae_channels": 8, "ae_steps": 2}
 
 
 def tiny_config(model: str, **extra) -> dict:

@@ -18,7 +18,7 @@ from bloodgen.training.loop import TrainingDiverged
 from model_helpers import resume_tiny, tiny_config, train_tiny
 
 FAMILY_CLASSES = {"vae": ("bloodgen.models.vae", "VAE"), "cgan": ("bloodgen.models.gan", "GAN"),
-                  "ddpm": ("bloodgen.models.ddpm", "DDPM")}
+                  "ddpm": ("bloodgen.models.ddpm", "DDPM"), "ldm": ("bloodgen.models.ldm", "LDM")}
 
 
 def family_class(model):
@@ -34,9 +34,10 @@ def learned_state(checkpoint_path):
     return {k: c[k] for k in (ck.K_STEP, ck.K_NETWORKS, ck.K_EMA, ck.K_OPTIMIZERS, ck.K_SCHEDULERS, ck.K_RNG)}
 
 
-@pytest.mark.parametrize("model", ["vae", "cgan", "ddpm"])
+@pytest.mark.parametrize("model", ["vae", "cgan", "ddpm", "ldm"])
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(model, tiny_npz, tmp_path, monkeypatch):
-    # 8 steps of 16 from 80 images cross an epoch boundary after the interruption at step 3.
+    # 8 steps of 16 from 80 images cross an epoch boundary after the interruption at step 3 (for the
+    # ldm, in its U-Net phase, after the autoencoder's 2 steps).
     full = train_tiny(model, tiny_npz, tmp_path / "full", overrides={"steps": 8})
 
     cls = family_class(model)
@@ -100,12 +101,14 @@ def test_time_limit_stops_with_a_checkpoint(tiny_npz, tmp_path):
     assert ck.load_checkpoint(result.checkpoint)[ck.K_STEP] == 1
 
 
-def test_two_process_cpu_run_saves_one_state_on_every_rank(tiny_npz, tmp_path):
-    overrides = tiny_config("cgan")
+# ldm: each of its two phases leaves half the network's parameters unused, which DDP must be told.
+@pytest.mark.parametrize("model", ["cgan", "ldm"])
+def test_two_process_cpu_run_saves_one_state_on_every_rank(model, tiny_npz, tmp_path):
+    overrides = tiny_config(model)
     sets = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bloodgen", "train", "--model", "cgan", "--data", str(tiny_npz), "--out", str(tmp_path),
+           "-m", "bloodgen", "train", "--model", model, "--data", str(tiny_npz), "--out", str(tmp_path),
            "--no-progress", "--cpu", *sets]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,7 +9,7 @@ import pytest
 
 from bloodgen.cli import main
 from bloodgen.errors import UserError
-from bloodgen.sampling.api import draw_labels, load_model, make_sample_fn, sample
+from bloodgen.sampling.api import default_batch_size, draw_labels, load_model, make_sample_fn, sample
 from model_helpers import FAMILIES, sample_then_evaluate, train_tiny
 
 
@@ -100,6 +100,7 @@ def test_sample_cli_writes_npz_json_and_grid(runs, tmp_path, capsys):
         np.testing.assert_array_equal(np.bincount(npz["labels"], minlength=8), [2, 2, 2, 2, 1, 1, 1, 1])
     meta = json.loads((tmp_path / "s.json").read_text())
     assert meta["seed"] == 3 and meta["sampler_options"] == {"sampler": "ddim", "steps": 3, "guidance": 2}
+    assert meta["batch_size"] == default_batch_size(meta["device"])  # no --batch-size: the device default, recorded
     assert (tmp_path / "g.png").is_file()
 
     code, _, _ = run_cli(["sample", str(runs["gan"]), "-n", "3", "--out", str(tmp_path / "u.npz")], capsys)
@@ -130,6 +131,7 @@ def test_sample_cli_reads_a_stopped_runs_latest_checkpoint(tiny_npz, tmp_path, c
     (lambda r, t: [str(r["gan"]), "--sampler", "ddim"], "no sampler option"),
     (lambda r, t: [str(r["ddpm"]), "--sampler", "euler"], "unknown sampler"),
     (lambda r, t: [str(r["cgan"]), "--out", str(t / "x.txt")], ".npz"),
+    (lambda r, t: [str(r["cgan"]), "--batch-size", "0"], "--batch-size must be >= 1"),
     (lambda r, t: ["pretrained:stylegan"], "no pretrained model 'stylegan'"),
 ])
 def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, capsys):

@@ -41,6 +41,9 @@ class Family(abc.ABC):
     sampler_options: ClassVar[tuple[str, ...]] = ()
     # Config keys whose value must be one of a fixed set.
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    # True when some steps leave parameters of a network unused (training it in phases): DDP must then
+    # look for them every step, or it waits forever for their gradients.
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, name: str, config: dict[str, Any], n_classes: int):
         self.name = name  # the registry name; one class may serve several (gan, cgan)

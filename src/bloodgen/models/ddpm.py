@@ -43,6 +43,13 @@ class DDPM(Family):
     sampling_network = "unet"
     sampler_options = ("sampler", "steps", "guidance", "eta")
     choices = {"beta_schedule": tuple(SCHEDULES), "prediction": tuple(PREDICTIONS), "sampler": SAMPLERS}
+    levels: tuple[int, ...] = (28, 14, 7)  # the U-Net's resolutions, one width each in `channels`
+    clip_sample = True  # x0 estimates are clipped to the data range [-1, 1]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """What the diffusion runs on: images here, latents in `ldm`."""
+        return 3, 28, 28
 
     def check(self) -> None:
         from bloodgen.models.config import require
@@ -54,7 +61,8 @@ class DDPM(Family):
         require(all(ch % c["attention_head_dim"] == 0 for ch, a in zip(c["channels"], c["attention"]) if a)
                 and c["channels"][-1] % c["attention_head_dim"] == 0 and c["attention_head_dim"] >= 1,
                 "attention_head_dim", "must divide the width of every attention level and of the last level", c)
-        require(len(c["channels"]) == 3, "channels", "must list 3 widths (28x28, 14x14, 7x7)", c)
+        require(len(c["channels"]) == len(self.levels), "channels",
+                f"must list {len(self.levels)} widths ({', '.join(f'{n}x{n}' for n in self.levels)})", c)
         require(c["layers_per_block"] >= 1, "layers_per_block", "must be >= 1", c)
         require(c["timesteps"] >= 2, "timesteps", "must be >= 2", c)
         require(1 <= c["sample_steps"] <= c["timesteps"], "sample_steps", "must be in 1..timesteps", c)
@@ -76,8 +84,9 @@ class DDPM(Family):
 
         c = self.config
         widths = c["channels"]
+        channels, size, _ = self.sample_shape
         return UNet2DModel(
-            sample_size=28, in_channels=3, out_channels=3, block_out_channels=tuple(widths),
+            sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=tuple(widths),
             layers_per_block=c["layers_per_block"],
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in c["attention"]),
             up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(c["attention"])),
@@ -93,7 +102,7 @@ class DDPM(Family):
 
         c = self.config
         return DDPMScheduler(num_train_timesteps=c["timesteps"], beta_schedule=SCHEDULES[c["beta_schedule"]],
-                             prediction_type=PREDICTIONS[c["prediction"]], clip_sample=True)
+                             prediction_type=PREDICTIONS[c["prediction"]], clip_sample=self.clip_sample)
 
     def sampling_scheduler(self, sampler: str):
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -109,6 +118,12 @@ class DDPM(Family):
         return unet(x, t, class_labels=labels if self.conditional else None).sample
 
     def train_step(self, networks, x, y, ctx: StepContext) -> dict[str, torch.Tensor]:
+        loss = self.diffusion_loss(networks["unet"], x, y)
+        ctx.update(loss, "unet")
+        return {"loss": loss.detach()}
+
+    def diffusion_loss(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The denoising loss of `network` on clean samples x (images, or latents in `ldm`) of classes y."""
         scheduler = self.noise_scheduler()
         noise = torch.randn_like(x)
         t = torch.randint(0, self.config["timesteps"], (x.shape[0],), device=x.device)
@@ -118,10 +133,8 @@ class DDPM(Family):
         if self.conditional:
             drop = torch.rand(x.shape[0], device=x.device) < self.config["cfg_dropout"]
             labels = torch.where(drop, torch.full_like(y, self.null_class), y)
-        per_image = (self.denoise(networks["unet"], x_t, t, labels).float() - target).square().mean((1, 2, 3))
-        loss = (per_image * self.loss_weights(scheduler, t)).mean()
-        ctx.update(loss, "unet")
-        return {"loss": loss.detach()}
+        per_image = (self.denoise(network, x_t, t, labels).float() - target).square().mean((1, 2, 3))
+        return (per_image * self.loss_weights(scheduler, t)).mean()
 
     def loss_weights(self, scheduler, t: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma per-sample weights for the config's prediction target (ones when `snr_gamma` is 0).
@@ -169,14 +182,18 @@ class DDPM(Family):
 
     @torch.no_grad()
     def sample(self, network, labels, generators, **options: Any) -> torch.Tensor:
+        return self.reverse_process(network, labels, generators, options).clamp(-1, 1)
+
+    def reverse_process(self, network, labels, generators, options: dict[str, Any]) -> torch.Tensor:
+        """Noise of `sample_shape` (one generator per sample) denoised by the chosen sampler."""
         opts = self.check_sampler_options(options)
         device = next(network.parameters()).device
         scheduler = self.sampling_scheduler(opts["sampler"])
         scheduler.set_timesteps(opts["steps"], device=device)
         labels = labels.to(device) if self.conditional else None
-        x = randn(generators, (3, 28, 28), device) * scheduler.init_noise_sigma
+        x = randn(generators, self.sample_shape, device) * scheduler.init_noise_sigma
         extra = {"eta": opts["eta"]} if "eta" in opts else {}
         for t in scheduler.timesteps:
             out = self.guided(network, scheduler.scale_model_input(x, t), t, labels, opts["guidance"])
             x = scheduler.step(out, t, x, generator=generators, **extra).prev_sample
-        return x.clamp(-1, 1)
+        return x

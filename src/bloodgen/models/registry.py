@@ -19,6 +19,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gan": ("bloodgen.models.gan:GAN", "DCGAN-style ResNet GAN, spectral norm, hinge loss, EMA generator"),
     "cgan": ("bloodgen.models.gan:GAN", "conditional GAN: conditional-norm generator, projection discriminator"),
     "ddpm": ("bloodgen.models.ddpm:DDPM", "diffusion: diffusers U-Net, DDPM/DDIM/DPM-Solver, classifier-free guidance"),
+    "ldm": ("bloodgen.models.ldm:LDM", "latent diffusion: the ddpm in the 14x14 latent space of an autoencoder "
+                                       "trained first, in the same run"),
     "proto-ddpm": ("bloodgen.models.proto_ddpm:ProtoDDPM",
                    "diffusion conditioned on frozen learned class prototypes (IMPROVE), or a learned-embedding baseline"),
 }

@@ -38,7 +38,7 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-def _stage(c_in: int, c_out: int, blocks: int, resample: str | None) -> list[nn.Module]:
+def conv_stage(c_in: int, c_out: int, blocks: int, resample: str | None) -> list[nn.Module]:
     """Resample 28<->14<->7 between widths, then `blocks` residual blocks."""
     if resample == "down":
         layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)]
@@ -55,12 +55,12 @@ class ConvVAE(nn.Module):
         c1, c2, c3 = channels, 2 * channels, 4 * channels
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
-            *_stage(3, c1, blocks, None), *_stage(c1, c2, blocks, "down"), *_stage(c2, c3, blocks, "down"),
+            *conv_stage(3, c1, blocks, None), *conv_stage(c1, c2, blocks, "down"), *conv_stage(c2, c3, blocks, "down"),
             nn.GroupNorm(norm_groups(c3), c3), nn.SiLU(), nn.Flatten(), nn.Linear(c3 * 49, 2 * latent_dim))
         self.label_embedding = nn.Embedding(n_classes, latent_dim) if n_classes else None
         self.decoder = nn.Sequential(
             nn.Linear(latent_dim * (2 if n_classes else 1), c3 * 49), nn.Unflatten(1, (c3, 7, 7)),
-            *_stage(c3, c3, blocks, None), *_stage(c3, c2, blocks, "up"), *_stage(c2, c1, blocks, "up"),
+            *conv_stage(c3, c3, blocks, None), *conv_stage(c3, c2, blocks, "up"), *conv_stage(c2, c1, blocks, "up"),
             nn.GroupNorm(norm_groups(c1), c1), nn.SiLU(), nn.Conv2d(c1, 3, 3, padding=1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

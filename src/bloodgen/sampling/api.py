@@ -26,7 +26,14 @@ from bloodgen.errors import UserError
 NPZ_IMAGES = "images"
 NPZ_LABELS = "labels"
 PRIOR, BALANCED = "prior", "balanced"
-DEFAULT_BATCH_SIZE = 256
+# Images per forward pass when the caller gives none. On 2 CPU cores the record ddpm's U-Net costs 1.3-1.8x
+# more per image at 256 (512 rows under classifier-free guidance) than at 32-64, its activations outgrowing
+# the cache (benchmarks/sample_time.py, docs/study.md). A GPU wants large batches.
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256}
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, DEFAULT_BATCH_SIZE["cuda"])
 
 SampleFn = Callable[[int, int], "tuple[np.ndarray, np.ndarray | None]"]
 
@@ -168,10 +175,13 @@ def deterministic_kernels() -> Iterator[None]:
 
 
 def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed: int,
-             batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False, **options: Any) -> np.ndarray:
-    """uint8 (n, 28, 28, 3) images from `network` (labels ignored by unconditional families)."""
+             batch_size: int | None = None, progress: bool = False, **options: Any) -> np.ndarray:
+    """uint8 (n, 28, 28, 3) images from `network` (labels ignored by unconditional families); the batch size
+    changes speed only (default: `default_batch_size` of the network's device)."""
     from bloodgen.data import to_uint8
 
+    if batch_size is None:
+        batch_size = default_batch_size(next(network.parameters()).device)
     options = family.check_sampler_options(options)
     out = np.empty((n, 28, 28, 3), dtype=np.uint8)
     was_training = network.training
@@ -192,12 +202,12 @@ def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed
 
 
 def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
-           batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
+           batch_size: int | None = None, progress: bool = False,
            **options: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(images uint8 (n, 28, 28, 3), labels int64 (n,) or None for unconditional models)."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise UserError(f"the number of samples must be an integer >= 1, got {n!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     labels = None
     if model.conditional:
@@ -209,7 +219,7 @@ def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
     return images, labels
 
 
-def make_sample_fn(model: str | Path | LoadedModel, classes: int | str = PRIOR, batch_size: int = DEFAULT_BATCH_SIZE,
+def make_sample_fn(model: str | Path | LoadedModel, classes: int | str = PRIOR, batch_size: int | None = None,
                    device: str | torch.device | None = None, **options: Any) -> SampleFn:
     """`sample_fn(n, seed) -> (images, labels | None)` for the evaluation engine and the study.
 

@@ -49,7 +49,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eta", type=float, default=None,
                    help="ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)")
     p.add_argument("--temperature", type=float, default=None, help="VAE latent temperature (default: config)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (does not change results)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass, changes speed only (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", metavar="FILE.npz", required=True, help="output file")
     p.add_argument("--grid", metavar="FILE.png", default=None, help="also write the first 64 images as a grid")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from bloodgen.errors import UserError
     from bloodgen.metrics.inputs import UNLABELLED
     from bloodgen.provenance import atomic_path, environment, file_digests, write_json
-    from bloodgen.sampling.api import BALANCED, NPZ_IMAGES, NPZ_LABELS, PRIOR, load_model, sample
+    from bloodgen.sampling.api import BALANCED, NPZ_IMAGES, NPZ_LABELS, PRIOR, default_batch_size, load_model, sample
     from bloodgen.sampling.grid import save_grid
 
     if args.n < 1:
@@ -74,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must name a .npz file, got {out}")
     model = load_model(args.checkpoint, args.device)
     classes = args.klass if args.klass is not None else (BALANCED if args.balanced else PRIOR)
+    batch_size = default_batch_size(model.device) if args.batch_size is None else args.batch_size
     options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "eta": args.eta,
                "temperature": args.temperature}
     t0 = time.perf_counter()
-    images, labels = sample(model, args.n, args.seed, classes=classes, batch_size=args.batch_size,
+    images, labels = sample(model, args.n, args.seed, classes=classes, batch_size=batch_size,
                             progress=True, **options)
     seconds = time.perf_counter() - t0
     labels_out = labels if labels is not None else np.full(args.n, UNLABELLED, dtype=np.int64)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     source = model.source
     write_json(out.with_suffix(".json"), {
         "model": model.spec, "source": str(source), "source_sha256": file_digests(source, ("sha256",))["sha256"],
-        "step": model.step, "n": args.n, "seed": args.seed, "classes": classes, "batch_size": args.batch_size,
+        "step": model.step, "n": args.n, "seed": args.seed, "classes": classes, "batch_size": batch_size,
         "sampler_options": {k: v for k, v in options.items() if v is not None}, "device": str(model.device),
         "sampling_time_s": round(seconds, 3), "environment": environment()})
     if args.grid:

@@ -15,6 +15,7 @@ examples:
   bloodgen train --model cgan --preset full --seed 3 --out runs
   bloodgen train --model vae --set beta=0.5 --set latent_dim=64
   bloodgen train --model ddpm --preset full --config my-ddpm.json
+  bloodgen train --model ldm --preset record --set ae_steps=1500       # latent diffusion
   bloodgen train --resume runs/20250101-120000-ddpm-s0                 # continue after Ctrl-C
   bloodgen train --resume runs/20250101-120000-ddpm-s0 --steps 200000  # extend a finished run
   bloodgen train --model ddpm --preset full --max-minutes 9            # stop cleanly, resume later

@@ -127,10 +127,11 @@ def train(model: str | None = None, *, preset: str = "quick", config_file: str |
     return _Run(spec, ckpt, run_path, out, data, max_minutes, cpu, progress).run()
 
 
-def make_accelerator(cpu: bool, mixed_precision: str):
+def make_accelerator(cpu: bool, mixed_precision: str, find_unused_parameters: bool = False):
     """The process's Accelerator; CPU when asked or when there is no GPU (torchrun then gives gloo DDP)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     cpu = cpu or not torch.cuda.is_available()
     if cpu:
@@ -142,7 +143,8 @@ def make_accelerator(cpu: bool, mixed_precision: str):
     # A process may train several models (the study); each gets its own precision settings.
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -219,7 +221,8 @@ class _Run:
         self.spec, self.config = spec, spec[ck.S_CONFIG]
         validate(spec[ck.S_MODEL], self.config)
         self.ckpt, self.max_minutes, self.progress = ckpt, max_minutes, progress
-        self.accelerator = make_accelerator(cpu, self.config["mixed_precision"])
+        self.accelerator = make_accelerator(cpu, self.config["mixed_precision"],
+                                            get_family(spec[ck.S_MODEL]).ddp_find_unused_parameters)
         acc = self.accelerator
         self.main = acc.is_main_process
         self.run_dir = self._run_folder(run_path, out)
