@@ -7,8 +7,8 @@ Draws N images with the preset's own sampler settings (steps, guidance, eta) fro
 networks (the cost does not depend on the weights) through `bloodgen.sampling.api.generate`, the code the
 study uses; after one untimed warm-up batch, each batch size is timed `--repeats` times and the fastest
 repeat is kept, which damps the noise of a shared machine. Prints a Markdown table and writes
-OUT/sample-time-<preset>-<device>-n<N>.json with milliseconds per image and the minutes 10,000 images take. This is what chose the default sampling
-batch per device (`DEFAULT_BATCH_SIZE` in sampling/api.py).
+OUT/sample-time-<preset>-<device>-n<N>.json with milliseconds per image and the minutes 10,000 images
+take. This is what chose the default sampling batch per device (`DEFAULT_BATCH_SIZE` in sampling/api.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def time_sampling(model: str, preset: str, n: int, batch_size: int, repeats: int
     torch.manual_seed(0)
     network = family.build()[family.sampling_network].to(device)
     labels = np.arange(n) % 8 if family.conditional else None
-    generate(family, network, labels[:batch_size] if labels is not None else None, min(n, batch_size), seed=0,
-             batch_size=batch_size)  # warm-up: first-call allocations are not timed
+    warm_up = labels[:batch_size] if labels is not None else None  # first-call allocations are not timed
+    generate(family, network, warm_up, batch_size, seed=0, batch_size=batch_size)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -47,9 +47,13 @@ class DDPM(Family):
     clip_sample = True  # x0 estimates are clipped to the data range [-1, 1]
 
     @property
+    def sample_channels(self) -> int:
+        """Channels of what the diffusion runs on: RGB images here, latents in `ldm`."""
+        return 3
+
+    @property
     def sample_shape(self) -> tuple[int, int, int]:
-        """What the diffusion runs on: images here, latents in `ldm`."""
-        return 3, 28, 28
+        return self.sample_channels, self.levels[0], self.levels[0]
 
     def check(self) -> None:
         from bloodgen.models.config import require

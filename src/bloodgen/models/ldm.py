@@ -38,7 +38,7 @@ from torch import nn
 from bloodgen.models.base import StepContext, norm_groups
 from bloodgen.models.ddpm import DDPM
 from bloodgen.models.vae import ResBlock, conv_stage
-from bloodgen.sampling.grid import save_grid
+from bloodgen.sampling.grid import reconstruction_picks, save_reconstruction_grid
 
 RECONSTRUCTION_L1 = "reconstruction_test_l1"
 RECONSTRUCTION_PSNR = "reconstruction_test_psnr_db"
@@ -87,8 +87,8 @@ class LDM(DDPM):
     ddp_find_unused_parameters = True
 
     @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        return self.config["latent_channels"], 14, 14
+    def sample_channels(self) -> int:
+        return self.config["latent_channels"]
 
     def check(self) -> None:
         from bloodgen.models.config import require
@@ -135,20 +135,16 @@ class LDM(DDPM):
 
         test_x, test_y = data.split("test")
         device = next(network.parameters()).device
-        errors, mse = [], []
+        errors, mse, images = [], [], []
         with torch.no_grad():
             for i in range(0, len(test_x), 256):
                 x = to_model_range(test_x[i:i + 256]).to(device)
                 recon = network.autoencoder.decode(network.autoencoder.encode(x)).clamp(-1, 1)
                 errors.append((recon - x).abs().mean((1, 2, 3)).cpu())
                 mse.append(((recon - x) / 2).square().mean((1, 2, 3)).cpu())  # on the [0, 1] scale
-        pick = np.concatenate([np.flatnonzero(test_y == k)[:4] for k in range(self.n_classes)])
-        with torch.no_grad():
-            x = to_model_range(test_x[pick]).to(device)
-            recon = to_uint8(network.autoencoder.decode(network.autoencoder.encode(x)))
-        # Rows alternate originals and their reconstructions, 16 images each.
-        rows = [block for i in range(0, len(pick), 16) for block in (test_x[pick][i:i + 16], recon[i:i + 16])]
-        save_grid(np.concatenate(rows), out_dir / "reconstructions.png", ncol=16)
+                images.append(to_uint8(recon))
+        pick = reconstruction_picks(test_y, self.n_classes)
+        save_reconstruction_grid(test_x[pick], np.concatenate(images)[pick], out_dir / "reconstructions.png")
         return {"reconstructions": "reconstructions.png",
                 RECONSTRUCTION_L1: float(torch.cat(errors).mean()),
                 RECONSTRUCTION_PSNR: float((-10 * torch.log10(torch.cat(mse).clamp_min(1e-10))).mean())}

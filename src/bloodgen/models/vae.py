@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
-from bloodgen.sampling.grid import save_grid
+from bloodgen.sampling.grid import reconstruction_picks, save_grid, save_reconstruction_grid
 
 RECON_LOSSES = ("mse", "l1", "bce", "gaussian")
 PROBE_ACCURACY = "latent_probe_test_accuracy"
@@ -143,14 +143,12 @@ class VAE(Family):
 
         test_x, test_y = data.split("test")
         device = next(network.parameters()).device
-        pick = np.concatenate([np.flatnonzero(test_y == k)[:4] for k in range(self.n_classes)])
+        pick = reconstruction_picks(test_y, self.n_classes)
         x = self._tensor(test_x[pick], device)
         y = torch.as_tensor(test_y[pick], device=device) if self.conditional else None
-        with torch.no_grad():
+        with torch.no_grad():  # reconstructions from the latent mean
             recon = to_uint8(self.to_image(network.decode(network.encode(x)[0], y)))
-        # Rows alternate originals and their reconstructions (from the latent mean), 16 images each.
-        rows = [block for i in range(0, len(pick), 16) for block in (test_x[pick][i:i + 16], recon[i:i + 16])]
-        save_grid(np.concatenate(rows), out_dir / "reconstructions.png", ncol=16)
+        save_reconstruction_grid(test_x[pick], recon, out_dir / "reconstructions.png")
         save_grid(self.interpolations(network, test_x, test_y), out_dir / "interpolations.png",
                   ncol=INTERPOLATION_STEPS)
         figures: dict[str, Any] = {"reconstructions": "reconstructions.png", "interpolations": "interpolations.png"}

@@ -29,3 +29,16 @@ def save_grid(images: np.ndarray, path: str | Path, ncol: int, scale: int = 2) -
     with atomic_path(path) as tmp:
         Image.fromarray(grid_image(np.asarray(images, dtype=np.uint8), ncol, scale)).save(tmp, format="PNG")
     return Path(path)
+
+
+def reconstruction_picks(labels: np.ndarray, n_classes: int, per_class: int = 4) -> np.ndarray:
+    """Indices of the first `per_class` images of each class, class by class."""
+    return np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in range(n_classes)])
+
+
+def save_reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, path: str | Path,
+                             ncol: int = 16) -> Path:
+    """Rows alternate `ncol` originals and their `ncol` reconstructions (uint8 (N, H, W, 3) each)."""
+    rows = [block for i in range(0, len(originals), ncol)
+            for block in (originals[i:i + ncol], reconstructions[i:i + ncol])]
+    return save_grid(np.concatenate(rows), path, ncol=ncol)
