@@ -8,6 +8,14 @@
 and batches in NHWC memory format), `compile` (torch.compile of each network, 3 warm-up steps so that
 compilation is not timed); one JSON row per model and variant, with the speed-up over baseline.
 
+--first-step numbers the timed steps from N instead of 0, for families whose step changes with the step
+index: ldm trains its autoencoder for steps < ae_steps and its latent U-Net after, so
+
+    python benchmarks/step_time.py --preset record --cpu --models ldm --first-step 1000 --steps 10
+
+times the U-Net phase (on an untrained autoencoder's latents, which cost the same as a trained one's);
+its row's estimated hours then cover the steps from N to the end, and the file name ends in -from<N>.
+
 Uses the training loop's own step machinery (Accelerator, Stepper, the family's train_step) on random
 batches of the preset's batch size, after one warm-up step; prints a Markdown table and writes
 OUT/step-time-<preset>-<device>.json. This is how the full presets' cost is known on a machine
@@ -36,8 +44,11 @@ from bloodgen.training.loop import Stepper, make_accelerator  # noqa: E402
 VARIANTS = ("baseline", "bf16", "channels_last", "compile")
 
 
-def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "baseline") -> dict:
+def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "baseline",
+               first_step: int = 0) -> dict:
     config = resolve_config(model, preset)
+    if not 0 <= first_step < config["steps"]:
+        raise SystemExit(f"error: --first-step {first_step} is outside {model}'s {config['steps']} configured steps")
     accelerator = make_accelerator(cpu, "bf16" if variant == "bf16" else config["mixed_precision"])
     family = get_family(model)(model, config, 8)
     torch.manual_seed(0)
@@ -56,7 +67,7 @@ def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "b
     warmup = 3 if variant == "compile" else 1
     times = []
     for step in range(steps + warmup):
-        ctx.step = step
+        ctx.step = first_step + step
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -66,8 +77,8 @@ def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "b
     per_step = sum(times[warmup:]) / steps
     return {"model": model, "preset": preset, "variant": variant, "batch_size": b, "s_per_step": round(per_step, 4),
             "warmup_s": round(sum(times[:warmup]), 2),
-            "steps_timed": steps, "parameters": {n: count_parameters(m) for n, m in raw.items()},
-            "configured_steps": config["steps"], "estimated_run_hours": round(per_step * config["steps"] / 3600, 2),
+            "steps_timed": steps, "first_step": first_step, "parameters": {n: count_parameters(m) for n, m in raw.items()},
+            "configured_steps": config["steps"], "estimated_run_hours": round(per_step * (config["steps"] - first_step) / 3600, 2),
             "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision}
 
 
@@ -76,6 +87,8 @@ def main() -> int:
     p.add_argument("--preset", default="full", choices=PRESETS)
     p.add_argument("--models", nargs="+", default=list(model_names()))
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    p.add_argument("--first-step", type=int, default=0,
+                   help="index of the first timed step (ldm's U-Net phase starts at its ae_steps)")
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -83,12 +96,12 @@ def main() -> int:
     rows = []
     for m in args.models:
         for variant in args.variants:
-            rows.append(time_steps(m, args.preset, args.steps, args.cpu, variant))
+            rows.append(time_steps(m, args.preset, args.steps, args.cpu, variant, args.first_step))
             base = next(r for r in rows if r["model"] == m and r["variant"] == args.variants[0])
             rows[-1]["speedup"] = round(base["s_per_step"] / rows[-1]["s_per_step"], 3)
             print(m, variant, rows[-1]["s_per_step"], "s/step", flush=True)
     device = rows[0]["device"].split(":")[0]
-    suffix = "" if args.variants == ["baseline"] else "-variants"
+    suffix = ("" if args.variants == ["baseline"] else "-variants") + (f"-from{args.first_step}" if args.first_step else "")
     write_json(Path(args.out) / f"step-time-{args.preset}-{device}{suffix}.json",
                {"rows": rows, "command": "python benchmarks/step_time.py " + " ".join(sys.argv[1:]),
                 "environment": environment()})

@@ -18,8 +18,9 @@ serves both phases, so that under DDP every gradient goes through the wrapper's 
 the other part's parameters unused, which DDP is told to expect (`ddp_find_unused_parameters`).
 
 Why a latent model: a 14x14x4 latent has 784 values against an image's 2,352 and the U-Net on it a
-quarter of the activations per channel, so a U-Net of twice the width should cost about what the pixel
-model costs (the issue's "if it wins per CPU-hour"; an estimate, not yet timed or run at scale).
+quarter of the activations per channel, so a U-Net of twice the width costs about what the pixel model
+costs (the issue's "if it wins per CPU-hour"; per-step times in docs/models.md, sample quality at scale
+not yet measured).
 
 The latent is 14x14 (one halving), not the 7x7 of a 4x autoencoder: at 28x28 the cells' granules are a
 few pixels wide, and a 7x7 latent cannot keep them without an adversarial or perceptual loss.
