@@ -47,8 +47,6 @@ VARIANTS = ("baseline", "bf16", "channels_last", "compile")
 def time_steps(model: str, preset: str, steps: int, cpu: bool, variant: str = "baseline",
                first_step: int = 0) -> dict:
     config = resolve_config(model, preset)
-    if not 0 <= first_step < config["steps"]:
-        raise SystemExit(f"error: --first-step {first_step} is outside {model}'s {config['steps']} configured steps")
     accelerator = make_accelerator(cpu, "bf16" if variant == "bf16" else config["mixed_precision"])
     family = get_family(model)(model, config, 8)
     torch.manual_seed(0)
@@ -93,6 +91,12 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
+    for m in args.models:  # before any timing, so a bad value fails at once rather than after some models ran
+        configured = resolve_config(m, args.preset)["steps"]
+        if not 0 <= args.first_step < configured:
+            print(f"step_time.py: error: --first-step {args.first_step} is outside {m}'s {configured} configured "
+                  f"steps; pass 0 to {configured - 1}", file=sys.stderr)
+            return 2
     rows = []
     for m in args.models:
         for variant in args.variants:
