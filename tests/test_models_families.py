@@ -87,6 +87,7 @@ def test_few_steps_give_finite_losses_and_a_run_folder(model, tiny_npz, tmp_path
     assert summary["status"] == "completed" and summary["sampling_parameters"] > 0
     env = json.loads((result.run_dir / "environment.json").read_text())
     assert len(env["data"]["sha256"]) == 64 and env["versions"]["torch"]
+    assert env["cpu_model"] and env["torch_cpu_capability"]  # what a timing was measured on
 
 
 def test_vae_overfits_one_batch(tiny_data):

@@ -185,6 +185,37 @@ def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
     assert run.summary["status"] == "completed" and run.summary["step"] == 40 and run.export.is_file()
 
 
+def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, tmp_path, monkeypatch):
+    import bloodgen.metrics
+    from bloodgen.study.pipeline import StudyIncomplete
+
+    def forbidden_metrics(*args, **kwargs):
+        raise AssertionError("--train-only evaluated")
+
+    real_calc = bloodgen.metrics.calculate_metrics
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", forbidden_metrics)
+    # Out of time from the start: nothing trains, every unit is reported as left.
+    with pytest.raises(StudyIncomplete) as stop:
+        study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS, train_only=True, max_minutes=1e-9)
+    assert stop.value.pending == ["gan seed 0", "vae seed 0", "gan seed 1", "vae seed 1"]
+    assert not (tmp_path / "runs").exists()
+    trained = study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS, train_only=True)["trained"]
+    assert len(trained) == 4
+    for run_dir in trained:
+        assert json.loads((Path(run_dir) / "summary.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "results.json").exists()
+
+    def forbidden_training(*args, **kwargs):
+        raise AssertionError("a trained unit was trained again")
+
+    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", real_calc)
+    monkeypatch.setattr("bloodgen.training.loop.train", forbidden_training)
+    results = study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
+    assert results["pending_units"] == []
+    assert {m: [r["seed"] for r in f["runs"]] for m, f in results["families"].items()} == {"gan": [0, 1],
+                                                                                           "vae": [0, 1]}
+
+
 def test_parallel_trainings_are_reused_by_the_unit_loop(tiny_npz, tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the unit loop trained again in the main process")

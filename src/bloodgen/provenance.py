@@ -34,12 +34,25 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model() -> str:
+    """The processor's name: /proc/cpuinfo's on Linux (platform.processor() is often empty there)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, Any]:
     """Versions plus the machine the run happened on (device names matter for timings)."""
     info: dict[str, Any] = {
         "versions": package_versions(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "argv": sys.argv,
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -47,6 +60,8 @@ def environment() -> dict[str, Any]:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        # The SIMD kernels torch picked (e.g. AVX512 or AVX2): the same CPU name can run at different speeds.
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except ImportError:  # provenance must never be the reason a run fails
         pass

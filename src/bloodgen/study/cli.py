@@ -15,12 +15,15 @@ examples:
   bloodgen study --preset cpu --utility-models cgan   # utility checks for one family only
   bloodgen study --preset quick --experiments prototypes diffusion-classifier   # add both experiments
   bloodgen study --preset record --out results/record --max-minutes 150   # protocol of record on CPU, in slices
+  bloodgen study --preset record --out results/record --models ddpm --train-only --max-minutes 110
   bloodgen study --preset gpu --out study-gpu      # the same protocol in ~10 min of one H200 (benchmarks/gpu_record.sh)
 
 Re-running the same command after an interruption picks up where it stopped: finished trainings and
 evaluations are reused (keyed by config, seed, data and weights), an interrupted training resumes.
 Work goes unit by unit (one family's training seed: train, evaluate, grid), seed-major; with
---max-minutes the study stops at that time with the finished units reported and exits 3.
+--max-minutes the study stops at that time with the finished units reported and exits 3. --train-only
+trains (or resumes) the units and stops: no InceptionV3, no evaluation, the report left as it was; a
+later run without it evaluates the trained units (a way to split a long unit over two sittings).
 Outputs: OUT/report.html (self-contained), OUT/report.md, OUT/results.json, OUT/figures/, OUT/runs/.
 Exit status: 0 done, 3 stopped by --max-minutes (run again to continue), 2 a user error.
 """
@@ -52,6 +55,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                    help="start nothing new after M minutes of wall time (a training stops there with a "
                         "checkpoint); the report covers the finished units; exit 3")
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or resume) the units and stop: no evaluation starts and the report is left as "
+                        "it is; exit 3 if --max-minutes cut a training")
     p.add_argument("--train-jobs", type=int, default=None, metavar="J",
                    help="trainings run at once, one process each (default: the preset's; gpu: 20)")
     p.add_argument("--utility", action=argparse.BooleanOptionalAction, default=None,
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                   utility_models=args.utility_models,
                   classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
                   inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
-                  progress=not args.no_progress, max_minutes=args.max_minutes, train_jobs=args.train_jobs)
+                  progress=not args.no_progress, max_minutes=args.max_minutes, train_jobs=args.train_jobs,
+                  train_only=args.train_only)
     except StudyIncomplete as stop:
         print(f"bloodgen study: stopped by --max-minutes with {stop}; run the same command again to continue")
         return 3

@@ -213,6 +213,32 @@ def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Pa
             future.result()  # re-raises a worker's error (e.g. a diverged run) here
 
 
+def train_units(models: list[str], preset: StudyPreset, out: Path, data_path: str, data_sha: str,
+                max_minutes: float | None, started: float) -> dict:
+    """The study's trainings alone, in unit order. Why: a unit whose training and evaluation together
+    outlast one sitting (a CPU ddpm: ~1.5 h of training, ~1 h of sampling and features) can be trained in
+    one, its finished run folder committed, and evaluated in the next, since a cut training's checkpoint
+    is not committed and would be lost with the machine."""
+    units = [(m, s) for s in range(preset.train_seeds) for m in models]
+    log(f"training only: {len(units)} unit(s); evaluations and the report wait for a run without --train-only")
+    deadline = None if max_minutes is None else started + 60 * max_minutes
+    if preset.train_jobs > 1 and len(units) > 1:
+        train_in_parallel(units, preset, out, data_path, data_sha,
+                          None if deadline is None else (deadline - time.perf_counter()) / 60)
+    trained, cut = [], []
+    for model, seed in units:
+        left = None if deadline is None else max((deadline - time.perf_counter()) / 60, 0.0)
+        run = train_stage(model, seed, preset, out, data_path, data_sha, False, max_minutes=left)
+        if run is None:
+            cut.append(f"{model} seed {seed}")
+        else:
+            trained.append(str(run.run_dir))
+    log(f"trained {len(trained)} of {len(units)} unit(s) after {time.perf_counter() - started:.0f} s")
+    if cut:
+        raise StudyIncomplete(cut)
+    return {"trained": trained}
+
+
 def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha: str, extractor, cache_dir,
                 progress: bool) -> dict:
     from bloodgen.metrics import calculate_metrics
@@ -381,13 +407,16 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
               experiments: list[str] | None = None, out: str | Path = "study", data: str | None = None,
               inception_weights: str | None = None,
               device: str | None = None, cache_dir: str | None = None, progress: bool = True,
-              extractor=None, max_minutes: float | None = None, train_jobs: int | None = None) -> dict:
+              extractor=None, max_minutes: float | None = None, train_jobs: int | None = None,
+              train_only: bool = False) -> dict:
     """Run (or finish) the study in `out` and write results.json, report.md and report.html there.
 
     `preset` is a name from PRESETS or a StudyPreset; `extractor` replaces the InceptionV3 feature
     extractor (tests use a cheap one). With `max_minutes`, no stage starts after that much wall time (a
     training is cut at it with a checkpoint; an evaluation that started finishes): the report then covers
-    the finished units and StudyIncomplete is raised; running again continues.
+    the finished units and StudyIncomplete is raised; running again continues. `train_only` trains (or
+    resumes) the units and stops there, leaving evaluations and the report to a later run; it returns
+    {"trained": [run folders]} and raises StudyIncomplete if `max_minutes` cut a training.
     """
     from dataclasses import replace
 
@@ -440,6 +469,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     started = time.perf_counter()
     dataset = load_bloodmnist(data)
     data_path = str(dataset.path)
+    if train_only:
+        return train_units(models, preset, out, data_path, dataset.sha256, max_minutes, started)
     if extractor is None:  # located now, so missing weights fail before hours of training
         extractor = inception_extractor(inception_weights, device=device, progress=progress)
     log(f"preset {preset_name}: {', '.join(models)}; {preset.train_seeds} training seed(s); evaluation "
