@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodgen.provenance import cpu_model
+
 
 def _child(folder: str, out: str, weights: str, batch_size: int) -> None:
     """The bloodgen side of the timing: read the PNGs, extract, save the statistics."""
@@ -52,16 +54,6 @@ def _timed(cmd: list[str], env: dict) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return elapsed
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -138,7 +130,7 @@ def main() -> None:
         "images_per_s": {name: [args.n / row[name] for row in rounds] for name in commands},
         "speedup_per_round": ratios, "speedup_median": statistics.median(ratios),
         "feature_max_abs_diff": feature_diff, "features_compared": len(files), "statistics_diff": stats_diff,
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     print(f"speed-up (pytorch-fid time / bloodgen time) per round: {', '.join(f'{r:.2f}' for r in ratios)}; "

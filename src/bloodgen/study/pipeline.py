@@ -213,27 +213,23 @@ def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Pa
             future.result()  # re-raises a worker's error (e.g. a diverged run) here
 
 
-def train_units(models: list[str], preset: StudyPreset, out: Path, data_path: str, data_sha: str,
-                max_minutes: float | None, started: float) -> dict:
+def train_units(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data_path: str, data_sha: str,
+                progress: bool, minutes_left: Callable[[], float | None]) -> dict:
     """The study's trainings alone, in unit order. Why: a unit whose training and evaluation together
     outlast one sitting (a CPU ddpm: ~1.5 h of training, ~1 h of sampling and features) can be trained in
     one, its finished run folder committed, and evaluated in the next, since a cut training's checkpoint
     is not committed and would be lost with the machine."""
-    units = [(m, s) for s in range(preset.train_seeds) for m in models]
-    log(f"training only: {len(units)} unit(s); evaluations and the report wait for a run without --train-only")
-    deadline = None if max_minutes is None else started + 60 * max_minutes
-    if preset.train_jobs > 1 and len(units) > 1:
-        train_in_parallel(units, preset, out, data_path, data_sha,
-                          None if deadline is None else (deadline - time.perf_counter()) / 60)
     trained, cut = [], []
     for model, seed in units:
-        left = None if deadline is None else max((deadline - time.perf_counter()) / 60, 0.0)
-        run = train_stage(model, seed, preset, out, data_path, data_sha, False, max_minutes=left)
+        left = minutes_left()
+        run = train_stage(model, seed, preset, out, data_path, data_sha, progress,
+                          max_minutes=None if left is None else max(left, 0.0))
         if run is None:
             cut.append(f"{model} seed {seed}")
         else:
             trained.append(str(run.run_dir))
-    log(f"trained {len(trained)} of {len(units)} unit(s) after {time.perf_counter() - started:.0f} s")
+    log(f"trained {len(trained)} of {len(units)} unit(s); evaluations and the report wait for a run without "
+        f"--train-only")
     if cut:
         raise StudyIncomplete(cut)
     return {"trained": trained}
@@ -469,9 +465,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     started = time.perf_counter()
     dataset = load_bloodmnist(data)
     data_path = str(dataset.path)
-    if train_only:
-        return train_units(models, preset, out, data_path, dataset.sha256, max_minutes, started)
-    if extractor is None:  # located now, so missing weights fail before hours of training
+    if extractor is None and not train_only:  # located now, so missing weights fail before hours of training
         extractor = inception_extractor(inception_weights, device=device, progress=progress)
     log(f"preset {preset_name}: {', '.join(models)}; {preset.train_seeds} training seed(s); evaluation "
         f"{preset.n_images} images x {preset.eval_seeds} seeds; utility checks {'on' if preset.utility else 'off'}; "
@@ -485,6 +479,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     units = [(m, s) for s in range(preset.train_seeds) for m in models]  # seed-major: see the module doc
     if preset.train_jobs > 1 and len(units) > 1:
         train_in_parallel(units, preset, out, data_path, dataset.sha256, minutes_left())
+    if train_only:
+        return train_units(units, preset, out, data_path, dataset.sha256, progress, minutes_left)
     floor = floor_stage(preset, out, data_path, dataset.sha256, extractor, cache_dir, progress)
     families: dict[str, Any] = {}
     runs: list[RunRef] = []
