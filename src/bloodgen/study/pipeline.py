@@ -221,9 +221,7 @@ def train_units(units: list[tuple[str, int]], preset: StudyPreset, out: Path, da
     is not committed and would be lost with the machine."""
     trained, cut = [], []
     for model, seed in units:
-        left = minutes_left()
-        run = train_stage(model, seed, preset, out, data_path, data_sha, progress,
-                          max_minutes=None if left is None else max(left, 0.0))
+        run = train_stage(model, seed, preset, out, data_path, data_sha, progress, max_minutes=minutes_left())
         if run is None:
             cut.append(f"{model} seed {seed}")
         else:
@@ -487,9 +485,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     pending: list[str] = []
     for model, seed in units:
         # Past the deadline, finished units are still collected; nothing new starts.
-        left = minutes_left()
-        run = train_stage(model, seed, preset, out, data_path, dataset.sha256, progress,
-                          max_minutes=None if left is None else max(left, 0.0))
+        run = train_stage(model, seed, preset, out, data_path, dataset.sha256, progress, max_minutes=minutes_left())
         left = minutes_left()
         evaluation = None if run is None else eval_stage(run, preset, out, data_path, extractor, cache_dir, progress,
                                                           allow_compute=left is None or left > 0)
