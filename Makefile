@@ -1,15 +1,15 @@
-# Two commands from a fresh clone: `make demo` (set up, then run the quick study) and `make test`.
+# Two commands from a fresh clone: `make demo` (set up, then the demo of the shipped models) and `make test`.
 # Both create .venv on first use; set PYTHON to pick the interpreter (Python >= 3.11).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DEMO_OUT ?= study
+DEMO_OUT ?= demo
 BIN := $(VENV)/bin
 
 .PHONY: demo test setup clean
 
 demo: $(VENV)/.installed
-	$(BIN)/bloodgen study --preset quick --out $(DEMO_OUT)
+	$(BIN)/bloodgen demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

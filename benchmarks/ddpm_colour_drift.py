@@ -1,7 +1,8 @@
 """Why a ddpm's samples come out colour-cast, measured without InceptionV3: the per-image mean colour of
 samples against that of real images, for several samplers, and the model's one-step x0 estimate by t.
 
-    python benchmarks/ddpm_colour_drift.py pretrained:ddpm --n 64 --out benchmarks/results/ddpm_colour_drift.json
+    python benchmarks/ddpm_colour_drift.py results/runs/ddpm-s0-37d4c90c79e8 --n 64 \
+        --out benchmarks/results/ddpm_colour_drift.json    # the cpu study's ddpm (epsilon prediction)
 
 Colour cast: the share of images whose mean RGB lies outside the real images' 99.9% ellipse (Mahalanobis
 distance^2 > 16.27, the chi-square(3) quantile; 2.4% of real images by construction of the threshold on a
@@ -87,7 +88,7 @@ def x0_colour_error(loaded, images: np.ndarray, labels: np.ndarray) -> list[dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a ddpm checkpoint, run folder or pretrained:ddpm")
+    parser.add_argument("model", help="a ddpm checkpoint, run folder, export or pretrained:ddpm")
     parser.add_argument("--n", type=int, default=128, help="samples per sampler (the ancestral one gets n/4)")
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", required=True)

@@ -3,7 +3,7 @@ against N real images of protocol seed 0, and append a row to a JSON table.
 
     python benchmarks/recipe_pilot.py --name cgan-c32 --model cgan --preset cpu --set channels=32 \
         --steps 6000 --max-minutes 35 --out benchmarks/results/recipe_pilots_cpu.json
-    python benchmarks/recipe_pilot.py --name cgan-cpu --checkpoint pretrained:cgan \
+    python benchmarks/recipe_pilot.py --name cgan-cpu --checkpoint results/runs/cgan-s0-48d47630cb7e \
         --out benchmarks/results/recipe_pilots_cpu.json     # an existing model: evaluation only
 
 Every step runs through the real CLI (`bloodgen train`, `sample`, `evaluate`) in a fresh process. N is
@@ -79,9 +79,10 @@ def main() -> None:
     row = {"name": args.name, "checkpoint": checkpoint, "train_command": train_cmd and shlex.join(train_cmd),
            "n": args.n, "eval_seed": 0, "sampling_s": round(sampling_s, 1)}
     summary = Path(checkpoint) / "summary.json"
-    if checkpoint.startswith("pretrained:"):  # the shipped weights' run folder is published in results/
+    if checkpoint.startswith("pretrained:"):  # the shipped weights' run folder is in the repository
         provenance = ROOT / "src/bloodgen/pretrained" / checkpoint.split(":", 1)[1] / "provenance.json"
-        summary = ROOT / "results" / json.loads(provenance.read_text())["run"] / "summary.json"
+        run = json.loads(provenance.read_text())["run"]  # repository-relative (older ones: relative to results/)
+        summary = (ROOT / run if run.startswith("results/") else ROOT / "results" / run) / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
         row.update(steps=s["step"], train_minutes=round(s["train_time_s"] / 60, 1), status=s["status"],

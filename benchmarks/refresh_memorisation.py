@@ -3,13 +3,15 @@
     python benchmarks/refresh_memorisation.py results
 
 For issue #14: memorisation distances were computed with torch.cdist's float32 expansion, which puts exact
-copies at ~0.016 and set the threshold to that rounding error. The published study does not keep its
-utility samples (32 MB), so each family's are regenerated from the shipped weights (`pretrained:NAME`, the
-study's best run) with the study's sampler options and seed, and checked against the old record: every
-generated/training pair it listed must lie at the distance it recorded (up to the old rounding), or the
-script stops. Then pixel and Inception memorisation are recomputed, written into results.json and the
-cached utility JSON under a `memorisation_recomputed` note, and the report is rendered again. The
-Inception features of the train and test splits (15,380 images) take ~40 min on 2 CPU cores the first time.
+copies at ~0.016 and set the threshold to that rounding error. The published study does not keep its utility
+samples (32 MB), so each family's are regenerated from the weights kept in its utility run's folder
+(`STUDY/runs/<run>/model.safetensors`, e.g. results/runs/cgan-s0-48d47630cb7e: the cpu study's best run, which
+`pretrained:NAME` served until the protocol of record's runs replaced it) with the study's sampler options and
+seed, and checked against the old record: every generated/training pair it listed must lie at the distance it
+recorded (up to the old rounding), or the script stops. Then pixel and Inception memorisation are recomputed,
+written into results.json and the cached utility JSON under a `memorisation_recomputed` note, and the report
+is rendered again. The Inception features of the train and test splits (15,380 images) take ~40 min on 2 CPU
+cores the first time.
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ from bloodgen.study.pipeline import EVAL_DIR, RESULTS_FILE, UTILITY_SAMPLE_SEED 
 OLD_ROUNDING = 0.02  # the float32 expansion's error on 2,352-d pixel distances (~0.0156)
 
 
-def regenerate(model: str, family: dict, settings: dict, train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def regenerate(study: Path, model: str, family: dict, settings: dict,
+               train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from bloodgen.sampling.api import generate, load_model
+    from bloodgen.training.checkpoint import EXPORT_WEIGHTS
 
-    loaded = load_model(f"pretrained:{model}")
-    provenance = json.loads((ROOT / "src" / "bloodgen" / "pretrained" / model / "provenance.json").read_text())
-    runs = {run["run_dir"] for run in family["runs"] if run["seed"] == family["utility"]["seed"]}
-    if provenance["run"] not in runs:
-        sys.exit(f"pretrained:{model} comes from {provenance['run']}, not the utility run {sorted(runs)}")
+    runs = [run["run_dir"] for run in family["runs"] if run["seed"] == family["utility"]["seed"]]
+    if len(runs) != 1:
+        sys.exit(f"{model}: expected one run of the utility seed {family['utility']['seed']}, found {runs}")
+    weights = study / runs[0] / EXPORT_WEIGHTS
+    if not weights.is_file():
+        sys.exit(f"{weights} not found: the utility run's exported weights must be kept in its run folder "
+                 f"(benchmarks/publish_study.py copies each family's best run's)")
+    loaded = load_model(weights)
     counts = required_class_counts(train_labels)
     labels = np.repeat(np.arange(len(counts)), counts) if loaded.conditional else None
     n = int(counts.sum()) if loaded.conditional else settings["memorisation_n"]
@@ -87,7 +94,7 @@ def main() -> None:
         utility = family.get("utility")
         if not utility:
             continue
-        images, labels = regenerate(model, family, settings, data.labels("train"))
+        images, labels = regenerate(out, model, family, settings, data.labels("train"))
         check_same_samples(images, train, utility["memorisation"]["pixels"])
         m = min(settings["memorisation_n"], len(images))
         masks = copy_masks(images[:m], train, test)

@@ -57,7 +57,7 @@ def test_weights_are_found_in_the_torch_hub_cache(nowhere):
 def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a readable PyTorch weights file"):
+    with pytest.raises(UserError, match="not a readable InceptionV3 weights file \\(not a PyTorch file\\)"):
         inception.load_network(bad)
     torch.save({"conv.weight": torch.zeros(1)}, bad)
     with pytest.raises(UserError, match="does not hold pytorch-fid's InceptionV3 weights"):

@@ -86,7 +86,7 @@ def test_missing_file_empty_folder_wrong_key_and_wrong_size_png(tmp_path):
     with pytest.raises(UserError, match="64x64 pixels"):
         load_images(tmp_path / "big")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="not a readable .npz"):
+    with pytest.raises(UserError, match="is not an .npz file"):
         load_images(tmp_path / "broken.npz")
 
 

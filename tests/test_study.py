@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bloodgen.study.presets import StudyPreset
+from bloodgen.study.presets import PRESETS, StudyPreset
 from model_helpers import FAMILIES, tiny_config
 
 TINY_STUDY = StudyPreset(train_preset="quick", train_seeds=1, n_images=24, eval_seeds=2, grid_per_class=2,
@@ -237,6 +237,23 @@ def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
         study(tmp_path, tiny_npz, train_seeds=0)
 
 
+@pytest.mark.parametrize("preset_name", list(PRESETS))
+def test_every_study_preset_resolves_every_experiments_budget(preset_name):
+    """`study --preset P --experiments E` must never fail on a missing budget after hours of training."""
+    from dataclasses import fields
+
+    from bloodgen.classify.diffusion_eval import EvalConfig
+    from bloodgen.improve.compare import budget_for
+    from bloodgen.models.config import resolve_config
+    from bloodgen.study.pipeline import prototypes_budget
+
+    preset = PRESETS[preset_name]
+    budget = budget_for(prototypes_budget(preset))
+    resolve_config("proto-ddpm", budget.diffusion_preset, None, budget.diffusion_overrides)
+    known = {f.name for f in fields(EvalConfig)}
+    assert set(preset.diffusion_classifier) <= known, set(preset.diffusion_classifier) - known
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # Appended to a copy of the report: once loaded, it records how many images decoded and what tables hold.
 PROBE = """<script>window.addEventListener('load', () => {
@@ -314,12 +331,23 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     published.mkdir()
     (published / "README.md").write_text("how this study was made")
     (published / "stale.json").write_text("{}")
+    (published / "record").mkdir()  # another study published inside (results/record/) stays
+    (published / "record" / "results.json").write_text("{}")
     shipped = publish_study.publish(tmp_path, published, pretrained)
     assert (published / "README.md").read_text() == "how this study was made"
-    assert not (published / "stale.json").exists()
+    assert not (published / "stale.json").exists() and (published / "record" / "results.json").is_file()
     assert (published / "figures" / "fidelity_confusion.png").is_file() and (tmp_path / "utility").is_dir()
     assert not (published / "utility").exists() and not list(published.rglob("*-samples.npz"))
     assert set(shipped["shipped"]) == {"gan", "cgan"} and (pretrained / "cgan" / "provenance.json").is_file()
+    cgan = shipped["shipped"]["cgan"]  # the best run samples from its published folder, as the shipped copy
+    assert Path(cgan["run"]).parent.parent == published and "--out" in cgan["study"]
+    weights = (Path(cgan["run"]) / "model.safetensors").read_bytes()
+    assert weights == (pretrained / "cgan" / "model.safetensors").read_bytes()
+    assert '": "/' not in (pretrained / "cgan" / "model.json").read_text()  # no machine path in the shipped copy
+    # --pretrained-only: the shipped models from a study kept where it is, nothing else copied
+    only = publish_study.publish_pretrained(published, tmp_path / "pretrained-only")
+    assert only["shipped"]["cgan"]["run"] == cgan["run"]
+    assert (tmp_path / "pretrained-only" / "gan" / "model.json").is_file()
 
 
 def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny_npz, tmp_path, monkeypatch):
@@ -357,7 +385,7 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
     cfg = calls["diffusion-classifier"]
     assert cfg.checkpoint == results["families"]["ddpm"]["runs"][0]["train"]["export"] and cfg.n_test == 5
     trained_on = json.loads((Path(cfg.holdout_checkpoint).parent / "environment.json").read_text())["data"]
-    holdout_data = load_bloodmnist(trained_on["path"])
+    holdout_data = load_bloodmnist(next((tmp_path / "cache" / "subsets").glob("*-without-2.npz")))
     assert 2 not in holdout_data.labels("train") and trained_on["sha256"] == holdout_data.sha256
     report = (tmp_path / "report.md").read_text()
     assert "SECTION prototypes" in report and "SECTION diffusion classifier" in report

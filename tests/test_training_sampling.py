@@ -99,7 +99,7 @@ def test_sample_cli_writes_npz_json_and_grid(runs, tmp_path, capsys):
         assert npz["images"].shape == (12, 28, 28, 3) and npz["images"].dtype == np.uint8
         np.testing.assert_array_equal(np.bincount(npz["labels"], minlength=8), [2, 2, 2, 2, 1, 1, 1, 1])
     meta = json.loads((tmp_path / "s.json").read_text())
-    assert meta["seed"] == 3 and meta["sampler_options"] == {"sampler": "ddim", "steps": 3, "guidance": 2}
+    assert meta["seed"] == 3 and meta["sampler_options"] == {"sampler": "ddim", "steps": 3, "guidance": 2, "eta": 1.0}
     assert meta["batch_size"] == default_batch_size(meta["device"])  # no --batch-size: the device default, recorded
     assert (tmp_path / "g.png").is_file()
 
@@ -124,14 +124,14 @@ def test_sample_cli_reads_a_stopped_runs_latest_checkpoint(tiny_npz, tmp_path, c
     (lambda r, t: [str(t / "corrupt.pt")], "not a readable bloodgen checkpoint"),
     (lambda r, t: [str(t / "foreign.pt")], "not a bloodgen checkpoint"),
     (lambda r, t: [str(t / "model.safetensors")], "export"),
-    (lambda r, t: [str(r["cgan"]), "-n", "0"], "-n must be >= 1"),
+    (lambda r, t: [str(r["cgan"]), "-n", "0"], "-n must be at least 1"),
     (lambda r, t: [str(r["cgan"]), "--class", "9"], "unknown class '9'"),
     (lambda r, t: [str(r["cgan"]), "--class", "dog"], "unknown class 'dog'"),
     (lambda r, t: [str(r["gan"]), "--class", "2"], "unconditional"),
     (lambda r, t: [str(r["gan"]), "--sampler", "ddim"], "no sampler option"),
     (lambda r, t: [str(r["ddpm"]), "--sampler", "euler"], "unknown sampler"),
     (lambda r, t: [str(r["cgan"]), "--out", str(t / "x.txt")], ".npz"),
-    (lambda r, t: [str(r["cgan"]), "--batch-size", "0"], "--batch-size must be >= 1"),
+    (lambda r, t: [str(r["cgan"]), "--batch-size", "0"], "--batch-size must be at least 1"),
     (lambda r, t: ["pretrained:stylegan"], "no pretrained model 'stylegan'"),
 ])
 def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, capsys):
@@ -152,9 +152,9 @@ def test_sample_cli_user_errors_are_one_line(make_args, match, runs, tmp_path, c
 
 @pytest.mark.parametrize("name", ["vae", "gan", "cgan", "ddpm"])
 def test_shipped_pretrained_models_sample_right_after_install(name):
-    """The study's best run of each family ships in the package (results/README.md): `pretrained:NAME`
-    loads it, and the same seed gives the same images."""
-    from bloodgen.sampling.api import pretrained_names
+    """The record study's best run of each family ships in the package (src/bloodgen/pretrained/README.md):
+    `pretrained:NAME` loads it, and the same seed gives the same images."""
+    from bloodgen.sampling.pretrained import pretrained_names
 
     assert name in pretrained_names()
     loaded = load_model(f"pretrained:{name}", device="cpu")
@@ -164,6 +164,36 @@ def test_shipped_pretrained_models_sample_right_after_install(name):
     assert (labels is None) == (name == "gan")
     again = sample(loaded, 6, seed=2, steps=2)[0] if name == "ddpm" else sample(loaded, 6, seed=2)[0]
     np.testing.assert_array_equal(images, again)
+
+
+@pytest.mark.parametrize("name", ["vae", "gan", "cgan", "ddpm"])
+def test_shipped_pretrained_models_are_the_record_studys_best_runs(name):
+    """`pretrained:NAME` is the lowest-FID run of its family in the protocol of record (results/record/),
+    byte for byte its run folder's weights; no shipped JSON names a path of the machine it was made on."""
+    import hashlib
+    from importlib import resources
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = Path(str(resources.files("bloodgen").joinpath("pretrained", name)))  # what pretrained:NAME loads
+    provenance = json.loads((shipped / "provenance.json").read_text())
+    record = json.loads((root / "results" / "record" / "results.json").read_text())
+    runs = {f"results/record/{run['run_dir']}": run for run in record["families"][name]["runs"]}
+    fids = {run_dir: run["eval"]["fid"]["mean"] for run_dir, run in runs.items()}
+    assert provenance["study_preset"] == "record" and provenance["run"] in runs, provenance["run"]
+    assert provenance["fid"] == fids[provenance["run"]] == min(fids.values())
+    assert provenance["training_seed"] == runs[provenance["run"]]["seed"]
+    assert provenance["fid_protocol"]["n"] == 10_000 and provenance["report"] == "results/record/report.md"
+
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert sha256(shipped / "model.safetensors") == sha256(root / provenance["run"] / "model.safetensors")
+    spec = json.loads((shipped / "model.json").read_text())["spec"]
+    assert spec == json.loads((root / provenance["run"] / "model.json").read_text())["spec"]
+    for path in shipped.glob("*.json"):
+        text = path.read_text()
+        assert not any(prefix in text for prefix in ('"/work', '"/home', '"/tmp', '"/Users')), path
 
 
 @pytest.mark.parametrize("model", FAMILIES)

@@ -46,6 +46,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def portable_path(text: str) -> str:
+    """A path as a record may keep it: relative to the working folder when inside it, else only its last two
+    parts (records are committed and shared; the machine's folders mean nothing elsewhere). Other text as is."""
+    if not os.path.isabs(text):
+        return text
+    path = Path(text)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(*path.parts[-2:])) if len(path.parts) > 2 else path.name
+
+
 def environment() -> dict[str, Any]:
     """Versions plus the machine the run happened on (device names matter for timings)."""
     info: dict[str, Any] = {
@@ -53,7 +65,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
-        "argv": sys.argv,
+        "argv": [portable_path(arg) for arg in sys.argv],
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
                               epilog=EXAMPLES, formatter_class=HelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = actions.add_parser("train", help="train (or load from the cache) and report test accuracy",
+                               description="Train the reference classifier with a recipe (or load it from the cache, "
+                                           "keyed by recipe and data) and print its test accuracy, balanced "
+                                           "accuracy and macro F1.",
                                epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(train)
     train.add_argument("--recipe", choices=tuple(RECIPES), default=None,
@@ -45,6 +48,7 @@ def add_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from bloodgen import checks
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.classify.reference import (KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1, default_recipe,
                                              reference_classifier)
@@ -52,6 +56,10 @@ def run_train(args: argparse.Namespace) -> int:
     from bloodgen.errors import UserError
     from bloodgen.provenance import write_json
 
+    if args.json:
+        checks.output_file(args.json, "--json", ".json")
+    if args.seed is not None:
+        checks.seed(args.seed)
     for name in ("epochs", "batch_size", "width"):
         value = getattr(args, name)
         if value is not None and value < 1:

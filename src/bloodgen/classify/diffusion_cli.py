@@ -50,6 +50,9 @@ def add_classifier_options(p: argparse.ArgumentParser, max_draws: int) -> None:
 def options_from_args(args: argparse.Namespace):
     from bloodgen.classify.diffusion_options import ClassifierOptions
 
+    from bloodgen import checks
+
+    checks.seed(args.seed)
     return ClassifierOptions(weighting=args.weighting, prune=not args.no_prune, min_draws=args.min_draws,
                              max_draws=args.max_draws, p_value=args.p_value, draws_per_round=args.draws_per_round,
                              batch_size=args.batch_size, seed=args.seed).check()
@@ -111,57 +114,51 @@ def add_parser(subparsers) -> None:
 
 
 def load_images(spec: str, data: str | None):
-    """(images, labels or None, source description) from a split name or an .npz file."""
-    import numpy as np
-
+    """(images, labels or None, source description) from a split name or an .npz file, checked as
+    `bloodgen evaluate` checks its inputs (all labels -1, as unconditional samples carry, means none)."""
     from bloodgen.data import SPLITS, load_bloodmnist
     from bloodgen.errors import UserError
-    from bloodgen.sampling.api import NPZ_IMAGES, NPZ_LABELS
+    from bloodgen.metrics import inputs
 
     if spec in SPLITS:
         images, labels = load_bloodmnist(data).split(spec)
         return images, labels, f"{spec} split"
     path = Path(spec)
-    if not path.is_file():
+    if not path.is_file() or path.suffix.lower() != ".npz":
         raise UserError(f"IMAGES {spec!r} is neither a split ({', '.join(SPLITS)}) nor an existing .npz file")
-    try:
-        with np.load(path) as f:
-            if NPZ_IMAGES not in f:
-                raise UserError(f"{path} has no '{NPZ_IMAGES}' array (found: {', '.join(f.files) or 'none'})")
-            images = f[NPZ_IMAGES]
-            labels = f[NPZ_LABELS].reshape(-1).astype(np.int64) if NPZ_LABELS in f else None
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} as an .npz file ({err})") from None
-    if labels is not None and (len(labels) != len(images) or (labels < 0).any()):
-        labels = None  # e.g. the -1 labels of unconditional samples: nothing to score against
-    return images, labels, str(path)
+    image_set = inputs.load_images(path, role="IMAGES")
+    return image_set.images, image_set.labels, str(path)
 
 
 def run_classify(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from bloodgen import checks
     from bloodgen.classify.diffusion import check_images, classify_images
     from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, classification_report
     from bloodgen.data import CLASS_NAMES, N_CLASSES
     from bloodgen.errors import UserError
     from bloodgen.provenance import atomic_path, environment, write_json
     from bloodgen.sampling.api import load_model
+    from bloodgen.sampling.pretrained import resolve_model_path
 
     options = options_from_args(args)
-    if args.n is not None and args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise UserError(f"--out must end in .npz, got {args.out}")
-    if not Path(args.checkpoint).exists():
-        raise UserError(f"checkpoint {args.checkpoint} not found (give a run folder, a .pt checkpoint or a .safetensors export)")
+    checks.positive(args.n, "--n")
+    out = checks.output_file(args.out, "--out", ".npz")
+    record = checks.output_file(out.with_suffix(".json"), "--out (its .json record)")
+    device = checks.device(args.device)
+    if not resolve_model_path(args.checkpoint).exists():
+        raise UserError(f"checkpoint {args.checkpoint} not found (give a run folder, a .pt checkpoint, a "
+                        f".safetensors export or pretrained:NAME)")
     images, labels, source = load_images(args.images, args.data)
     check_images(images, f"images in {source}")
+    if args.n is not None and args.n > len(images):
+        raise UserError(f"--n {args.n} is more than the {len(images)} images in {source}; lower --n or drop it")
     indices = np.arange(len(images))
     if args.n is not None and args.n < len(images):
         rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
         indices = np.sort(rng.choice(len(images), size=args.n, replace=False))
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(args.checkpoint, device)
     result = classify_images(model, images[indices], options, progress=not args.no_progress)
     arrays = {"predictions": result.predictions, "mean_errors": result.mean_errors, "draws": result.draws,
               "confidence": result.confidence, "indices": indices}
@@ -177,11 +174,10 @@ def run_classify(args: argparse.Namespace) -> int:
         {"index": int(i), "class": int(p), "class_name": CLASS_NAMES[p], "confidence": float(c),
          "draws": int(d), "mean_errors": [None if np.isnan(e) else float(e) for e in errs]}
         for i, p, c, d, errs in zip(indices, result.predictions, result.confidence, result.draws_used, result.mean_errors)]
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-    write_json(out.with_suffix(".json"), summary)
+    write_json(record, summary)
     print(f"classified {len(indices)} images in {result.seconds:.1f} s "
           f"({summary['evaluations_per_image']:.0f} network evaluations per image); wrote {out} and "
           f"{out.with_suffix('.json')}")
@@ -193,15 +189,20 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from bloodgen import checks
     from bloodgen.classify.diffusion_eval import EvalConfig, run_evaluation
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.classify.reference import default_recipe
     from bloodgen.errors import UserError
     from bloodgen.sampling.api import parse_class
+    from bloodgen.sampling.pretrained import resolve_model_path
 
     for path in filter(None, (args.checkpoint, args.holdout_checkpoint)):
-        if not Path(path).exists():
+        if not resolve_model_path(path).exists():
             raise UserError(f"checkpoint {path} not found")
+    options = options_from_args(args)
+    checks.output_folder(args.out, "--out")
+    checks.device(args.device)
     recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else default_recipe()
     if args.classifier_epochs is not None:
         if args.classifier_epochs < 1:
@@ -213,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      n_corrupt=args.n_corrupt,
                      corruptions=tuple(args.corruptions), severities=tuple(args.severities),
                      no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws, seed=args.seed,
-                     options=options_from_args(args), recipe=recipe, device=args.device, cache_dir=args.cache_dir,
+                     options=options, recipe=recipe, device=args.device, cache_dir=args.cache_dir,
                      progress=not args.no_progress)
     results = run_evaluation(cfg)
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'} "

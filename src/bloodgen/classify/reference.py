@@ -23,6 +23,9 @@ from bloodgen.errors import UserError
 from bloodgen.metrics.features import default_cache_dir
 
 # Result keys shared by every classification report.
+# bloodgen/pretrained/<this>/: the cpu recipe's classifier on the official file, so class fidelity needs no
+# training (benchmarks/publish_classifier.py puts it there).
+SHIPPED_CLASSIFIER = "reference-classifier"
 KEY_ACCURACY = "accuracy"
 KEY_BALANCED_ACCURACY = "balanced_accuracy"
 KEY_MACRO_PRECISION = "macro_precision"
@@ -167,6 +170,9 @@ def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir
     recipe = recipe or default_recipe()
     folder = Path(cache_dir or default_cache_dir()) / "classifier" / f"{data.sha256[:16]}-{recipe.key()}"
     weights, info_path = folder / "model.safetensors", folder / "info.json"
+    shipped = _shipped_folder()
+    if not retrain and not weights.is_file() and _shipped_matches(shipped, data, recipe):
+        folder, weights, info_path = shipped, shipped / "model.safetensors", shipped / "info.json"
     model = resnet18_28(width=recipe.width)
     if weights.is_file() and info_path.is_file() and not retrain:
         try:
@@ -182,6 +188,34 @@ def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir
         save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     write_json(info_path, info)
     return model, info
+
+
+def _shipped_folder() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("bloodgen").joinpath("pretrained", SHIPPED_CLASSIFIER)))
+
+
+def _shipped_matches(folder: Path, data, recipe: ClassifierRecipe) -> bool:
+    """The shipped classifier stands in for a training only for its own recipe on its own data file."""
+    info_path = folder / "info.json"
+    if not info_path.is_file():
+        return False
+    info = json.loads(info_path.read_text())
+    return info.get("recipe") == asdict(recipe) and info.get("data", {}).get("sha256") == data.sha256
+
+
+def shipped_reference_classifier(data) -> tuple[nn.Module, dict]:
+    """The reference classifier shipped with bloodgen (trained once on the official file), for that file."""
+    folder = _shipped_folder()
+    if not (folder / "info.json").is_file():
+        raise UserError(f"this install ships no reference classifier ({folder} is missing); train one with "
+                        f"`bloodgen classifier train`")
+    recipe = ClassifierRecipe(**json.loads((folder / "info.json").read_text())["recipe"])
+    if not _shipped_matches(folder, data, recipe):
+        raise UserError(f"the shipped reference classifier was trained on the official BloodMNIST file, not on "
+                        f"{data.path}; train one for this file with `bloodgen classifier train`")
+    return reference_classifier(data, recipe)
 
 
 def load_classifier(path: str | Path) -> nn.Module:

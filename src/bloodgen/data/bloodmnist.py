@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.errors import UserError
-from bloodgen.provenance import file_digests
+from bloodgen.provenance import file_digests, portable_path
 
 DATA_ENV = "BLOODGEN_DATA"
 FLAG = "bloodmnist"
@@ -74,7 +74,7 @@ class BloodMNIST:
         return self.images(split), self.labels(split)
 
     def provenance(self) -> dict:
-        return {"path": str(self.path), "md5": self.md5, "sha256": self.sha256,
+        return {"path": portable_path(str(self.path)), "md5": self.md5, "sha256": self.sha256,
                 "official": self.is_official, "split_sizes": self.split_sizes}
 
     @staticmethod
@@ -162,6 +162,10 @@ def _load_cached(path_str: str, mtime_ns: int, size: int) -> BloodMNIST:
 
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # every .npz is a zip archive; np.load would try it as a pickle
+            raise UserError(f"{path} is not an .npz file (no zip archive inside): download BloodMNIST again "
+                            f"from {OFFICIAL_URL}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -175,8 +179,8 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
     except UserError:
         raise
     except Exception as err:  # zipfile, zlib, pickle and format errors all mean "not a usable npz"
-        raise UserError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); "
-                        f"it may be truncated or of another format: download it again from {OFFICIAL_URL}") from None
+        raise UserError(f"{path} is not a readable .npz file (damaged or truncated: {type(err).__name__}); "
+                        f"download it again from {OFFICIAL_URL}") from None
     return images, labels
 
 

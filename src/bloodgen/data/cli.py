@@ -35,9 +35,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.data.analysis import analyse
     from bloodgen.data.bloodmnist import load_bloodmnist
 
+    checks.output_folder(args.out, "--out")
+    checks.seed(args.seed)
     data = load_bloodmnist(args.data)
     summary = analyse(data, args.out, seed=args.seed)
     counts = summary["class_counts"]["counts"]

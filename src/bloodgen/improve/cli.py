@@ -29,6 +29,10 @@ def add_parser(subparsers) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     learn = actions.add_parser("learn", help="learn prototypes; report the prototype classifier's test accuracy",
+                               description="Learn K class prototypes (convolutional prototype learning) in the "
+                                           "feature space of a frozen encoder, with a projection head; writes "
+                                           "prototypes.safetensors and its JSON, and reports the nearest-prototype "
+                                           "classifier's val and test accuracy.",
                                epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(learn)
     learn.add_argument("--out", required=True, help="folder (or .safetensors path) for the prototypes and their JSON")
@@ -38,16 +42,20 @@ def add_parser(subparsers) -> None:
     learn.add_argument("--gamma", type=float, default=defaults.gamma, help="distance temperature")
     learn.add_argument("--lam", type=float, default=defaults.lam, help="weight of the prototype loss")
     learn.add_argument("--hidden", type=int, default=defaults.hidden, help="projection head hidden width")
-    learn.add_argument("--epochs", type=int, default=defaults.epochs)
-    learn.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    learn.add_argument("--lr", type=float, default=defaults.lr)
-    learn.add_argument("--seed", type=int, default=defaults.seed)
+    learn.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the train features")
+    learn.add_argument("--batch-size", type=int, default=defaults.batch_size, help="feature vectors per step")
+    learn.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
+    learn.add_argument("--seed", type=int, default=defaults.seed, help="seed of the head's weights and batch order")
     learn.add_argument("--max-per-class", type=int, default=None,
                        help="use at most this many train images per class (features are computed once per image)")
     _encoder_arguments(learn)
     learn.set_defaults(func=run_learn)
 
     comp = actions.add_parser("compare", help="train both arms in both regimes and compare them (resumable)",
+                              description="Train proto-ddpm (frozen prototypes) and its baseline (a learned class "
+                                          "embedding; same U-Net, schedule, steps and seed) on all training images "
+                                          "and on 100 per class, then compare FID, class fidelity and "
+                                          "train-on-synthetic F1. Finished stages are reused on a re-run.",
                               epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(comp)
     from bloodgen.improve.compare import PRESETS, REGIMES
@@ -61,7 +69,7 @@ def add_parser(subparsers) -> None:
                       help="full: all training images; low: 100 per class")
     comp.add_argument("--classifier-epochs", type=int, default=None,
                       help="epochs of the reference classifier (judge and encoder; default: its recipe's)")
-    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--seed", type=int, default=0, help="seed of every training and sampling of the comparison")
     comp.add_argument("--encoder", default="reference", help="prototype encoder: 'reference' or module:function")
     comp.add_argument("--cache-dir", default=None,
                       help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
@@ -86,14 +94,18 @@ def run_learn(args: argparse.Namespace) -> int:
     from bloodgen.classify.prototypes import KEY_SECONDS, KEY_TEST_ACCURACY, KEY_VAL_ACCURACY, learn_prototypes
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.data import load_bloodmnist
-    from bloodgen.errors import UserError
+    from bloodgen import checks
 
     options = PrototypeOptions(per_class=args.per_class, dim=args.dim, gamma=args.gamma, lam=args.lam,
                                hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed)
     options.check()
-    if args.max_per_class is not None and args.max_per_class < 1:
-        raise UserError(f"--max-per-class must be >= 1, got {args.max_per_class}")
+    checks.seed(args.seed)
+    checks.positive(args.max_per_class, "--max-per-class")
+    if str(args.out).endswith(".safetensors"):
+        checks.output_file(args.out, "--out", ".safetensors")
+    else:
+        checks.output_folder(args.out, "--out")
     recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
     info = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
                             classifier_recipe=recipe, cache_dir=args.cache_dir, max_per_class=args.max_per_class)
@@ -103,7 +115,12 @@ def run_learn(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.improve.compare import (ARMS, K_F1, K_FID, K_REGIMES, K_ROWS, REAL, RESULTS_FILE, compare)
+
+    checks.output_folder(args.out, "--out")
+    checks.seed(args.seed)
+    checks.positive(args.steps, "--steps")
 
     results = compare(args.out, args.preset, data=args.data, seed=args.seed, regimes=tuple(args.regimes),
                       cache_dir=args.cache_dir, encoder=args.encoder, steps=args.steps,

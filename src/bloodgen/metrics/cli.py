@@ -81,6 +81,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.errors import UserError
     from bloodgen.metrics.protocol import calculate_metrics
     from bloodgen.metrics.report import to_markdown_report
@@ -91,8 +92,14 @@ def run(args: argparse.Namespace) -> int:
                         "real-vs-real floor alone")
     if args.utility and args.samples is None:
         raise UserError("--utility judges generated images: give SAMPLES")
-    if args.memorisation_n < 1:
-        raise UserError(f"--memorisation-n must be at least 1, got {args.memorisation_n}")
+    checks.positive(args.memorisation_n, "--memorisation-n")
+    checks.device(args.device)
+    if args.json:
+        checks.output_file(args.json, "--json", ".json")
+    if args.markdown:
+        checks.output_file(args.markdown, "--markdown")
+    if args.utility:
+        checks.output_folder(args.utility_dir, "--utility-dir")
     result = calculate_metrics(
         args.samples, reference=args.reference, n=args.n, seeds=args.seeds, floor=True,
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], isc=args.isc, data=args.data,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
+from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.provenance import atomic_path
 
@@ -52,24 +53,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bloodgen").expanduser()
 
 
-def resolve_device(device: str | None = None):
-    """`None`/"auto": CUDA when available, else CPU. A named device must exist."""
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"device {device} requested but {torch.cuda.device_count()} CUDA device(s) are available; "
-                        f"use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device mps requested but MPS is not available; use --device cpu")
-    return dev
-
-
 @contextlib.contextmanager
 def _full_precision_cuda():
     """Turn TF32 off while extracting: TF32 rounds convolution inputs to 10 mantissa bits, and the 1e-4
@@ -99,7 +82,7 @@ class FeatureExtractor:
         self.dim = dim
         self.weights_sha256 = weights_sha256
         self.info = info
-        self.device = resolve_device(device)
+        self.device = checks.device(device)
         if batch_size is not None and batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, DEFAULT_BATCH_SIZE["cpu"])

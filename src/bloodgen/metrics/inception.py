@@ -23,13 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import FeatureExtractor
-from bloodgen.provenance import file_digests
+from bloodgen.provenance import file_digests, portable_path
 
 WEIGHTS_ENV = "BLOODGEN_INCEPTION_WEIGHTS"
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
+_REDOWNLOAD = f"download {WEIGHTS_FILENAME} again from {WEIGHTS_URL}"
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 # Identifies the network and its preprocessing; part of every feature-cache key, so a change to either
@@ -99,11 +101,7 @@ def weights_sha256(path: Path) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and EOF errors all mean "not a usable weights file"
-        raise UserError(f"{path} is not a readable PyTorch weights file ({type(err).__name__}: {err}); "
-                        f"download it again from {WEIGHTS_URL}") from None
+    state = checks.torch_file(path, "InceptionV3 weights file", _REDOWNLOAD)
     if not isinstance(state, dict):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of pytorch-fid's InceptionV3")
     return state
@@ -206,7 +204,8 @@ def inception_extractor(weights: str | os.PathLike | None = None, device=None, b
                         progress: bool = True, download: bool = True) -> FeatureExtractor:
     """The FID feature extractor; the weights are located (see `resolve_weights`) and hashed now, loaded on use."""
     path = resolve_weights(weights, download=download)
+    checks.torch_header(path, "InceptionV3 weights file", _REDOWNLOAD)
     sha256 = weights_sha256(path)
     return FeatureExtractor(functools.partial(load_network, path), name=NAME, dim=FEATURE_DIM,
-                            weights_sha256=sha256, info={"weights_path": str(path), "weights_url": WEIGHTS_URL},
+                            weights_sha256=sha256, info={"weights_path": portable_path(str(path)), "weights_url": WEIGHTS_URL},
                             device=device, batch_size=batch_size, progress=progress)

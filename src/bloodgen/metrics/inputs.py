@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -21,12 +22,11 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from bloodgen.data.bloodmnist import IMAGE_SHAPE, N_CLASSES
+from bloodgen import checks
 from bloodgen.errors import UserError
+from bloodgen.samplefile import IMAGES, LABELS, UNLABELLED
 
 SampleFn = Callable[[int, int], tuple[np.ndarray, Optional[np.ndarray]]]
-IMAGES_KEY = "images"
-LABELS_KEY = "labels"
-UNLABELLED = -1  # the label `bloodgen sample` writes for every image of an unconditional model
 
 
 def validate_images(images, source: str) -> np.ndarray:
@@ -49,6 +49,8 @@ def validate_images(images, source: str) -> np.ndarray:
 def _range_hint(images: np.ndarray) -> str:
     if not (np.issubdtype(images.dtype, np.number) or images.dtype == bool):
         return ""
+    if np.issubdtype(images.dtype, np.floating) and np.isnan(images).any():
+        return f" holding {int(np.isnan(images).sum())} NaN values; generate or convert them again"
     lo, hi = float(images.min()), float(images.max())
     found = f" with values in [{lo:g}, {hi:g}]"
     if lo < 0 or hi > 255:
@@ -153,14 +155,15 @@ def load_images(path: str | os.PathLike, role: str = "samples") -> ImageSet:
 
 def _load_npz(path: Path, role: str) -> ImageSet:
     source = f"{role} {path}"
+    checks.npz_archive(path, source)
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
-            if IMAGES_KEY not in keys:
-                raise UserError(f"{source} has no '{IMAGES_KEY}' array (keys: {', '.join(keys) or 'none'}); save it "
-                                f"with np.savez(path, {IMAGES_KEY}=uint8 (N, 28, 28, 3)[, {LABELS_KEY}=(N,) ints])")
-            images = np.asarray(npz[IMAGES_KEY])
-            labels = np.asarray(npz[LABELS_KEY]) if LABELS_KEY in keys else None
+            if IMAGES not in keys:
+                raise UserError(f"{source} has no '{IMAGES}' array (keys: {', '.join(keys) or 'none'}); save it "
+                                f"with np.savez(path, {IMAGES}=uint8 (N, 28, 28, 3)[, {LABELS}=(N,) ints])")
+            images = np.asarray(npz[IMAGES])
+            labels = np.asarray(npz[LABELS]) if LABELS in keys else None
     except UserError:
         raise
     except Exception as err:  # zip, zlib and format errors all mean "not a usable .npz"
@@ -176,9 +179,12 @@ def _load_png_folder(folder: Path, role: str) -> ImageSet:
     if not files:
         raise UserError(f"{role} folder {folder} holds no .png files")
     images = np.empty((len(files), *IMAGE_SHAPE), dtype=np.uint8)
+    converted: dict[str, int] = {}
     for i, file in enumerate(files):
         try:
             with Image.open(file) as img:
+                if img.mode != "RGB":
+                    converted[img.mode] = converted.get(img.mode, 0) + 1
                 # The conversion pytorch-fid applies to every file it reads (grey or RGBA become RGB).
                 rgb = img.convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
@@ -186,6 +192,11 @@ def _load_png_folder(folder: Path, role: str) -> ImageSet:
         if rgb.size != IMAGE_SHAPE[:2]:
             raise UserError(f"{role} {file} is {rgb.size[0]}x{rgb.size[1]} pixels; BloodMNIST images are 28x28")
         images[i] = np.asarray(rgb)
+    if converted:
+        modes = ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items()))
+        warnings.warn(f"{role} folder {folder}: {sum(converted.values())} of {len(files)} PNG files are not RGB "
+                      f"({modes}) and were converted to RGB as pytorch-fid does; BloodMNIST cells are RGB, so grey "
+                      f"or transparent images score far from them")
     return ImageSet(images, None, str(folder), "png")
 
 

@@ -271,6 +271,11 @@ def calculate_metrics(
     disjoint = {s: disjoint_halves(pool_size, options.n, s) for s in options.seeds} if floor else {}
     needed = np.unique(np.concatenate([*draws.values(), *same_pool.values(), *(i for pair in disjoint.values()
                                                                                 for i in pair)]))
+    missing = int((~ref_store.computed[needed]).sum())
+    if missing:
+        where = f"; cached in {ref_store.cache_path.parent} for later runs" if ref_store.cache_path else ""
+        _log(progress, f"embedding {missing:,} of the {needed.size:,} reference images with InceptionV3 first "
+                       f"(about {missing / 10 / 60:.0f} min on 2 CPU cores, seconds on a GPU){where}")
     ref_store.features(needed)  # one pass (and one progress bar) for every seed
     timing = {"reference_images_computed": ref_store.n_computed_now,
               "reference_images_from_cache": int(needed.size) - ref_store.n_computed_now}
@@ -345,7 +350,7 @@ def _floor_block(same_pool: list[dict], disjoint: list[dict], n: int, pool_size:
 def _brief(result: dict, label: str) -> str:
     parts = [f"FID {result[KEY_FID]:.3f}"] if KEY_FID in result else []
     if KEY_KID in result:
-        parts.append(f"KID {result[KEY_KID]:.5f}")
+        parts.append(f"KID x 10^3 {1e3 * result[KEY_KID]:.3f}")
     return f"{label} {', '.join(parts) or 'done'}"
 
 

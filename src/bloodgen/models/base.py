@@ -12,7 +12,7 @@ import abc
 import math
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -75,9 +75,14 @@ class Family(abc.ABC):
 
     @abc.abstractmethod
     def sample(self, network: nn.Module, labels: torch.Tensor | None, generators: list[torch.Generator],
-               **options: Any) -> torch.Tensor:
+               on_step: Callable[[], None] | None = None, **options: Any) -> torch.Tensor:
         """Images in [-1, 1] (N, 3, 28, 28), one per generator; sample i draws its noise only from
-        generators[i], so a sample does not depend on the batch it was drawn in."""
+        generators[i], so a sample does not depend on the batch it was drawn in. Multi-step samplers call
+        `on_step` after each of their `sampler_steps(options)` network passes (for progress bars)."""
+
+    def sampler_steps(self, options: dict[str, Any]) -> int:
+        """Network passes per `sample` call with these (checked) options."""
+        return 1
 
     def extras(self, network: nn.Module, data, out_dir: Path, seed: int) -> dict[str, Any]:
         """Family-specific outputs written once training ends (figures, probes); returns their figures."""

@@ -169,7 +169,9 @@ class DDPM(Family):
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
         # Ancestral DDPM defaults to every training step; the fast samplers to the config's step count.
-        steps = options.get("steps") or (c["timesteps"] if sampler == "ddpm" else c["sample_steps"])
+        steps = options.get("steps")
+        if steps is None:
+            steps = c["timesteps"] if sampler == "ddpm" else c["sample_steps"]
         if not 1 <= steps <= c["timesteps"]:
             raise UserError(f"--steps must be in 1..{c['timesteps']} (the model's training steps), got {steps}")
         guidance = options.get("guidance", c["guidance"])
@@ -185,10 +187,13 @@ class DDPM(Family):
         return {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
 
     @torch.no_grad()
-    def sample(self, network, labels, generators, **options: Any) -> torch.Tensor:
-        return self.reverse_process(network, labels, generators, options).clamp(-1, 1)
+    def sample(self, network, labels, generators, on_step=None, **options: Any) -> torch.Tensor:
+        return self.reverse_process(network, labels, generators, options, on_step).clamp(-1, 1)
 
-    def reverse_process(self, network, labels, generators, options: dict[str, Any]) -> torch.Tensor:
+    def sampler_steps(self, options: dict[str, Any]) -> int:
+        return self.check_sampler_options(options)["steps"]
+
+    def reverse_process(self, network, labels, generators, options: dict[str, Any], on_step=None) -> torch.Tensor:
         """Noise of `sample_shape` (one generator per sample) denoised by the chosen sampler."""
         opts = self.check_sampler_options(options)
         device = next(network.parameters()).device
@@ -200,4 +205,6 @@ class DDPM(Family):
         for t in scheduler.timesteps:
             out = self.guided(network, scheduler.scale_model_input(x, t), t, labels, opts["guidance"])
             x = scheduler.step(out, t, x, generator=generators, **extra).prev_sample
+            if on_step is not None:
+                on_step()
         return x

@@ -197,7 +197,7 @@ class GAN(Family):
         return diff_augment(x, self.policy) if self.policy else x
 
     @torch.no_grad()
-    def sample(self, network: Generator, labels, generators) -> torch.Tensor:
+    def sample(self, network: Generator, labels, generators, on_step=None) -> torch.Tensor:
         device = next(network.parameters()).device
         z = randn(generators, (network.z_dim,), device)
         return network(z, labels.to(device) if self.conditional else None)

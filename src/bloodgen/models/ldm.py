@@ -126,8 +126,8 @@ class LDM(DDPM):
         return {"loss": loss.detach()}
 
     @torch.no_grad()
-    def sample(self, network: LatentDiffusion, labels, generators, **options: Any) -> torch.Tensor:
-        z = self.reverse_process(network, labels, generators, options)
+    def sample(self, network: LatentDiffusion, labels, generators, on_step=None, **options: Any) -> torch.Tensor:
+        z = self.reverse_process(network, labels, generators, options, on_step)
         return network.autoencoder.decode(z).clamp(-1, 1)
 
     def extras(self, network: LatentDiffusion, data, out_dir: Path, seed: int) -> dict[str, Any]:

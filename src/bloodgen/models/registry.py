@@ -26,6 +26,15 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
+# Families that need inputs of their own to train (proto-ddpm: a prototypes file).
+NEEDS_INPUTS = ("proto-ddpm",)
+
+
+def standalone_families() -> tuple[str, ...]:
+    """The families that train from the data alone."""
+    return tuple(name for name in FAMILIES if name not in NEEDS_INPUTS)
+
+
 def model_names() -> tuple[str, ...]:
     return tuple(FAMILIES)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bloodgen.errors import UserError
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
 from bloodgen.sampling.grid import reconstruction_picks, save_grid, save_reconstruction_grid
 
@@ -132,9 +133,16 @@ class VAE(Family):
         return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
 
     @torch.no_grad()
-    def sample(self, network: ConvVAE, labels, generators, temperature: float | None = None) -> torch.Tensor:
+    def check_sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The temperature, the config's unless given; it scales the prior's spread, so it must be > 0."""
+        temperature = super().check_sampler_options(options).get("temperature", self.config["temperature"])
+        if not temperature > 0:
+            raise UserError(f"--temperature must be > 0 (it scales the latent prior's spread), got {temperature}")
+        return {"temperature": temperature}
+
+    def sample(self, network: ConvVAE, labels, generators, on_step=None, temperature: float | None = None) -> torch.Tensor:
         device = next(network.parameters()).device
-        temperature = self.config["temperature"] if temperature is None else temperature
+        temperature = self.check_sampler_options({"temperature": temperature})["temperature"]
         z = randn(generators, (network.latent_dim,), device) * temperature
         return self.to_image(network.decode(z, labels.to(device) if self.conditional else None))
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bloodgen import checks
 from bloodgen.errors import UserError
+from bloodgen.sampling.pretrained import resolve_model_path
 
-NPZ_IMAGES = "images"
-NPZ_LABELS = "labels"
 PRIOR, BALANCED = "prior", "balanced"
 # Images per forward pass when the caller gives none. On 2 CPU cores the record ddpm's U-Net costs 1.3-1.8x
 # more per image at 256 (512 rows under classifier-free guidance) than at 32-64, its activations outgrowing
@@ -58,35 +58,6 @@ class LoadedModel:
         return next(self.network.parameters()).device
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-PRETRAINED_PREFIX = "pretrained:"
-
-
-def pretrained_names() -> list[str]:
-    """Families whose trained weights ship with the package (bloodgen/pretrained/<name>/model.safetensors)."""
-    from importlib import resources
-
-    root = resources.files("bloodgen").joinpath("pretrained")
-    return sorted(d.name for d in root.iterdir() if d.joinpath("model.safetensors").is_file()) if root.is_dir() else []
-
-
-def resolve_model_path(path: str | Path) -> Path:
-    """`pretrained:NAME` -> the shipped export of that family; any other path as given."""
-    from importlib import resources
-
-    text = str(path)
-    if not text.startswith(PRETRAINED_PREFIX):
-        return Path(text).expanduser()
-    name = text[len(PRETRAINED_PREFIX):]
-    if name not in pretrained_names():
-        raise UserError(f"no pretrained model {name!r}: choose one of "
-                        f"{', '.join(PRETRAINED_PREFIX + n for n in pretrained_names()) or '(none shipped)'}")
-    return Path(str(resources.files("bloodgen").joinpath("pretrained", name)))
-
-
 def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
     """A checkpoint (.pt), an export (.safetensors or its .json), a run folder (its export if the run
     finished, else its latest checkpoint) or `pretrained:NAME` (weights shipped with bloodgen)."""
@@ -116,7 +87,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit the {spec[ck.S_MODEL]} network its config describes "
                         f"({str(err).splitlines()[0]})") from None
-    network.to(torch.device(device) if device is not None else default_device()).eval().requires_grad_(False)
+    network.to(checks.device(device)).eval().requires_grad_(False)
     return LoadedModel(family=family, network=network, spec=spec, step=int(step), source=path,
                        class_counts=np.asarray(meta[ck.K_CLASS_COUNTS], dtype=np.int64))
 
@@ -183,19 +154,25 @@ def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed
     if batch_size is None:
         batch_size = default_batch_size(next(network.parameters()).device)
     options = family.check_sampler_options(options)
+    steps = family.sampler_steps(options)
     out = np.empty((n, 28, 28, 3), dtype=np.uint8)
     was_training = network.training
     network.eval()
     from tqdm.auto import tqdm
 
-    with deterministic_kernels(), tqdm(total=n, unit="img", dynamic_ncols=True, disable=not progress) as bar:
+    # The bar moves on every network pass (a diffusion batch takes many): it counts image-steps, in
+    # integers, and shows them scaled to images.
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} img [{elapsed}<{remaining}]"
+    with deterministic_kernels(), tqdm(total=n * steps, desc="sampling", dynamic_ncols=True, disable=not progress,
+                                       bar_format=bar_format, unit_scale=1 / steps) as bar:
         try:
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 y = torch.as_tensor(labels[start:stop]) if labels is not None else None
-                x = family.sample(network, y, noise_generators(seed, start, stop), **options)
+                x = family.sample(network, y, noise_generators(seed, start, stop),
+                                  on_step=lambda size=stop - start: bar.update(size), **options)
                 out[start:stop] = to_uint8(x)
-                bar.update(stop - start)
+                bar.update(stop * steps - bar.n)
         finally:
             network.train(was_training)
     return out
@@ -209,6 +186,7 @@ def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
         raise UserError(f"the number of samples must be an integer >= 1, got {n!r}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    checks.seed(seed, "the sampling seed")
     labels = None
     if model.conditional:
         labels = draw_labels(int(n), seed, classes, model.class_counts)

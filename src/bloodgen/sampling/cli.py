@@ -25,15 +25,17 @@ images agree up to float rounding (a rare pixel off by one level in a diffusion 
 
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
+    from bloodgen.sampling.pretrained import PRETRAINED_PREFIX, pretrained_names
 
+    shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_names()) or "none in this install"
     p = subparsers.add_parser(
         "sample", help="draw images from a trained model (checkpoint, export or run folder) into an .npz",
         description="Sample a trained model with its EMA weights. Class-conditional models draw labels in "
                     "the training class proportions (--prior, the default), equally (--balanced) or one class.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="run folder, checkpoint .pt, exported model.safetensors (with its model.json), or "
-                        "pretrained:NAME for the weights shipped with bloodgen (see results/README.md)")
+                   help=f"run folder, checkpoint .pt, exported model.safetensors (with its model.json), or "
+                        f"a model shipped with bloodgen: {shipped}")
     p.add_argument("-n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (noise and labels)")
     classes = p.add_mutually_exclusive_group()
@@ -48,51 +50,69 @@ def add_parser(subparsers) -> None:
                    help="classifier-free guidance scale, 1 = none (default: the model's config)")
     p.add_argument("--eta", type=float, default=None,
                    help="ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)")
-    p.add_argument("--temperature", type=float, default=None, help="VAE latent temperature (default: config)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="VAE latent temperature, > 0 (default: the model's config)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass, changes speed only (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--out", metavar="FILE.npz", required=True, help="output file")
-    p.add_argument("--grid", metavar="FILE.png", default=None, help="also write the first 64 images as a grid")
+    p.add_argument("--out", metavar="FILE.npz", required=True, help="output file (FILE.json is written beside it)")
+    p.add_argument("--grid", metavar="FILE.png", default=None,
+                   help="also write a grid: one row of 8 per class with its name for a class-conditional model, "
+                        "the first 64 images otherwise")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _check_args(args: argparse.Namespace):
+    """Every option that can be checked without the model, before it is loaded: (out, record, grid, device)."""
+    from bloodgen import checks
+
+    checks.positive(args.n, "-n")
+    checks.seed(args.seed)
+    checks.positive(args.batch_size, "--batch-size")
+    checks.positive(args.steps, "--steps")
+    out = checks.output_file(args.out, "--out", ".npz")
+    record = checks.output_file(out.with_suffix(".json"), "--out (its .json record)")
+    grid = checks.output_file(args.grid, "--grid", ".png") if args.grid else None
+    return out, record, grid, checks.device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import warnings
 
-    import numpy as np
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.provenance import environment, file_digests, write_json
+    from bloodgen.samplefile import UNLABELLED, write_samples
+    from bloodgen.sampling.api import BALANCED, PRIOR, default_batch_size, load_model, sample
+    from bloodgen.sampling.grid import save_class_grid, save_grid
 
-    from bloodgen.errors import UserError
-    from bloodgen.metrics.inputs import UNLABELLED
-    from bloodgen.provenance import atomic_path, environment, file_digests, write_json
-    from bloodgen.sampling.api import BALANCED, NPZ_IMAGES, NPZ_LABELS, PRIOR, default_batch_size, load_model, sample
-    from bloodgen.sampling.grid import save_grid
-
-    if args.n < 1:
-        raise UserError(f"-n must be >= 1, got {args.n}")
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise UserError(f"--out must name a .npz file, got {out}")
-    model = load_model(args.checkpoint, args.device)
+    out, record, grid, device = _check_args(args)
+    model = load_model(args.checkpoint, device)
     classes = args.klass if args.klass is not None else (BALANCED if args.balanced else PRIOR)
+    if args.balanced and not model.conditional:
+        warnings.warn(f"{model.spec['model']} is unconditional: --balanced has no effect (labels are {UNLABELLED})")
     batch_size = default_batch_size(model.device) if args.batch_size is None else args.batch_size
-    options = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "eta": args.eta,
-               "temperature": args.temperature}
+    options = model.family.check_sampler_options(
+        {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "eta": args.eta,
+         "temperature": args.temperature})
     t0 = time.perf_counter()
     images, labels = sample(model, args.n, args.seed, classes=classes, batch_size=batch_size,
-                            progress=True, **options)
+                            progress=not args.quiet, **options)
     seconds = time.perf_counter() - t0
-    labels_out = labels if labels is not None else np.full(args.n, UNLABELLED, dtype=np.int64)
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{NPZ_IMAGES: images, NPZ_LABELS: labels_out})
+    write_samples(out, images, labels)
     source = model.source
-    write_json(out.with_suffix(".json"), {
+    write_json(record, {
         "model": model.spec, "source": str(source), "source_sha256": file_digests(source, ("sha256",))["sha256"],
         "step": model.step, "n": args.n, "seed": args.seed, "classes": classes, "batch_size": batch_size,
-        "sampler_options": {k: v for k, v in options.items() if v is not None}, "device": str(model.device),
+        "sampler_options": options, "device": str(model.device),
         "sampling_time_s": round(seconds, 3), "environment": environment()})
-    if args.grid:
-        save_grid(images[:64], args.grid, ncol=8)
-    print(f"wrote {args.n} samples of {model.spec['model']} (step {model.step}) to {out} in {seconds:.1f} s "
-          f"on {model.device}")
+    written = [out, record]
+    if grid is not None:
+        if labels is not None:
+            save_class_grid(images, labels, grid, CLASS_NAMES)
+        else:
+            save_grid(images[:64], grid, ncol=8)
+        written.append(grid)
+    print(f"wrote {args.n} samples of {model.spec['model']} (step {model.step}) in {seconds:.1f} s on "
+          f"{model.device}: {', '.join(map(str, written))}")
     return 0

@@ -31,6 +31,32 @@ def save_grid(images: np.ndarray, path: str | Path, ncol: int, scale: int = 2) -
     return Path(path)
 
 
+def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, class_names: tuple[str, ...],
+                    per_class: int = 8, scale: int = 2) -> Path:
+    """One row per class present (its first `per_class` images, in order), the class name left of the row."""
+    from PIL import Image, ImageDraw
+
+    rows, names = [], []
+    for k, name in enumerate(class_names):
+        picked = images[labels == k][:per_class]
+        if len(picked):
+            blank = np.full((per_class - len(picked), *images.shape[1:]), BACKGROUND, dtype=np.uint8)
+            rows.append(np.concatenate([picked, blank]))
+            names.append(name)
+    mosaic = Image.fromarray(grid_image(np.concatenate(rows), ncol=per_class, scale=scale))
+    row_height = (images.shape[1] + PAD) * scale
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = max(int(draw.textlength(name)) for name in names) + 4 * PAD * scale
+    canvas = Image.new("RGB", (mosaic.width + margin, mosaic.height), (BACKGROUND,) * 3)
+    canvas.paste(mosaic, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(names):
+        draw.text((PAD * scale, PAD * scale + i * row_height + row_height // 2 - 6), name, fill=(0, 0, 0))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)
+
+
 def reconstruction_picks(labels: np.ndarray, n_classes: int, per_class: int = 4) -> np.ndarray:
     """Indices of the first `per_class` images of each class, class by class."""
     return np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in range(n_classes)])

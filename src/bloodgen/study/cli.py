@@ -31,7 +31,6 @@ Exit status: 0 done, 3 stopped by --max-minutes (run again to continue), 2 a use
 
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
-    from bloodgen.data.cli import add_data_argument
     from bloodgen.models.registry import FAMILIES
     from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES
 
@@ -46,7 +45,8 @@ def add_parser(subparsers) -> None:
                     f"density/coverage, per-class FID) beside the real-vs-real floor, and write a report. "
                     f"Presets: {presets}.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
-    p.add_argument("--preset", default="quick", choices=tuple(PRESETS))
+    p.add_argument("--preset", default="quick", choices=tuple(PRESETS),
+                   help="how much training and how large an evaluation (see the description above)")
     p.add_argument("--models", nargs="+", metavar="MODEL", default=None,
                    help=f"families to include, any of {', '.join(FAMILIES)} (default: {' '.join(STUDY_FAMILIES)})")
     p.add_argument("--train-seeds", type=int, default=None, metavar="K",
@@ -73,18 +73,30 @@ def add_parser(subparsers) -> None:
     p.add_argument("--experiments", nargs="+", choices=(*EXPERIMENTS, "none"), default=None, metavar="NAME",
                    help=f"experiments to add, from {', '.join(EXPERIMENTS)}, or 'none' (default: the preset's: "
                         f"both for full, none for quick)")
-    add_data_argument(p)
-    p.add_argument("--inception-weights", metavar="PATH", default=None,
-                   help="pytorch-fid InceptionV3 weights (default: $BLOODGEN_INCEPTION_WEIGHTS, torch hub cache, download)")
-    p.add_argument("--device", default=None, help="feature-extraction device (default: cuda if available, else cpu)")
-    p.add_argument("--cache-dir", default=None, help="real-feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the data, the FID weights and the caches are, the device and the progress bars."""
+    from bloodgen.data.cli import add_data_argument
+
+    add_data_argument(p)
+    p.add_argument("--inception-weights", metavar="PATH", default=None,
+                   help="pytorch-fid InceptionV3 weights (default: $BLOODGEN_INCEPTION_WEIGHTS, torch hub cache, download)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--cache-dir", default=None, help="real-feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def run(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.study.pipeline import StudyIncomplete, run_study
 
+    checks.output_folder(args.out, "--out")
+    checks.device(args.device)
+    checks.positive(args.train_seeds, "--train-seeds")
+    checks.positive(args.train_jobs, "--train-jobs")
     experiments = None if args.experiments is None else [e for e in args.experiments if e != "none"]
     try:
         run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
@@ -97,3 +109,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"bloodgen study: stopped by --max-minutes with {stop}; run the same command again to continue")
         return 3
     return 0
+

@@ -292,8 +292,7 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
 
     from bloodgen.classify.reference import default_recipe
     from bloodgen.classify.utility import evaluate_utility, required_class_counts
-    from bloodgen.provenance import atomic_path
-    from bloodgen.sampling.api import generate, load_model
+    from bloodgen.sampling.api import load_model
 
     export = run.export
     recipe = classifier_recipe(preset) or default_recipe()
@@ -310,14 +309,28 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
         n = int(counts.sum()) if loaded.conditional else preset.memorisation_n
         log(f"{run.model} seed {run.seed}: utility checks ({n} samples, classifier width {recipe.width}, "
             f"{recipe.epochs} epochs)")
-        images = generate(loaded.family, loaded.network, labels, n, UTILITY_SAMPLE_SEED, **options)
-        with atomic_path(samples_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, images=images, labels=labels if labels is not None else np.full(n, -1))
+        images = utility_samples(loaded, labels, n, options, samples_path, key)
         return evaluate_utility(images, labels, dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
                                 seed=run.seed, memorisation_n=preset.memorisation_n)
 
     return cached(out / EVAL_DIR / f"utility-{run.model}-s{run.seed}-{key}.json", compute,
                   f"{run.model} seed {run.seed} utility")
+
+
+def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str):
+    """The utility checks' samples: generated once (the long part for a diffusion model) and kept in `path`
+    with the key of what made them, so an interrupted utility stage resumes after the sampling."""
+    from bloodgen.metrics.inputs import load_images
+    from bloodgen.samplefile import write_samples
+    from bloodgen.sampling.api import generate
+
+    record = path.with_suffix(".json")
+    if path.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
+        return load_images(path).images
+    images = generate(loaded.family, loaded.network, labels, n, UTILITY_SAMPLE_SEED, **options)
+    write_samples(path, images, labels)
+    write_json(record, {"key": key})
+    return images
 
 
 def best_run(family: dict) -> dict:
@@ -331,11 +344,20 @@ def best_run(family: dict) -> dict:
     return min(family[K_RUNS], key=fid)
 
 
+def prototypes_budget(preset: StudyPreset) -> str:
+    """The prototypes experiment's budget name for this study preset (a UserError if it has none)."""
+    from bloodgen.improve.compare import budget_for
+
+    name = preset.prototypes_budget or preset.train_preset
+    budget_for(name)
+    return name
+
+
 def prototypes_stage(preset: StudyPreset, out: Path, data_path: str, cache_dir, progress: bool, extractor) -> dict:
     """The IMPROVE comparison in OUT/prototypes at the study's train preset; it skips its finished stages."""
     from bloodgen.improve.compare import compare
 
-    budget = preset.prototypes_budget or preset.train_preset
+    budget = prototypes_budget(preset)
     log(f"prototypes experiment ({budget} budget) in {out / PROTOTYPES_DIR}")
     return compare(out / PROTOTYPES_DIR, preset=budget, data=data_path, cache_dir=cache_dir,
                    progress=progress, extractor=extractor)
@@ -448,6 +470,8 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         if unknown:
             raise UserError(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
         preset = replace(preset, experiments=tuple(experiments))
+    if "prototypes" in preset.experiments:
+        prototypes_budget(preset)  # before any training: a preset without a budget fails now, not hours later
     models = list(models or STUDY_FAMILIES)
     unknown = [m for m in models if m not in model_names()]
     if unknown:

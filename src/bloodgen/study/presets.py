@@ -99,7 +99,7 @@ PRESETS = {
     # The same protocol in 10 minutes of one large GPU (benchmarks/gpu_record.sh): larger networks, every
     # training of the study at once in its own process.
     "gpu": StudyPreset(train_preset="gpu", train_seeds=5, n_images=10000, eval_seeds=1, draw_per_run=True,
-                       train_jobs=20,
+                       train_jobs=20, prototypes_budget="full",
                        note="The gpu preset is the protocol of record (10,000 vs 10,000 images, 5 repetitions) "
                             "sized for about 10 minutes of one H200: each family's gpu recipe trained once per seed "
                             "0-4 (all trainings at once, one process each), each run evaluated on its own draw "

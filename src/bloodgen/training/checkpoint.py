@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.provenance import atomic_path, write_json
 
@@ -124,11 +125,8 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = find_checkpoint(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle errors, foreign formats: all "unusable"
-        raise UserError(f"{path} is not a readable bloodgen checkpoint ({type(err).__name__}: "
-                        f"{_first_line(err)})") from None
+    ckpt = checks.torch_file(path, "bloodgen checkpoint", "give a run folder, another checkpoint .pt or a "
+                                                           "model.safetensors export")
     if not isinstance(ckpt, dict) or ckpt.get(K_FORMAT) != FORMAT:
         raise UserError(f"{path} is not a bloodgen checkpoint (no '{K_FORMAT}: {FORMAT}' entry)")
     if ckpt.get(K_VERSION) != VERSION:

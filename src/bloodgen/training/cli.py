@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     width = max(map(len, FAMILIES))
     models = "\n".join(f"  {name:{width}s} {desc}" for name, (_, desc) in FAMILIES.items())
     p = subparsers.add_parser(
-        "train", help="train a generative model (vae, gan, cgan, ddpm) into a run folder",
+        "train", help=f"train a generative model ({', '.join(FAMILIES)}) into a run folder",
         description="Train a model family on the BloodMNIST train split. The same command runs on CPU, "
                     "one GPU, or several GPUs under torchrun/accelerate launch. Writes a run folder with "
                     "the resolved config, versions, data hash, loss log, sample grids, checkpoints and the "

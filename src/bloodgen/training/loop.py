@@ -24,6 +24,7 @@ import csv
 import datetime as _dt
 import json
 import math
+import os
 import signal
 import time
 import warnings
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.provenance import atomic_path, environment, write_json, write_text
 from bloodgen.training import checkpoint as ck
@@ -111,6 +113,9 @@ def train(model: str | None = None, *, preset: str = "quick", config_file: str |
 
         if model is None:
             raise UserError("give --model NAME (or --resume RUN_DIR to continue a run)")
+        checks.seed(seed)
+        if run_dir is None:
+            checks.output_folder(out, "--out")
         ckpt = None
         spec = {ck.S_MODEL: model, ck.S_PRESET: preset, ck.S_SEED: int(seed),
                 ck.S_CONFIG: resolve_config(model, preset, config_file, overrides)}
@@ -118,13 +123,21 @@ def train(model: str | None = None, *, preset: str = "quick", config_file: str |
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}")
+        if ckpt is not None and ckpt[ck.K_STEP] < spec[ck.S_CONFIG]["steps"] != steps:
+            warnings.warn(f"--steps {steps} changes the run's length from {spec[ck.S_CONFIG]['steps']}: the learning-"
+                          f"rate schedule is recomputed for {steps} steps, so from here on the run is no longer "
+                          f"bit-for-bit the run of its original length")
         spec[ck.S_CONFIG]["steps"] = int(steps)
     if ckpt is not None and ckpt[ck.K_STEP] >= spec[ck.S_CONFIG]["steps"]:
         raise UserError(f"the run in {run_path} already reached step {ckpt[ck.K_STEP]} of "
                         f"{spec[ck.S_CONFIG]['steps']}; pass --steps N > {ckpt[ck.K_STEP]} to train it further")
     if max_minutes is not None and max_minutes <= 0:
         raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
-    return _Run(spec, ckpt, run_path, out, data, max_minutes, cpu, progress).run()
+    # An existing run folder is locked before anything in it changes (resuming truncates logs and
+    # removes a finished run's export); DDP's other processes leave the lock to the main one.
+    existing = run_path is not None and run_path.is_dir() and int(os.environ.get("RANK", "0")) == 0
+    with RunLock(run_path) if existing else contextlib.nullcontext():
+        return _Run(spec, ckpt, run_path, out, data, max_minutes, cpu, progress).run()
 
 
 def make_accelerator(cpu: bool, mixed_precision: str, find_unused_parameters: bool = False):
@@ -225,8 +238,8 @@ class _Run:
                                             get_family(spec[ck.S_MODEL]).ddp_find_unused_parameters)
         acc = self.accelerator
         self.main = acc.is_main_process
+        self.data = load_bloodmnist(data)  # before the run folder: a bad --data leaves no empty folder behind
         self.run_dir = self._run_folder(run_path, out)
-        self.data = load_bloodmnist(data)
         images, labels = self.data.split("train")
         self.class_counts = np.bincount(labels, minlength=N_CLASSES)
         if ckpt is not None and ckpt[ck.K_DATA]["sha256"] != self.data.sha256:
@@ -375,7 +388,9 @@ class _Run:
                         self._log({k: v / self.log_steps for k, v in self.log_sums.items()}, speed)
                         self.log_sums, self.log_steps, interval_start = {}, 0, time.perf_counter()
                     if (c["sample_every"] and self.step % c["sample_every"] == 0) or self.step == total:
+                        bar.set_description_str(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]} (sample grid)")
                         self._snapshot(bar)
+                        bar.set_description_str(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}")
                     if stop:
                         status = INTERRUPTED if self.stop_requested else TIME_LIMIT
                         break
@@ -386,6 +401,9 @@ class _Run:
             checkpoint = self._checkpoint()
         finally:
             bar.close()
+        if status == COMPLETED and self.main and self.progress:
+            print(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}: exporting the EMA weights and writing the "
+                  f"family's final figures", flush=True)
         export = self._finish(status) if status == COMPLETED else None
         summary = self._summary(status, checkpoint, export)
         acc.wait_for_everyone()
@@ -539,6 +557,54 @@ class _Run:
         if self.main:
             write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
+
+
+class RunLock:
+    """A lock file in the run folder while a process trains it: a second `--resume` of the same run is
+    refused instead of both training and writing every log line twice. A lock left by a process that no
+    longer runs on this machine (killed, or the machine restarted) is taken over."""
+
+    NAME = ".train.lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / self.NAME
+
+    @staticmethod
+    def _owner() -> list[str]:
+        import socket
+
+        boot = Path("/proc/sys/kernel/random/boot_id")
+        return [socket.gethostname(), boot.read_text().strip() if boot.is_file() else "-", str(os.getpid())]
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                self._remove_if_stale()
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(" ".join(self._owner()))
+            return self
+        raise UserError(f"could not lock run folder {self.path.parent}; remove {self.path} if no training runs")
+
+    def _remove_if_stale(self) -> None:
+        host, boot, _ = self._owner()
+        try:
+            owner_host, owner_boot, pid = self.path.read_text().split()
+            if owner_host == host:
+                if owner_boot != boot:
+                    raise ProcessLookupError  # the machine restarted since: no process of then still runs
+                os.kill(int(pid), 0)  # raises if that process is gone
+        except (OSError, ValueError):  # gone, restarted since, or a half-written file: stale
+            self.path.unlink(missing_ok=True)
+            return
+        where = "" if owner_host == host else f" on {owner_host}"
+        raise UserError(f"run folder {self.path.parent} is being trained by process {pid}{where}; wait for it to "
+                        f"end (or stop it) before resuming, or remove {self.path} if it is gone")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _truncate_jsonl(path: Path, step: int) -> None:
