@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bloodgen.metrics.fid import KEY_FID  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
-from bloodgen.report.study_report import FIGURES_DIR  # noqa: E402
-from bloodgen.study.pipeline import (DIFFUSION_CLASSIFIER_DIR, EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES,  # noqa: E402
-                                     K_STUDY, PROTOTYPES_DIR, RESULTS_FILE, RUNS_DIR, best_run)
+from bloodgen.study.report import FIGURES_DIR  # noqa: E402
+from bloodgen.study.layout import (DIFFUSION_CLASSIFIER_DIR, EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES,  # noqa: E402
+                                   K_STUDY, PROTOTYPES_DIR, RESULTS_FILE, RUNS_DIR)
+from bloodgen.study.pipeline import best_run  # noqa: E402
 from bloodgen.training.checkpoint import EXPORT_META, EXPORT_WEIGHTS  # noqa: E402
 
 RESULTS_LIMIT, PRETRAINED_LIMIT = 20 * 2**20, 50 * 2**20

@@ -81,8 +81,9 @@ def main() -> None:
     summary = Path(checkpoint) / "summary.json"
     if checkpoint.startswith("pretrained:"):  # the shipped weights' run folder is in the repository
         provenance = ROOT / "src/bloodgen/pretrained" / checkpoint.split(":", 1)[1] / "provenance.json"
-        run = json.loads(provenance.read_text())["run"]  # repository-relative (older ones: relative to results/)
-        summary = (ROOT / run if run.startswith("results/") else ROOT / "results" / run) / "summary.json"
+        run_folder = json.loads(provenance.read_text())["run"]  # repository-relative (older: relative to results/)
+        summary = (ROOT / run_folder if run_folder.startswith("results/") else ROOT / "results" / run_folder)
+        summary = summary / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
         row.update(steps=s["step"], train_minutes=round(s["train_time_s"] / 60, 1), status=s["status"],

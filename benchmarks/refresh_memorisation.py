@@ -31,7 +31,8 @@ from bloodgen.classify.utility import (KEY_CLOSEST, copy_masks, memorisation, pi
                                        required_class_counts)
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.provenance import atomic_path, write_json  # noqa: E402
-from bloodgen.study.pipeline import EVAL_DIR, RESULTS_FILE, UTILITY_SAMPLE_SEED  # noqa: E402
+from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE  # noqa: E402
+from bloodgen.study.pipeline import UTILITY_SAMPLE_SEED  # noqa: E402
 
 OLD_ROUNDING = 0.02  # the float32 expansion's error on 2,352-d pixel distances (~0.0156)
 
@@ -75,7 +76,7 @@ def main() -> None:
 
     from bloodgen.metrics.features import dataset_feature_store
     from bloodgen.metrics.inception import inception_extractor
-    from bloodgen.report.study_report import write_study_report
+    from bloodgen.study.report import write_study_report
 
     out = Path(args.study)
     results = json.loads((out / RESULTS_FILE).read_text())

@@ -41,7 +41,7 @@ def test_help_documents_every_option_and_states_each_default_once(name):
 
 
 def test_top_level_help_lists_every_family_and_sample_help_the_shipped_models(capsys, monkeypatch):
-    from bloodgen.models.registry import FAMILIES
+    from bloodgen.models.registry import REGISTRY as FAMILIES
     from bloodgen.sampling.pretrained import pretrained_names
 
     monkeypatch.setenv("COLUMNS", "300")  # no line breaks inside names such as proto-ddpm
@@ -112,3 +112,14 @@ def test_a_failed_training_leaves_no_run_folder(tmp_path):
     np.savez(bad, images=np.zeros((2, 28, 28, 3), dtype=np.uint8))
     assert main(["train", "--model", "gan", "--data", str(bad), "--out", str(tmp_path / "runs")]) == 2
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_classify_accepts_the_shipped_models_as_sample_does(tmp_path, capsys):
+    from conftest import make_tiny_images
+
+    images, labels = make_tiny_images(2, np.random.default_rng(0))
+    np.savez(tmp_path / "cells.npz", images=images, labels=labels[:, 0])
+    out = tmp_path / "p.npz"
+    assert main(["classify", "pretrained:ddpm", str(tmp_path / "cells.npz"), "--no-prune", "--min-draws", "2",
+                 "--max-draws", "2", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["n_images"] == 2

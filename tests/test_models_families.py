@@ -11,7 +11,7 @@ import torch
 
 from bloodgen.errors import UserError
 from bloodgen.models.config import PRESETS, resolve_config
-from bloodgen.models.registry import FAMILIES as REGISTRY
+from bloodgen.models.registry import REGISTRY
 from bloodgen.models.registry import get_family
 from model_helpers import FAMILIES, tiny_config, train_tiny
 
@@ -276,3 +276,33 @@ def test_unknown_model_and_preset_and_config_file(tmp_path):
     good.write_text(json.dumps({"beta": 0.25, "lr": 1}))
     config = resolve_config("vae", file=good)
     assert config["beta"] == 0.25 and config["lr"] == 1.0 and isinstance(config["lr"], float)
+
+
+# What a family may need beyond its tiny config to build without other inputs.
+CONFORMANCE_EXTRA = {"proto-ddpm": {"class_embedding": "learned"}}
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_registered_family_conforms(name):
+    """The whole registry: each spec loads a Family whose networks build from its tiny config and sample
+    images in [-1, 1], one per generator, with the sampler options it declares resolved and checked."""
+    from bloodgen.models.base import Family
+    from bloodgen.models.registry import get_spec
+    from bloodgen.sampling.api import noise_generators
+
+    spec = get_spec(name)
+    cls = spec.load()
+    assert issubclass(cls, Family) and spec.summary
+    assert not spec.in_study or (spec.quick_study_steps or 0) > 0
+    config = resolve_config(name, "quick", None, tiny_config(name, **CONFORMANCE_EXTRA.get(name, {})))
+    family = cls(name, config, 8)
+    assert not spec.noise_classifier or family.conditional
+    network = family.build()[family.sampling_network].eval()
+    options = family.check_sampler_options({})
+    assert set(options) <= set(family.sampler_options) and family.sampler_steps(options) >= 1
+    labels = torch.arange(2) if family.conditional else None
+    steps = []
+    with torch.no_grad():
+        x = family.sample(network, labels, noise_generators(0, 0, 2), on_step=lambda: steps.append(1), **options)
+    assert x.shape == (2, 3, 28, 28) and float(x.abs().max()) <= 1 + 1e-6
+    assert len(steps) in (0, family.sampler_steps(options))

@@ -67,7 +67,8 @@ def test_prototypes_of_separable_toy_classes_separate(fitted):
 
 
 def test_bad_prototype_options_and_files_are_one_line_user_errors(tmp_path):
-    from bloodgen.classify.prototypes import load_encoder, read_prototypes
+    from bloodgen.classify.prototypes import load_encoder
+    from bloodgen.models.prototype_file import read_prototypes
 
     for options, match in [(PrototypeOptions(gamma=0), "gamma"), (PrototypeOptions(per_class=0), "per-class"),
                            (PrototypeOptions(lam=-1), "lambda"), (PrototypeOptions(dim=0), "dim")]:
@@ -84,7 +85,8 @@ def test_bad_prototype_options_and_files_are_one_line_user_errors(tmp_path):
 
 
 def test_learn_prototypes_with_a_plugged_in_encoder_writes_file_and_json(tiny_data, tmp_path):
-    from bloodgen.classify.prototypes import learn_prototypes, read_prototypes
+    from bloodgen.classify.prototypes import learn_prototypes
+    from bloodgen.models.prototype_file import read_prototypes
 
     info = learn_prototypes(tiny_data, tmp_path, PrototypeOptions(per_class=2, dim=DIM, epochs=20, batch_size=32),
                             encoder="torch.nn:Flatten")
@@ -107,7 +109,7 @@ def build_proto(path, mode="prototypes", **extra):
 
 
 def test_prototype_conditioning_is_frozen_through_training_and_ema_and_changes_the_output(tiny_data, proto_file):
-    from bloodgen.classify.prototypes import read_prototypes
+    from bloodgen.models.prototype_file import read_prototypes
     from bloodgen.data import to_model_range
     from bloodgen.training.ema import EMA
     from bloodgen.training.loop import Stepper, make_accelerator

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,13 @@ def test_records_keep_portable_paths(tmp_path, monkeypatch):
     assert portable_path("relative/x") == "relative/x" and portable_path("--seed") == "--seed"
     monkeypatch.setattr("sys.argv", ["/opt/venv/bin/bloodgen", "sample", str(tmp_path / "r"), "-n", "2"])
     assert environment()["argv"] == [os.path.join("bin", "bloodgen"), "sample", "r", "-n", "2"]
+
+
+def test_layers_import_only_downward():
+    """The import-linter contract in pyproject.toml: commands > study > improve, classify > training,
+    sampling, metrics > models > data > core; no module imports from a layer above its own."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.is_file():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -13,6 +13,7 @@ import torch
 
 from bloodgen.cli import main
 from bloodgen.errors import UserError
+from bloodgen.provenance import state_digest
 from bloodgen.training import checkpoint as ck
 from bloodgen.training.loop import TrainingDiverged
 from model_helpers import resume_tiny, tiny_config, train_tiny
@@ -57,7 +58,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(model, tiny_npz, tmp_pat
     resumed = resume_tiny(stopped.run_dir, tiny_npz)
     assert resumed.status == "completed" and resumed.run_dir == stopped.run_dir
     a, b = learned_state(full.checkpoint), learned_state(resumed.checkpoint)
-    assert ck.state_digest(a) == ck.state_digest(b)
+    assert state_digest(a) == state_digest(b)
     # The log of the resumed run is the log of the uninterrupted one.
     def losses(run):
         rows = [json.loads(line) for line in (run.run_dir / "log.jsonl").read_text().splitlines()]

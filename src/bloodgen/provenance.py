@@ -109,6 +109,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def state_digest(obj: Any) -> str:
+    """SHA-256 over every tensor and value in a nested state, in key order (identical states, identical digest)."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def visit(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                visit(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                visit(v)
+        else:
+            h.update(repr(x).encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")

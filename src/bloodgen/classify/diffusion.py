@@ -26,6 +26,7 @@ import torch
 
 from bloodgen.classify.diffusion_options import ClassifierOptions
 from bloodgen.errors import UserError
+from bloodgen.models.registry import noise_classifiers
 
 # CytoDiffusion's fit of the error scale over t in [0, 1]; the error at t is weighted by 1 / f(t).
 PAPER_POLYNOMIAL = (0.927, 9.837, -4.684, 6.019, -9.340)
@@ -61,8 +62,9 @@ def candidate_classes(loaded) -> list[int]:
     if not loaded.conditional:
         raise UserError(f"{loaded.spec['model']} model in {loaded.source} is unconditional: a diffusion classifier "
                         f"needs a class-conditional model (train with --set conditional=true)")
-    if loaded.spec["model"] != "ddpm":
-        raise UserError(f"{loaded.source} is a {loaded.spec['model']} model: only ddpm models can classify")
+    if loaded.spec["model"] not in noise_classifiers():
+        raise UserError(f"{loaded.source} is a {loaded.spec['model']} model: only {', '.join(noise_classifiers())} "
+                        f"models can classify")
     classes = [int(c) for c in np.flatnonzero(loaded.class_counts > 0)]
     if len(classes) < 2:
         raise UserError(f"{loaded.source} was trained on fewer than 2 classes: nothing to choose between")

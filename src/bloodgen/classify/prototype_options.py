@@ -1,14 +1,10 @@
-"""Prototype-learning options and the class-embedding arm names, free of torch so `--help` stays instant."""
+"""Prototype-learning options, free of torch so `--help` stays instant."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bloodgen.errors import UserError
-
-# proto-ddpm's `class_embedding` values: frozen prototypes (IMPROVE) or a learned embedding (baseline).
-PROTOTYPES, LEARNED = "prototypes", "learned"
-CLASS_EMBEDDINGS = (PROTOTYPES, LEARNED)
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 from bloodgen.classify.prototype_options import PrototypeOptions
+from bloodgen.models.prototype_file import PROTOTYPES_FILE, prototypes_path
 from bloodgen.errors import UserError
 
-PROTOTYPES_FILE = "prototypes.safetensors"
-PROTOTYPES_KEY = "prototypes"
 REFERENCE_ENCODER = "reference"
 
 # prototypes.json keys.
@@ -161,31 +160,6 @@ def encode(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.
 
 
 # ---- files ------------------------------------------------------------------------------------------
-
-def prototypes_path(path: str | Path) -> Path:
-    """A prototypes file, or the folder holding `prototypes.safetensors`."""
-    path = Path(path).expanduser()
-    return path / PROTOTYPES_FILE if path.is_dir() else path
-
-
-def read_prototypes(path: str | Path) -> torch.Tensor:
-    """The (C, K, dim) prototypes in a file written by `learn_prototypes`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = prototypes_path(path)
-    if not path.is_file():
-        raise UserError(f"prototypes file {path} not found; create it with `bloodgen prototypes learn`")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise UserError(f"{path} is not a safetensors file ({err})") from None
-    prototypes = tensors.get(PROTOTYPES_KEY)
-    if prototypes is None or prototypes.ndim != 3:
-        raise UserError(f"{path} holds no (classes, K, dim) tensor named {PROTOTYPES_KEY!r}; "
-                        f"write it with `bloodgen prototypes learn`")
-    return prototypes
-
 
 def write_prototypes(model: PrototypeClassifier, info: dict, path: str | Path) -> Path:
     from safetensors.torch import save_file

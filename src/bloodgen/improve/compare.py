@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from bloodgen.classify.prototype_options import LEARNED, PROTOTYPES, PrototypeOptions
+from bloodgen.classify.prototype_options import PrototypeOptions
+from bloodgen.models.prototype_file import LEARNED, PROTOTYPES
+from bloodgen.models.registry import PROTOTYPE_FAMILY
 from bloodgen.errors import UserError
 
 SCHEMA = "bloodgen-prototypes-compare/1"
-MODEL = "proto-ddpm"
+MODEL = PROTOTYPE_FAMILY
 FULL, LOW = "full", "low"
 REGIMES = {FULL: None, LOW: 100}  # images per class kept in train and val
 ARMS = (LEARNED, PROTOTYPES)  # baseline first, as in the paper's table

@@ -128,7 +128,7 @@ def _utility(args: argparse.Namespace) -> dict:
     from bloodgen.data import load_bloodmnist
     from bloodgen.metrics.inputs import load_images
     from bloodgen.report.document import Document, Heading, write_report
-    from bloodgen.report.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
+    from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
 
     samples = load_images(args.samples)
     data = load_bloodmnist(args.data)

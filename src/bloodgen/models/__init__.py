@@ -1,5 +1,5 @@
-"""Generative model families. `registry.FAMILIES` names them; `base.Family` is what each implements."""
+"""Generative model families. `registry.REGISTRY` describes them; `base.Family` is what each implements."""
 
-from bloodgen.models.registry import FAMILIES, get_family, model_names
+from bloodgen.models.registry import REGISTRY, FamilySpec, get_family, model_names
 
-__all__ = ["FAMILIES", "get_family", "model_names"]
+__all__ = ["REGISTRY", "FamilySpec", "get_family", "model_names"]

@@ -24,11 +24,11 @@ which stops the many nearly noise-free steps from dominating the gradient and sp
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bloodgen.errors import UserError
@@ -101,6 +101,11 @@ class DDPM(Family):
     def null_class(self) -> int:
         return self.n_classes
 
+    @functools.cached_property
+    def train_scheduler(self):
+        """One scheduler for every training step: it keeps its alphas on the device after the first step."""
+        return self.noise_scheduler()
+
     def noise_scheduler(self):
         from diffusers import DDPMScheduler
 
@@ -128,7 +133,7 @@ class DDPM(Family):
 
     def diffusion_loss(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The denoising loss of `network` on clean samples x (images, or latents in `ldm`) of classes y."""
-        scheduler = self.noise_scheduler()
+        scheduler = self.train_scheduler
         noise = torch.randn_like(x)
         t = torch.randint(0, self.config["timesteps"], (x.shape[0],), device=x.device)
         x_t = scheduler.add_noise(x, noise, t)

@@ -39,7 +39,7 @@ from torch import nn
 from bloodgen.models.base import StepContext, norm_groups
 from bloodgen.models.ddpm import DDPM
 from bloodgen.models.vae import ResBlock, conv_stage
-from bloodgen.sampling.grid import reconstruction_picks, save_reconstruction_grid
+from bloodgen.report.grid import reconstruction_picks, save_reconstruction_grid
 
 RECONSTRUCTION_L1 = "reconstruction_test_l1"
 RECONSTRUCTION_PSNR = "reconstruction_test_psnr_db"

@@ -31,12 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bloodgen.classify.prototype_options import CLASS_EMBEDDINGS, LEARNED, PROTOTYPES
 from bloodgen.errors import UserError
 from bloodgen.models.ddpm import DDPM
+from bloodgen.models.prototype_file import CLASS_EMBEDDINGS, LEARNED, PROTOTYPES, read_prototypes
+
 PROTOTYPE_BUFFER = "prototypes"
-
-
 class _NoTimeEmbedding(nn.Module):
     """Stands in for the U-Net's time MLP: the joint time-and-class embedding arrives as its class input."""
 
@@ -116,8 +115,6 @@ class ProtoDDPM(DDPM):
         factor to unit root-mean-square, the scale of the learned arm's N(0, 1) initialisation, so the two
         arms start with class vectors of the same size; one global factor keeps the prototypes' geometry.
         """
-        from bloodgen.classify.prototypes import read_prototypes
-
         c = self.config
         if not c["prototypes"]:
             raise UserError("config key 'prototypes' is empty: give the file from `bloodgen prototypes learn` "
@@ -139,7 +136,7 @@ class ProtoDDPM(DDPM):
 
     def extras(self, network: nn.Module, data, out_dir: Path, seed: int) -> dict[str, Any]:
         """Which class vectors the run used: the file named in the config and a digest of the frozen buffer."""
-        from bloodgen.training.checkpoint import state_digest
+        from bloodgen.provenance import state_digest
 
         if self.config["class_embedding"] != PROTOTYPES:
             return {}

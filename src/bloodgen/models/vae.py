@@ -22,7 +22,7 @@ from torch import nn
 
 from bloodgen.errors import UserError
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
-from bloodgen.sampling.grid import reconstruction_picks, save_grid, save_reconstruction_grid
+from bloodgen.report.grid import reconstruction_picks, save_grid, save_reconstruction_grid
 
 RECON_LOSSES = ("mse", "l1", "bce", "gaussian")
 PROBE_ACCURACY = "latent_probe_test_accuracy"

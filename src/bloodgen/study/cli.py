@@ -31,8 +31,8 @@ Exit status: 0 done, 3 stopped by --max-minutes (run again to continue), 2 a use
 
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
-    from bloodgen.models.registry import FAMILIES
-    from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES
+    from bloodgen.models.registry import REGISTRY, study_families
+    from bloodgen.study.presets import EXPERIMENTS, PRESETS
 
     def draws(p) -> str:
         return "one draw per training run" if p.draw_per_run else f"{p.eval_seeds} sampling seeds"
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", default="quick", choices=tuple(PRESETS),
                    help="how much training and how large an evaluation (see the description above)")
     p.add_argument("--models", nargs="+", metavar="MODEL", default=None,
-                   help=f"families to include, any of {', '.join(FAMILIES)} (default: {' '.join(STUDY_FAMILIES)})")
+                   help=f"families to include, any of {', '.join(REGISTRY)} (default: {' '.join(study_families())})")
     p.add_argument("--train-seeds", type=int, default=None, metavar="K",
                    help="independent training runs per family (default: the preset's)")
     p.add_argument("--out", metavar="DIR", default="study", help="study folder (reused on re-runs)")

@@ -21,14 +21,13 @@ from bloodgen.provenance import write_json
 
 SAMPLE_SEED = 0
 PROTOCOL_SEED = 0
-UTILITY_MODEL = "ddpm"
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     out: Path
     n: int = 1000  # images per side of every comparison
-    models: tuple[str, ...] = ("ddpm", "cgan", "gan", "vae")
+    models: tuple[str, ...] = ()  # shipped models; the CLI fills in all of them, best record FID first
     train_steps: int = 150  # per family: enough to show the machinery run, far from a trained model
     train_models: tuple[str, ...] = ()  # the CLI fills in every standalone family
     data: str | None = None
@@ -57,7 +56,7 @@ def sample_stage(settings: DemoSettings, name: str) -> tuple[np.ndarray, np.ndar
     """N images of the shipped model in the training class mix (kept as OUT/samples/NAME.npz), its grid."""
     from bloodgen.data import CLASS_NAMES
     from bloodgen.sampling.api import load_model, sample
-    from bloodgen.sampling.grid import save_class_grid, save_grid
+    from bloodgen.report.grid import save_class_grid, save_grid
     from bloodgen.metrics.inputs import load_images
     from bloodgen.samplefile import write_samples
 
@@ -80,10 +79,26 @@ def sample_stage(settings: DemoSettings, name: str) -> tuple[np.ndarray, np.ndar
     return images, labels, info
 
 
-def _provenance(name: str) -> dict:
+def _shipped_json(name: str, file: str) -> dict:
     from importlib import resources
 
-    return json.loads(resources.files("bloodgen").joinpath("pretrained", name, "provenance.json").read_text())
+    return json.loads(resources.files("bloodgen").joinpath("pretrained", name, file).read_text())
+
+
+def _provenance(name: str) -> dict:
+    return _shipped_json(name, "provenance.json")
+
+
+def ranked_shipped_models() -> tuple[str, ...]:
+    """The shipped generative models, lowest record FID first."""
+    from bloodgen.sampling.pretrained import pretrained_names
+
+    return tuple(sorted(pretrained_names(), key=lambda name: _provenance(name).get("fid", float("inf"))))
+
+
+def utility_model(models: tuple[str, ...]) -> str | None:
+    """The model whose cells the classifier judges: the first class-conditional one of `models`."""
+    return next((m for m in models if _shipped_json(m, "model.json")["spec"]["config"]["conditional"]), None)
 
 
 def evaluate_stage(settings: DemoSettings, name: str, images, labels, extractor) -> dict:
@@ -100,22 +115,23 @@ def evaluate_stage(settings: DemoSettings, name: str, images, labels, extractor)
     return _cached_json(settings.out / "eval" / f"{name}.json", key, compute)
 
 
-def utility_stage(settings: DemoSettings, images: np.ndarray, labels: np.ndarray, data) -> dict:
+def utility_stage(settings: DemoSettings, name: str, images: np.ndarray, labels: np.ndarray, data) -> dict:
     """Class fidelity by the shipped reference classifier, and nearest training images in pixel space."""
     from bloodgen.classify.reference import shipped_reference_classifier
     from bloodgen.classify.utility import class_fidelity, memorisation, pixel_vectors
 
-    key = {"n": settings.n, "model": f"pretrained:{UTILITY_MODEL}", "data": data.sha256}
+    key = {"n": settings.n, "model": f"pretrained:{name}", "data": data.sha256}
 
     def compute() -> dict:
-        log(f"class fidelity and memorisation of pretrained:{UTILITY_MODEL}")
+        log(f"class fidelity and memorisation of pretrained:{name}")
         classifier, info = shipped_reference_classifier(data)
         train, test = data.images("train"), data.images("test")
         return {"fidelity": class_fidelity(classifier, images, labels),
                 "classifier": {"test_accuracy": info["test"]["accuracy"], "recipe": info["recipe"]},
                 "memorisation_pixels": memorisation(pixel_vectors(images), pixel_vectors(train), pixel_vectors(test))}
 
-    return _cached_json(settings.out / "eval" / f"utility-{UTILITY_MODEL}.json", key, compute)
+    result = _cached_json(settings.out / "eval" / f"utility-{name}.json", key, compute)
+    return {"model": name, **result}
 
 
 def train_stage(settings: DemoSettings, name: str) -> dict:
@@ -155,14 +171,14 @@ def run_demo(settings: DemoSettings) -> Path:
 
     data = load_bloodmnist(settings.data)
     extractor = inception_extractor(settings.inception_weights, device=settings.device, progress=settings.progress)
-    evaluations, samples = {}, {}
+    evaluations, samples, utility = {}, {}, None
+    judged = utility_model(settings.models)
     for name in settings.models:
         images, labels, info = sample_stage(settings, name)
         samples[name] = info
         evaluations[name] = evaluate_stage(settings, name, images, labels, extractor)
-        if name == UTILITY_MODEL:
-            utility = utility_stage(settings, images, labels, data)
+        if name == judged:
+            utility = utility_stage(settings, name, images, labels, data)
     trainings = {name: train_stage(settings, name) for name in settings.train_models}
     settings_record = {k: v for k, v in asdict(settings).items() if k != "progress"}
-    return write_demo_report(settings.out, settings_record, samples, evaluations,
-                             utility if UTILITY_MODEL in settings.models else None, trainings)
+    return write_demo_report(settings.out, settings_record, samples, evaluations, utility, trainings)

@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from bloodgen.errors import UserError
     from bloodgen.models.registry import standalone_families
     from bloodgen.sampling.pretrained import pretrained_names
-    from bloodgen.study.demo import DemoSettings, run_demo
+    from bloodgen.study.demo import DemoSettings, ranked_shipped_models, run_demo
 
     out = checks.output_folder(args.out, "--out")
     checks.device(args.device)
     checks.positive(args.n, "--n", minimum=10)
     checks.positive(args.train_steps, "--train-steps")
-    models = tuple(args.models or (m for m in DemoSettings.models if m in pretrained_names()))
+    models = tuple(args.models or ranked_shipped_models())
     train_models = tuple(args.train_models or standalone_families())
     unknown = [m for m in models if m not in pretrained_names()]
     if unknown:

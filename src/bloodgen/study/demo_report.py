@@ -41,22 +41,23 @@ def metrics_table(evaluations: dict[str, dict], samples: dict[str, dict], n: int
 
 
 def utility_blocks(utility: dict, out: Path) -> list:
-    from bloodgen.report.utility_report import plot_fidelity_confusions
+    from bloodgen.classify.utility_report import plot_fidelity_confusions
 
     fidelity = utility["fidelity"]
     per_class = fidelity[KEY_FIDELITY_PER_CLASS]
     memo = utility["memorisation_pixels"]
-    blocks = [Heading("Are the ddpm's cells the class they were drawn for?"),
+    name = utility["model"]
+    blocks = [Heading(f"Are the {name}'s cells the class they were drawn for?"),
               Paragraph(f"The shipped reference classifier (a ResNet-18 of the cpu recipe, test accuracy "
                         f"{utility['classifier']['test_accuracy']:.3f} on real cells) reads "
-                        f"{fidelity[KEY_FIDELITY_MACRO]:.3f} of the ddpm's cells (macro over classes) as the class "
+                        f"{fidelity[KEY_FIDELITY_MACRO]:.3f} of the {name}'s cells (macro over classes) as the class "
                         f"they were generated for. Nearest training image in pixel space: "
                         f"{memo[KEY_EXACT_COPIES]} exact copies, {100 * memo[KEY_MEMORISED_FRACTION]:.2f}% closer "
                         f"to a training image than any real test image is (median distance ratio "
                         f"{memo['distance_ratio_median']:.2f}; 1 means as far as unseen real cells)."),
               Table(["class", "class fidelity"], [[f"{k} {name}", "" if v is None else f"{v:.3f}"]
                                                   for k, (name, v) in enumerate(zip(CLASS_NAMES, per_class))])]
-    if plot_fidelity_confusions({"pretrained:ddpm": utility}, out / "figures" / "fidelity_confusion.png"):
+    if plot_fidelity_confusions({f"pretrained:{name}": utility}, out / "figures" / "fidelity_confusion.png"):
         blocks.append(Image("figures/fidelity_confusion.png", "Rows: class generated for; columns: the "
                                                                "classifier's reading"))
     return blocks

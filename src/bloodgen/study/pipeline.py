@@ -21,26 +21,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bloodgen.provenance import write_json
-from bloodgen.study.presets import EXPERIMENTS, PRESETS, STUDY_FAMILIES, StudyPreset
+from bloodgen.study.layout import (RUNS_DIR, EVAL_DIR, RESULTS_FILE, K_STUDY, K_FLOOR, K_FAMILIES, K_RUNS,
+                                   K_AGGREGATE, K_TRAIN, K_EVAL, K_SAMPLING_TIME_10K, K_UTILITY, K_EXPERIMENTS,
+                                   K_PENDING, PROTOTYPES_DIR, DIFFUSION_CLASSIFIER_DIR)
+from bloodgen.models.registry import noise_classifiers, study_families
+from bloodgen.study.presets import EXPERIMENTS, PRESETS, StudyPreset
 
-RUNS_DIR = "runs"
-EVAL_DIR = "eval"
-RESULTS_FILE = "results.json"
-
-# results.json keys.
-K_STUDY = "study"
-K_FLOOR = "floor"
-K_FAMILIES = "families"
-K_RUNS = "runs"
-K_AGGREGATE = "aggregate"
-K_TRAIN = "train"
-K_EVAL = "eval"
-K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
-K_UTILITY = "utility"
-K_EXPERIMENTS = "experiments"
-K_PENDING = "pending_units"
-PROTOTYPES_DIR = "prototypes"
-DIFFUSION_CLASSIFIER_DIR = "diffusion_classifier"
 UTILITY_SAMPLE_SEED = 1000  # apart from the evaluation seeds 0..S-1, so utility samples are fresh images
 
 
@@ -254,7 +240,7 @@ def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
     import numpy as np
 
     from bloodgen.data import N_CLASSES
-    from bloodgen.provenance import atomic_path
+    from bloodgen.samplefile import write_samples
     from bloodgen.sampling.api import generate, load_model
 
     path = out / "grids" / f"{run.model}-s{run.seed}.npz"
@@ -263,9 +249,7 @@ def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
         labels = np.repeat(np.arange(N_CLASSES), preset.grid_per_class)
         images = generate(loaded.family, loaded.network, labels if loaded.conditional else None, len(labels), 0,
                           **preset.sampler_options.get(run.model, {}))
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            # Unconditional samples have no class: -1 marks them, and the report says so.
-            np.savez(fh, images=images, labels=labels if loaded.conditional else np.full(len(labels), -1))
+        write_samples(path, images, labels if loaded.conditional else None)  # unconditional: -1, said in the report
     return str(path.relative_to(out))
 
 
@@ -377,7 +361,7 @@ def diffusion_classifier_stage(preset: StudyPreset, ddpm_run: RunRef, out: Path,
     cfg = EvalConfig(checkpoint="", out="", **settings)
     holdout_path = holdout_data_path(dataset, cfg.holdout_class, cache_dir)
     holdout_sha = file_sha256(holdout_path)
-    holdout = train_stage("ddpm", ddpm_run.seed, preset, out, str(holdout_path), holdout_sha, progress,
+    holdout = train_stage(ddpm_run.model, ddpm_run.seed, preset, out, str(holdout_path), holdout_sha, progress,
                           tag=f"without{cfg.holdout_class}")
     folder = out / DIFFUSION_CLASSIFIER_DIR
     missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
@@ -441,7 +425,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     from bloodgen.metrics.inception import inception_extractor
     from bloodgen.models.registry import model_names
     from bloodgen.provenance import environment
-    from bloodgen.report.study_report import write_study_report
+    from bloodgen.study.report import write_study_report
 
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -472,7 +456,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         preset = replace(preset, experiments=tuple(experiments))
     if "prototypes" in preset.experiments:
         prototypes_budget(preset)  # before any training: a preset without a budget fails now, not hours later
-    models = list(models or STUDY_FAMILIES)
+    models = list(models or study_families())
     unknown = [m for m in models if m not in model_names()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
@@ -480,9 +464,10 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
     if outside:
         raise UserError(f"--utility-models names {', '.join(outside)}, which the study does not train: "
                         f"choose from {', '.join(models)}")
-    if "diffusion-classifier" in preset.experiments and "ddpm" not in models:
-        raise UserError("the diffusion-classifier experiment uses the study's ddpm: add ddpm to --models or "
-                        "leave the experiment out")
+    classifiers = [m for m in models if m in noise_classifiers()]
+    if "diffusion-classifier" in preset.experiments and not classifiers:
+        raise UserError(f"the diffusion-classifier experiment uses the study's {' or '.join(noise_classifiers())}: "
+                        f"add it to --models or leave the experiment out")
     out = Path(out)
     started = time.perf_counter()
     dataset = load_bloodmnist(data)
@@ -545,7 +530,7 @@ def run_study(preset: str | StudyPreset = "quick", models: list[str] | None = No
         experiment_results["prototypes"] = prototypes_stage(preset, out, data_path, cache_dir, progress, extractor)
     if "diffusion-classifier" in preset.experiments and not pending:
         experiment_results["diffusion-classifier"] = diffusion_classifier_stage(
-            preset, best("ddpm"), out, dataset, cache_dir, progress)
+            preset, best(classifiers[0]), out, dataset, cache_dir, progress)
     results = {
         K_STUDY: {"preset": preset_name, "settings": preset.as_dict(), "models": models,
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
@@ -571,7 +556,7 @@ def _command_args(preset_name: str, models: list[str], train_seeds: int | None, 
                   utility_models: list[str] | None, classifier_recipe: str | None,
                   experiments: list[str] | None) -> list[str]:
     args = ["--preset", preset_name]
-    if models != list(STUDY_FAMILIES):
+    if models != list(study_families()):
         args += ["--models", *models]
     if train_seeds is not None:
         args += ["--train-seeds", str(train_seeds)]

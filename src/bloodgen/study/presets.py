@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from bloodgen.models.registry import REGISTRY
 
 # Experiments a study can add to the family comparison (`--experiments`), each with its own report section:
-# prototype-guided diffusion vs a learned class embedding (bloodgen.improve), and the conditional ddpm used
-# as a classifier (bloodgen.classify.diffusion_eval), which needs ddpm among the models.
+# prototype-guided diffusion vs a learned class embedding (bloodgen.improve), and a conditional diffusion
+# model used as a classifier (bloodgen.classify.diffusion_eval), which needs such a family among the models.
 EXPERIMENTS = ("prototypes", "diffusion-classifier")
-
-# The families a study compares unless --models names others. Families that need inputs of their own
-# (proto-ddpm needs learned prototypes) are compared by their own experiment command instead.
-STUDY_FAMILIES = ("vae", "gan", "cgan", "ddpm")
 
 
 @dataclass(frozen=True)
@@ -24,7 +21,7 @@ class StudyPreset:
     grid_per_class: int = 8
     # Sampler options per family for evaluation (families not named use their config's defaults).
     sampler_options: dict = field(default_factory=dict)
-    # Config keys overridden per family, on top of its train preset (e.g. {"ddpm": {"steps": 500}}).
+    # Config keys overridden per family, on top of its train preset (e.g. {FAMILY: {"steps": 500}}).
     config_overrides: dict = field(default_factory=dict)
     # Utility checks (class fidelity, TSTR, augmentation, memorisation) on each family's best run: each
     # trains two classifiers, so they are off where minutes count.
@@ -71,8 +68,8 @@ PRESETS = {
     # model quick presets (about a minute per family on the faster cores) so that training, sampling and
     # feature extraction fit together.
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
-                         config_overrides={"vae": {"steps": 1000}, "gan": {"steps": 400}, "cgan": {"steps": 350},
-                                           "ddpm": {"steps": 400}},
+                         config_overrides={name: {"steps": spec.quick_study_steps} for name, spec in REGISTRY.items()
+                                           if spec.quick_study_steps},
                          diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER),
     # The largest budget that fits about two and a half hours on 2 CPU cores, for a machine without a GPU:
     # the models' cpu presets (15-55 minutes of training per family), one training seed, and the quick

@@ -12,7 +12,6 @@ the same spec, class counts and provenance: small, safe, and all `bloodgen sampl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -79,29 +78,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-
-
-def state_digest(obj: Any) -> str:
-    """SHA-256 over every tensor and value in a nested state, in key order (identical states, identical digest)."""
-    h = hashlib.sha256()
-
-    def visit(x: Any) -> None:
-        if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(x, dict):
-            for k in sorted(x, key=str):
-                h.update(str(k).encode())
-                visit(x[k])
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                visit(v)
-        else:
-            h.update(repr(x).encode())
-
-    visit(obj)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bloodgen.models.registry import FAMILIES
+from bloodgen.models.registry import REGISTRY
 
 EXAMPLES = """\
 models:
@@ -32,10 +32,10 @@ def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
 
-    width = max(map(len, FAMILIES))
-    models = "\n".join(f"  {name:{width}s} {desc}" for name, (_, desc) in FAMILIES.items())
+    width = max(map(len, REGISTRY))
+    models = "\n".join(f"  {name:{width}s} {spec.summary}" for name, spec in REGISTRY.items())
     p = subparsers.add_parser(
-        "train", help=f"train a generative model ({', '.join(FAMILIES)}) into a run folder",
+        "train", help=f"train a generative model ({', '.join(REGISTRY)}) into a run folder",
         description="Train a model family on the BloodMNIST train split. The same command runs on CPU, "
                     "one GPU, or several GPUs under torchrun/accelerate launch. Writes a run folder with "
                     "the resolved config, versions, data hash, loss log, sample grids, checkpoints and the "
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES.format(models=models), formatter_class=HelpFormatter)
     # Names are checked by the registry (a one-line error), not by argparse choices.
     p.add_argument("--model", metavar="NAME", default=None,
-                   help=f"model family: {', '.join(FAMILIES)} (required unless --resume)")
+                   help=f"model family: {', '.join(REGISTRY)} (required unless --resume)")
     p.add_argument("--preset", default="quick",
                    help="quick: <= 3 min on 2 CPU cores; cpu: 15-55 min on 2 CPU cores, the largest budget of a "
                         "CPU-only study; record: the protocol of record's CPU recipe (<= 2 h); gpu: minutes of one "

@@ -37,7 +37,7 @@ import torch
 
 from bloodgen import checks
 from bloodgen.errors import UserError
-from bloodgen.provenance import atomic_path, environment, write_json, write_text
+from bloodgen.provenance import atomic_path, environment, state_digest, write_json, write_text
 from bloodgen.training import checkpoint as ck
 from bloodgen.training import monitor
 from bloodgen.training.ema import EMA
@@ -278,6 +278,7 @@ class _Run:
         self.stepper = Stepper(acc, self.networks, self.optimizers, schedulers, c["grad_clip"])
         self.stop_requested = False
         self.warned_collapse = False
+        self.extras: dict[str, Any] = {}  # the family's final figures, filled by _finish
 
     # ---- setup -------------------------------------------------------------------------------------
 
@@ -373,8 +374,7 @@ class _Run:
                     bad = [k for k, v in values.items() if not math.isfinite(v)]
                     stop, bad_any = self._agree(self.stop_requested or self._out_of_time(session_start), bool(bad))
                     if bad_any:
-                        status = DIVERGED
-                        self._diverged(bad, values)
+                        self._diverged(bad, values)  # raises: the run ends here, its summary says "diverged"
                     self.step += 1
                     self.train_time += time.perf_counter() - t0
                     self.log_steps += 1
@@ -404,7 +404,7 @@ class _Run:
         if status == COMPLETED and self.main and self.progress:
             print(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}: exporting the EMA weights and writing the "
                   f"family's final figures", flush=True)
-        export = self._finish(status) if status == COMPLETED else None
+        export = self._finish() if status == COMPLETED else None
         summary = self._summary(status, checkpoint, export)
         acc.wait_for_everyone()
         if self.main and status != COMPLETED:
@@ -488,7 +488,7 @@ class _Run:
         if not self.main:
             return
         from bloodgen.sampling.api import generate
-        from bloodgen.sampling.grid import save_grid
+        from bloodgen.report.grid import save_grid
 
         labels = monitor.grid_labels(self.family.conditional, self.family.n_classes)
         n = len(labels) if labels is not None else monitor.UNCONDITIONAL_GRID
@@ -509,7 +509,7 @@ class _Run:
         acc = self.accelerator
         networks = {name: acc.unwrap_model(net).state_dict() for name, net in self.networks.items()}
         optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()}
-        digest = ck.state_digest({"networks": networks, "ema": self.ema.state_dict(), "optimizers": optimizers})
+        digest = state_digest({"networks": networks, "ema": self.ema.state_dict(), "optimizers": optimizers})
         digests = gather_object([digest])
         rngs = gather_object([ck.rng_state()])
         path = self.run_dir / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME
@@ -529,7 +529,7 @@ class _Run:
         acc.wait_for_everyone()
         return path
 
-    def _finish(self, status: str) -> Path | None:
+    def _finish(self) -> Path | None:
         """Export the EMA weights and run the family's extras (main process)."""
         if not self.main:
             return None
@@ -551,7 +551,7 @@ class _Run:
             R_PARAMETERS: self.parameters(), R_SAMPLING_PARAMETERS: count_parameters(self.ema.network),
             R_DEVICE: str(self.accelerator.device), R_PROCESSES: self.accelerator.num_processes,
             R_PRECISION: self.accelerator.mixed_precision, R_LAST_LOG: _last_jsonl(self.run_dir / LOG_JSONL),
-            R_EXTRAS: getattr(self, "extras", {}), R_CHECKPOINT: str(checkpoint) if checkpoint else None,
+            R_EXTRAS: self.extras, R_CHECKPOINT: str(checkpoint) if checkpoint else None,
             R_EXPORT: str(export) if export else None,
         }
         if self.main:

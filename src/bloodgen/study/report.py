@@ -156,7 +156,7 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
     """The utility table and figures for the families that have utility results (the best run of each)."""
     import numpy as np
 
-    from bloodgen.report.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
+    from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
 
     reports = {m: f["utility"] for m, f in results["families"].items() if f.get("utility")}
     if not reports:
@@ -180,7 +180,7 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
 
 def _experiment_sections(results: dict, out: Path) -> list:
     """Each experiment's own report blocks (they bring their headings), with figures relative to `out`."""
-    from bloodgen.study.pipeline import DIFFUSION_CLASSIFIER_DIR, K_EXPERIMENTS, PROTOTYPES_DIR
+    from bloodgen.study.layout import DIFFUSION_CLASSIFIER_DIR, K_EXPERIMENTS, PROTOTYPES_DIR
 
     experiments = results.get(K_EXPERIMENTS) or {}
     blocks: list = []
