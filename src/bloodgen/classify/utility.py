@@ -4,6 +4,8 @@ and memorisation. Math on arrays only: images, labels and features come in, plai
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, ClassifierRecipe, classification_report,
@@ -22,6 +24,9 @@ KEY_AUGMENTATION_GAIN = "augmentation_gain_balanced_accuracy"
 KEY_CLASSIFIER = "classifier"
 
 MEMORISATION_FLAG_FRACTION = 0.01
+
+# How a report runs one named part: `step(name, compute)` returns compute()'s result or a saved one.
+Step = Callable[[str, Callable[[], Any]], Any]
 
 
 def class_fidelity(model, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -146,62 +151,78 @@ def required_class_counts(train_labels: np.ndarray) -> np.ndarray:
     return np.maximum(matched_class_counts(train_labels), minority_top_up(train_labels))
 
 
+def _run_now(name: str, compute: Callable[[], Any]) -> Any:
+    return compute()
+
+
 def utility_report(reference_model, reference_info: dict, generated: tuple[np.ndarray, np.ndarray | None], data,
-                   seed: int = 0, features: dict[str, np.ndarray] | None = None,
-                   memorisation_n: int | None = None) -> dict:
+                   seed: int = 0, features: Callable[[], dict[str, np.ndarray]] | None = None,
+                   memorisation_n: int | None = None, step: Step = _run_now) -> dict:
     """Class fidelity, TSTR (with the train-on-real baseline), augmentation and memorisation in one dict.
 
     Every classifier here is trained with the reference classifier's own recipe, so the reference's
     test scores are the train-on-real baseline. Unconditional samples (labels None) get memorisation
-    only, since the other checks need the class each image was generated for. `features` may hold
-    Inception features for keys 'generated', 'train' and 'test' to add the memorisation check in
-    feature space next to pixel space; it uses the first `memorisation_n` generated images (all if None),
-    as do the pixel-space figures.
+    only, since the other checks need the class each image was generated for. `features()` may return
+    Inception features for keys 'generated', 'train' and 'test' to add the memorisation check in feature
+    space next to pixel space; it uses the first `memorisation_n` generated images (all if None), as do the
+    pixel-space figures. Each part runs through `step(name, compute)`, cheapest first, so a caller that
+    saves finished parts (the study) resumes an interrupted report at the next part.
     """
     images, labels = generated
     train, val, test = data.split("train"), data.split("val"), data.split("test")
     report: dict = {KEY_CLASSIFIER: {k: reference_info[k] for k in ("recipe", "best_val_accuracy", "train_seconds",
                                                                      "device") if k in reference_info},
                     "train_on_real": reference_info["test"]}
-    if labels is not None:
-        recipe = ClassifierRecipe(**reference_info["recipe"])
-        rng = np.random.default_rng(seed)
-        report["fidelity"] = class_fidelity(reference_model, images, labels)
-        synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
-        report["tstr"] = train_and_test(synthetic, val, test, recipe, desc="train-on-synthetic classifier")
-        top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
-        mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
-        report["augmented"] = train_and_test(mixed, val, test, recipe, desc="augmented classifier")
-        report[KEY_AUGMENTATION_GAIN] = (report["augmented"][KEY_BALANCED_ACCURACY]
-                                         - report["train_on_real"][KEY_BALANCED_ACCURACY])
-    else:
-        report["skipped"] = "fidelity, TSTR and augmentation need class-conditional samples"
     m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
     copies = copy_masks(images[:m], train[0], test[0])
-    report["memorisation"] = {"pixels": memorisation(pixel_vectors(images[:m]), pixel_vectors(train[0]),
-                                                     pixel_vectors(test[0]), **copies)}
-    if features:
-        report["memorisation"]["inception"] = memorisation(features["generated"][:m], features["train"],
-                                                           features["test"], **copies)
+    recipe = ClassifierRecipe(**reference_info["recipe"])
+    rng = np.random.default_rng(seed)  # the TSTR draw, then the top-up draw: the same images on a resumed run
+    if labels is not None:
+        report["fidelity"] = step("fidelity", lambda: class_fidelity(reference_model, images, labels))
+    memorised = {"pixels": step("memorisation_pixels", lambda: memorisation(
+        pixel_vectors(images[:m]), pixel_vectors(train[0]), pixel_vectors(test[0]), **copies))}
+    if labels is not None:
+        synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
+        report["tstr"] = step("tstr", lambda: train_and_test(synthetic, val, test, recipe,
+                                                             desc="train-on-synthetic classifier"))
+    if features is not None:
+        def in_features() -> dict:
+            f = features()
+            return memorisation(f["generated"][:m], f["train"], f["test"], **copies)
+
+        memorised["inception"] = step("memorisation_inception", in_features)
+    report["memorisation"] = memorised
+    if labels is None:
+        report["skipped"] = "fidelity, TSTR and augmentation need class-conditional samples"
+        return report
+    top_up = take_per_class(images, labels, minority_top_up(train[1]), rng)
+    mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
+    report["augmented"] = step("augmented", lambda: train_and_test(mixed, val, test, recipe,
+                                                                   desc="augmented classifier"))
+    report[KEY_AUGMENTATION_GAIN] = (report["augmented"][KEY_BALANCED_ACCURACY]
+                                     - report["train_on_real"][KEY_BALANCED_ACCURACY])
     return report
 
 
 def evaluate_utility(images: np.ndarray, labels: np.ndarray | None, data, *, recipe: ClassifierRecipe | None = None,
-                     cache_dir=None, extractor=None, seed: int = 0, memorisation_n: int | None = 5000) -> dict:
+                     cache_dir=None, extractor=None, seed: int = 0, memorisation_n: int | None = 5000,
+                     step: Step = _run_now) -> dict:
     """`utility_report` with the cached reference classifier and, given an extractor, Inception features
-    (the dataset's from the feature cache; the generated images' computed now, first `memorisation_n`)."""
+    (the dataset's from the feature cache; the generated images' computed now, first `memorisation_n`,
+    only when that part runs)."""
     from bloodgen.classify.reference import reference_classifier
 
     model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
     features = None
     if extractor is not None:
-        from bloodgen.metrics.features import dataset_feature_store
+        def features() -> dict[str, np.ndarray]:
+            from bloodgen.metrics.features import dataset_feature_store
 
-        sizes = data.split_sizes
-        store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
-        m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
-        features = {"generated": extractor(images[:m], desc="utility: generated features"),
+            sizes = data.split_sizes
+            store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
+            m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
+            return {"generated": extractor(images[:m], desc="utility: generated features"),
                     "train": store.features(np.arange(sizes["train"])),
                     "test": store.features(np.arange(sizes["train"] + sizes["val"], sum(sizes.values())))}
     return utility_report(model, info, (images, labels), data, seed=seed, features=features,
-                          memorisation_n=memorisation_n)
+                          memorisation_n=memorisation_n, step=step)

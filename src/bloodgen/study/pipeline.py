@@ -115,6 +115,23 @@ def cached(path: Path, compute: Callable[[], dict], what: str, allow_compute: bo
     return result
 
 
+def saved_parts(path: Path, what: str) -> Callable[[str, Callable[[], Any]], Any]:
+    """A `step(name, compute)` that keeps each finished part of a long computation in `path` (JSON, written
+    atomically after every part), so a run cut between parts resumes at the next one."""
+    done = json.loads(path.read_text()) if path.is_file() else {}
+
+    def step(name: str, compute: Callable[[], Any]) -> Any:
+        if name in done:
+            log(f"{what}, {name}: done already ({path})")
+        else:
+            log(f"{what}, {name}")
+            done[name] = compute()
+            write_json(path, done)
+        return done[name]
+
+    return step
+
+
 def feature_key(extractor) -> dict:
     """What identifies the features in a cache key: the network and its weights, not the device or batch size
     (features agree across devices to ~1e-5, far below any reported digit)."""
@@ -294,11 +311,15 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
         log(f"{run.model} seed {run.seed}: utility checks ({n} samples, classifier width {recipe.width}, "
             f"{recipe.epochs} epochs)")
         images = utility_samples(loaded, labels, n, options, samples_path, key)
-        return evaluate_utility(images, labels, dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
-                                seed=run.seed, memorisation_n=preset.memorisation_n)
+        report = evaluate_utility(images, labels, dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
+                                  seed=run.seed, memorisation_n=preset.memorisation_n,
+                                  step=saved_parts(parts, f"{run.model} seed {run.seed} utility"))
+        parts.unlink(missing_ok=True)  # the whole report is saved next
+        return report
 
-    return cached(out / EVAL_DIR / f"utility-{run.model}-s{run.seed}-{key}.json", compute,
-                  f"{run.model} seed {run.seed} utility")
+    path = out / EVAL_DIR / f"utility-{run.model}-s{run.seed}-{key}.json"
+    parts = path.with_suffix(".parts.json")
+    return cached(path, compute, f"{run.model} seed {run.seed} utility")
 
 
 def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str):
