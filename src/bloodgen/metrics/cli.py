@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", metavar="OUT.json", default=None, help="write every figure and parameter here")
     p.add_argument("--markdown", metavar="OUT.md", default=None, help="also write the printed Markdown here")
     p.add_argument("--metrics", default=",".join(Options.metrics),
-                   help=f"comma-separated subset of: {', '.join(METRICS)}")
+                   help="comma-separated subset of: " + "; ".join(f"{name} ({spec.description})"
+                                                                  for name, spec in METRICS.items()))
     p.add_argument("--isc", action="store_true",
                    help="also compute the Inception Score of the samples (needs weights with a real logits layer)")
     p.add_argument("--kid-subsets", type=int, default=Options.kid_subsets, help="KID: number of random subsets")
@@ -100,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
         checks.output_file(args.markdown, "--markdown")
     if args.utility:
         checks.output_folder(args.utility_dir, "--utility-dir")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     result = calculate_metrics(
-        args.samples, reference=args.reference, n=args.n, seeds=args.seeds, floor=True,
-        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], isc=args.isc, data=args.data,
-        inception_weights=args.inception_weights, device=args.device, batch_size=args.batch_size,
-        cache_dir=args.cache_dir, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-        progress=not args.quiet)
+        args.samples, reference=args.reference, n=args.n, seeds=args.seeds, floor=True, metrics=metrics,
+        isc=args.isc, data=args.data, inception_weights=args.inception_weights, device=args.device,
+        batch_size=args.batch_size, cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size, progress=not args.quiet, extractors=_extractors(args, metrics))
     markdown = to_markdown_report(result)
     if args.utility:
         result["utility"] = _utility(args)
@@ -117,6 +118,21 @@ def run(args: argparse.Namespace) -> int:
         write_text(args.markdown, markdown)
         print(f"wrote {args.markdown}")
     return 0
+
+
+def _extractors(args: argparse.Namespace, metrics: list[str]) -> dict:
+    """The reference classifier's feature extractor when a selected metric reads that space."""
+    from bloodgen.metrics.protocol import CLASSIFIER, METRICS
+
+    if not any(name in METRICS and METRICS[name].space == CLASSIFIER for name in metrics):
+        return {}
+    from bloodgen.classify.features import classifier_extractor
+    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.data import load_bloodmnist
+
+    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
+    return {CLASSIFIER: classifier_extractor(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir,
+                                             device=args.device, progress=not args.quiet)}
 
 
 def _utility(args: argparse.Namespace) -> dict:

@@ -18,18 +18,21 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import Extractor, FeatureStore, dataset_feature_store
+from bloodgen.metrics.alpha_beta import KEY_ALPHA_PRECISION, KEY_AUTHENTICITY, KEY_BETA_RECALL, alpha_beta
 from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS, fid_from_features, fid_per_class
+from bloodgen.metrics.fid_infinity import KEY_FID_INFINITY, fid_infinity
 from bloodgen.metrics.inputs import ImageSet, as_samples
 from bloodgen.metrics.isc import KEY_ISC, KEY_ISC_SPLIT_STD, inception_score
 from bloodgen.metrics.kid import KEY_KID, KEY_KID_SUBSET_STD, kid
-from bloodgen.metrics.prdc import prdc
+from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
+                                   KEY_RECALL_PRDC, prdc)
 from bloodgen.provenance import environment
 
 SCHEMA = "bloodgen-evaluation/1"
@@ -52,6 +55,15 @@ STREAM_SAMPLES = 1
 STREAM_SAME_POOL = 2
 STREAM_DISJOINT = 3
 STREAM_KID = 4
+STREAM_FID_INFINITY = 5
+STREAM_CLASSIFIER_KID = 6
+
+# Feature spaces: the FID InceptionV3 (ImageNet-trained) and the reference classifier (BloodMNIST-trained).
+INCEPTION = "inception"
+CLASSIFIER = "classifier"
+KEY_FD_CLASSIFIER = "fd_classifier"
+KEY_KID_CLASSIFIER = "kid_classifier"
+KEY_SAMPLE_OVERLAP = "sample_draw_overlap"
 
 
 def stream_rng(seed: int, stream: int) -> np.random.Generator:
@@ -94,10 +106,14 @@ class Options:
 
 @dataclass(frozen=True)
 class Drawn:
-    """Features of one side of a comparison, with labels when the images have them."""
+    """Features of one side of a comparison in each feature space, with labels when the images have them."""
 
-    features: np.ndarray
+    spaces: Mapping[str, np.ndarray]
     labels: np.ndarray | None
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.spaces[INCEPTION]
 
 
 def _fid(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
@@ -121,16 +137,59 @@ def _per_class(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
     return {KEY_FID_PER_CLASS: per_class, KEY_FID_CLASS_AVERAGED: average}
 
 
-# Comparisons between two feature sets, selectable by name (`--metrics`).
-METRICS: dict[str, Callable[[Drawn, Drawn, Options, int], dict]] = {
-    "fid": _fid, "kid": _kid, "prdc": _prdc, "per-class": _per_class,
-}
+def _fid_infinity(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
+    return {KEY_FID_INFINITY: fid_infinity(real.features, fake.features, stream_rng(seed, STREAM_FID_INFINITY))}
+
+
+def _alpha_beta(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
+    return alpha_beta(real.features, fake.features)
+
+
+def _classifier(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
+    a, b = real.spaces[CLASSIFIER], fake.spaces[CLASSIFIER]
+    mean, std = kid(a, b, stream_rng(seed, STREAM_CLASSIFIER_KID), options.kid_subsets, options.kid_subset_size)
+    return {KEY_FD_CLASSIFIER: fid_from_features(a, b), KEY_KID_CLASSIFIER: mean}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A comparison between two feature sets, selectable by name (`--metrics`): what it computes, the JSON
+    keys it writes (in report order), the feature space it reads and the images per set it needs."""
+
+    name: str
+    compute: Callable[[Drawn, Drawn, Options, int], dict]
+    keys: tuple[str, ...]
+    description: str
+    space: str = INCEPTION
+    min_images: Callable[[Options], int] = lambda options: 2
+
+
+METRIC_SPECS = (
+    MetricSpec("fid", _fid, (KEY_FID,), "Frechet Inception Distance (pytorch-fid's InceptionV3 pool3)"),
+    MetricSpec("kid", _kid, (KEY_KID,), "Kernel Inception Distance, unbiased, subset mean"),
+    MetricSpec("prdc", _prdc, (KEY_PRECISION, KEY_RECALL, KEY_PRECISION_PRDC, KEY_RECALL_PRDC, KEY_DENSITY,
+                               KEY_COVERAGE), "precision/recall (k-NN balls), density/coverage",
+               min_images=lambda o: max(o.nearest_k_pr, o.nearest_k_dc) + 1),
+    MetricSpec("per-class", _per_class, (KEY_FID_PER_CLASS, KEY_FID_CLASS_AVERAGED),
+               "FID of each class and their mean (labels on both sides)"),
+    MetricSpec("fid-inf", _fid_infinity, (KEY_FID_INFINITY,),
+               "FID extrapolated to infinite N (Chong & Forsyth 2020): free of the 1/N bias",
+               min_images=lambda o: 4),
+    MetricSpec("alpha-beta", _alpha_beta, (KEY_ALPHA_PRECISION, KEY_BETA_RECALL, KEY_AUTHENTICITY),
+               "alpha-precision, beta-recall, authenticity (Alaa et al. 2022) in Inception features",
+               min_images=lambda o: 3),
+    MetricSpec("classifier", _classifier, (KEY_FD_CLASSIFIER, KEY_KID_CLASSIFIER),
+               "Frechet distance and KID in the reference classifier's penultimate features (BloodMNIST-trained; "
+               "not FID)", space=CLASSIFIER),
+)
+# The registry, by name; `Options.metrics` picks from it.
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in METRIC_SPECS}
 
 
 def compare(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
     out: dict = {}
     for name in options.metrics:
-        out.update(METRICS[name](real, fake, options, seed))
+        out.update(METRICS[name].compute(real, fake, options, seed))
     return out
 
 
@@ -172,7 +231,7 @@ def _check_options(options: Options, pool_size: int, floor: bool) -> None:
         raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METRICS)}")
     if not options.seeds:
         raise UserError("--seeds must be at least 1")
-    smallest = max(2, options.nearest_k_pr + 1, options.nearest_k_dc + 1) if "prdc" in options.metrics else 2
+    smallest = max(METRICS[name].min_images(options) for name in options.metrics)
     if options.n < smallest:
         raise UserError(f"--n {options.n} is too small: the selected metrics need at least {smallest} images per set")
     if options.n > pool_size:
@@ -223,6 +282,7 @@ def calculate_metrics(
     kid_subset_size: int = Options.kid_subset_size,
     progress: bool = True,
     extractor: Extractor | None = None,
+    extractors: Mapping[str, Extractor] | None = None,
 ) -> dict:
     """Evaluate `samples` against the reference with the protocol of the module doc; return a JSON-ready dict.
 
@@ -234,6 +294,8 @@ def calculate_metrics(
     floor: compute the real-vs-real floor (same-pool and disjoint) at the same N and seeds.
     extractor: a ready feature extractor; by default the FID InceptionV3 from `inception_weights`,
         run on `device` with `batch_size`.
+    extractors: extractors of the other feature spaces the selected metrics read, by space name (the
+        'classifier' metric needs `extractors={"classifier": ...}`, which `bloodgen evaluate` builds).
     Top-level keys: `fid`, `kid`, `precision`, ... each {mean, std, per_seed} for the samples; `floor`
     with `same_pool` and `disjoint` holding the same; `protocol`, `network`, `reference`, `samples`,
     `timing`, `environment`.
@@ -242,98 +304,186 @@ def calculate_metrics(
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
     options = Options(n=n, seeds=seed_list, metrics=tuple(metrics), kid_subsets=kid_subsets,
                       kid_subset_size=kid_subset_size, isc=isc)
+    source = _checked_source(samples, floor, isc)
+    data_set, ref_images, ref_labels, ref_provenance = _reference(reference, data)
+    _check_options(options, len(ref_images), floor)
+    _check_source_size(source, options)
+    spaces = _feature_spaces(options, extractor, extractors, inception_weights, device, batch_size, progress)
+    logits_weight = spaces[INCEPTION].logits_weight() if isc else None  # refuses before any long computation
+
+    reference_side, timing = _reference_features(data_set, ref_images, ref_labels, spaces, options, floor,
+                                                 cache_dir, progress)
+    sample_side, sample_info = _sample_features(source, spaces, options, progress)
+    per_seed, floor_same, floor_disjoint = [], [], []
+    for s in options.seeds:
+        seed_started = time.perf_counter()
+        real, line = reference_side(real_draw(len(ref_images), options.n, s)), []
+        if source is not None:
+            scores = compare(real, sample_side(s), options, s)
+            if logits_weight is not None:
+                scores[KEY_ISC], scores[KEY_ISC_SPLIT_STD] = inception_score(
+                    sample_side(s).features, logits_weight, options.isc_splits)
+            per_seed.append(scores)
+            line.append(_brief(scores, "samples"))
+        if floor:
+            floor_same.append(compare(real, reference_side(same_pool_draw(len(ref_images), options.n, s)), options, s))
+            a, b = disjoint_halves(len(ref_images), options.n, s)
+            floor_disjoint.append(compare(reference_side(a), reference_side(b), options, s))
+            line += [_brief(floor_same[-1], "same-pool floor"), _brief(floor_disjoint[-1], "disjoint floor")]
+        _log(progress, f"seed {s}: {'; '.join(line)} ({time.perf_counter() - seed_started:.0f} s)")
+    return _result(per_seed, floor_same, floor_disjoint, options, floor, len(ref_images), spaces, ref_provenance,
+                   source, {**timing, **sample_info, "seconds": round(time.perf_counter() - started, 1)})
+
+
+def _checked_source(samples, floor: bool, isc: bool):
     if samples is None and not floor:
         raise UserError("nothing to evaluate: give samples (an .npz file or a folder of PNG files) or ask for "
                         "the floor")
-    source = as_samples(samples) if samples is not None else None
-    if isc and source is None:
+    if isc and samples is None:
         raise UserError("Inception Score is a property of generated samples: give samples to use --isc")
+    return as_samples(samples) if samples is not None else None
 
-    data_set, ref_images, ref_labels, ref_provenance = _reference(reference, data)
-    pool_size = len(ref_images)
-    _check_options(options, pool_size, floor)
+
+def _check_source_size(source, options: Options) -> None:
     if isinstance(source, ImageSet) and len(source) < options.n:
         raise UserError(f"samples {source.source} hold {len(source)} images, fewer than the {options.n} requested "
                         f"(--n); generate more or lower --n (and the floor is only comparable at the same --n)")
 
-    if extractor is None:
+
+def _feature_spaces(options: Options, extractor, extractors, inception_weights, device, batch_size,
+                    progress: bool) -> dict[str, Extractor]:
+    """The extractor of every feature space the selected metrics read (Inception always: FID's space)."""
+    spaces = dict(extractors or {})
+    if extractor is not None:
+        spaces[INCEPTION] = extractor
+    if INCEPTION not in spaces:
         from bloodgen.metrics.inception import inception_extractor
 
-        extractor = inception_extractor(inception_weights, device=device, batch_size=batch_size, progress=progress)
-    logits_weight = extractor.logits_weight() if isc else None  # refuses before any long computation
+        spaces[INCEPTION] = inception_extractor(inception_weights, device=device, batch_size=batch_size,
+                                                progress=progress)
+    for name in options.metrics:
+        if METRICS[name].space not in spaces:
+            raise UserError(f"metric {name!r} reads {METRICS[name].space} features and no extractor for them was "
+                            f"given: use `bloodgen evaluate --metrics {name}`, which loads the reference classifier")
+    return {space: spaces[space] for space in [INCEPTION, *sorted({METRICS[m].space for m in options.metrics})]}
 
-    if data_set is not None:
-        ref_store = dataset_feature_store(data_set, extractor, cache_dir)
-    else:
-        ref_store = FeatureStore(ref_images, extractor, desc="reference images")
-    draws = {s: real_draw(pool_size, options.n, s) for s in options.seeds}
-    same_pool = {s: same_pool_draw(pool_size, options.n, s) for s in options.seeds} if floor else {}
-    disjoint = {s: disjoint_halves(pool_size, options.n, s) for s in options.seeds} if floor else {}
-    needed = np.unique(np.concatenate([*draws.values(), *same_pool.values(), *(i for pair in disjoint.values()
-                                                                                for i in pair)]))
-    missing = int((~ref_store.computed[needed]).sum())
-    if missing:
-        where = f"; cached in {ref_store.cache_path.parent} for later runs" if ref_store.cache_path else ""
-        _log(progress, f"embedding {missing:,} of the {needed.size:,} reference images with InceptionV3 first "
-                       f"(about {missing / 10 / 60:.0f} min on 2 CPU cores, seconds on a GPU){where}")
-    ref_store.features(needed)  # one pass (and one progress bar) for every seed
-    timing = {"reference_images_computed": ref_store.n_computed_now,
-              "reference_images_from_cache": int(needed.size) - ref_store.n_computed_now}
+
+def _reference_features(data_set, ref_images, ref_labels, spaces: dict, options: Options, floor: bool,
+                        cache_dir, progress: bool):
+    """`reference_side(indices) -> Drawn` over the reference, with every index any seed draws embedded first
+    in one pass per space (disk-cached for the dataset), and the timing record of that pass."""
+    pool_size = len(ref_images)
+    draws = [real_draw(pool_size, options.n, s) for s in options.seeds]
+    if floor:
+        draws += [same_pool_draw(pool_size, options.n, s) for s in options.seeds]
+        draws += [i for s in options.seeds for i in disjoint_halves(pool_size, options.n, s)]
+    needed = np.unique(np.concatenate(draws))
+    stores, timing = {}, {}
+    for space, ex in spaces.items():
+        if data_set is not None:
+            store = dataset_feature_store(data_set, ex, cache_dir)
+        else:
+            store = FeatureStore(ref_images, ex, desc=f"reference images ({space})")
+        missing = int((~store.computed[needed]).sum())
+        if missing:
+            where = f"; cached in {store.cache_path.parent} for later runs" if store.cache_path else ""
+            _log(progress, f"embedding {missing:,} of the {needed.size:,} reference images in {space} features first"
+                           f"{f' (about {missing / 10 / 60:.0f} min on 2 CPU cores, seconds on a GPU)' if space == INCEPTION else ''}"
+                           f"{where}")
+        store.features(needed)
+        stores[space] = store
+        suffix = "" if space == INCEPTION else f"_{space}"
+        timing[f"reference_images_computed{suffix}"] = store.n_computed_now
+        timing[f"reference_images_from_cache{suffix}"] = int(needed.size) - store.n_computed_now
 
     def reference_side(indices: np.ndarray) -> Drawn:
-        return Drawn(ref_store.features(indices), None if ref_labels is None else ref_labels[indices])
+        return Drawn({space: store.features(indices) for space, store in stores.items()},
+                     None if ref_labels is None else ref_labels[indices])
 
-    sample_store = None
+    return reference_side, timing
+
+
+def _sample_features(source, spaces: dict, options: Options, progress: bool):
+    """`sample_side(seed) -> Drawn` of the samples (features of a fixed set computed once, a generator's
+    per seed and remembered for the seed) and the record of how many images were embedded and how far the
+    seeds' draws from a fixed set overlap."""
+    if source is None:
+        return None, {}
     if isinstance(source, ImageSet):
-        sample_store = FeatureStore(source.images, extractor, desc="sample images")
-        sample_draws = {s: samples_draw(len(source), options.n, s) for s in options.seeds}
-        sample_store.features(np.unique(np.concatenate(list(sample_draws.values()))))
+        stores = {space: FeatureStore(source.images, ex, desc=f"sample images ({space})") for space, ex in spaces.items()}
+        picks = {s: samples_draw(len(source), options.n, s) for s in options.seeds}
+        union = np.unique(np.concatenate(list(picks.values())))
+        for store in stores.values():
+            store.features(union)
+        info = {"sample_images_computed": stores[INCEPTION].n_computed_now}
+        overlap = _draw_overlap(list(picks.values()), options.n)
+        if overlap is not None:
+            info[KEY_SAMPLE_OVERLAP] = overlap
+            if overlap >= OVERLAP_WARNING:
+                _warn_overlap(source, options, overlap)
 
-    per_seed: list[dict] = []
-    floor_same: list[dict] = []
-    floor_disjoint: list[dict] = []
-    for s in options.seeds:
-        seed_started = time.perf_counter()
-        real = reference_side(draws[s])
-        line = []
-        if source is not None:
-            if sample_store is not None:
-                idx = sample_draws[s]
-                fake = Drawn(sample_store.features(idx), None if source.labels is None else source.labels[idx])
-            else:
-                images, labels = source.sample(options.n, s)
-                fake = Drawn(extractor(images, desc=f"samples, seed {s}"), labels)
-            scores = compare(real, fake, options, s)
-            if logits_weight is not None:
-                scores[KEY_ISC], scores[KEY_ISC_SPLIT_STD] = inception_score(fake.features, logits_weight,
-                                                                           options.isc_splits)
-            per_seed.append(scores)
-            line.append(_brief(scores, "samples"))
-        if floor:
-            floor_same.append(compare(real, reference_side(same_pool[s]), options, s))
-            a, b = disjoint[s]
-            floor_disjoint.append(compare(reference_side(a), reference_side(b), options, s))
-            line += [_brief(floor_same[-1], "same-pool floor"), _brief(floor_disjoint[-1], "disjoint floor")]
-        _log(progress, f"seed {s}: {'; '.join(line)} ({time.perf_counter() - seed_started:.0f} s)")
+        def side(seed: int) -> Drawn:
+            idx = picks[seed]
+            return Drawn({space: store.features(idx) for space, store in stores.items()},
+                         None if source.labels is None else source.labels[idx])
 
+        return side, info
+    made: dict[int, Drawn] = {}
+
+    def generated(seed: int) -> Drawn:
+        if seed not in made:
+            images, labels = source.sample(options.n, seed)
+            made.clear()  # one seed's features at a time
+            made[seed] = Drawn({space: ex(images, desc=f"samples, seed {seed} ({space})")
+                                for space, ex in spaces.items()}, labels)
+        return made[seed]
+
+    return generated, {"sample_images_computed": options.n * len(options.seeds)}
+
+
+# At or above this mean overlap between two seeds' draws from a fixed sample set, the evaluation warns that the
+# seeds score largely the same generated images.
+OVERLAP_WARNING = 0.5
+
+
+def _draw_overlap(picks: list[np.ndarray], n: int) -> float | None:
+    """Mean over seed pairs of the fraction of drawn sample images the two draws share (None: one seed)."""
+    if len(picks) < 2:
+        return None
+    shared = [np.intersect1d(a, b).size / n for i, a in enumerate(picks) for b in picks[i + 1:]]
+    return float(np.mean(shared))
+
+
+def _warn_overlap(source, options: Options, overlap: float) -> None:
+    what = "the same images" if overlap == 1.0 else f"{overlap:.0%} of the same images"
+    print(f"warning: samples {source.source} hold {len(source)} images for --n {options.n}, so every seed scores "
+          f"{what}: the +/- is the spread of the real draws only; give at least {options.n * len(options.seeds):,} "
+          f"images for independent sample draws", file=sys.stderr, flush=True)
+
+
+def _result(per_seed, floor_same, floor_disjoint, options: Options, floor: bool, pool_size: int, spaces: dict,
+            ref_provenance: dict, source, timing: dict) -> dict:
     result: dict = {"schema": SCHEMA}
     if per_seed:
         result.update(summarise_seeds(per_seed))
+        if KEY_SAMPLE_OVERLAP in timing:
+            overlap = timing.pop(KEY_SAMPLE_OVERLAP)
+            result["spread"] = {KEY_SAMPLE_OVERLAP: overlap, "note": (
+                "std over seeds: the real draws' spread only (every seed scores the same generated images)"
+                if overlap == 1.0 else f"std over seeds: real draws and sample draws sharing {overlap:.0%} of "
+                                       f"their images on average")}
     if floor:
         result[KEY_FLOOR] = _floor_block(floor_same, floor_disjoint, options.n, pool_size)
-    if sample_store is not None:
-        timing["sample_images_computed"] = sample_store.n_computed_now
-    elif source is not None:
-        timing["sample_images_computed"] = options.n * len(options.seeds)
-    timing["seconds"] = round(time.perf_counter() - started, 1)
     result.update({
         "protocol": _protocol_record(options, floor, pool_size),
-        "network": extractor.provenance(),
+        "network": spaces[INCEPTION].provenance(),
         "reference": ref_provenance,
         "samples": None if source is None else source.provenance(),
         "timing": timing,
         "environment": environment(),
     })
+    if len(spaces) > 1:
+        result["networks"] = {space: ex.provenance() for space, ex in spaces.items()}
     return result
 
 
@@ -352,6 +502,17 @@ def _brief(result: dict, label: str) -> str:
     if KEY_KID in result:
         parts.append(f"KID x 10^3 {1e3 * result[KEY_KID]:.3f}")
     return f"{label} {', '.join(parts) or 'done'}"
+
+
+# How the metrics added after the first protocol are computed, recorded when selected.
+METHODS = {
+    "fid-inf": f"FID on seeded subsets of both sides (numpy.random.default_rng([seed, {STREAM_FID_INFINITY}])) of "
+               f"6 sizes from N/2 to N, least-squares line FID = a + b/m, a reported (Chong & Forsyth 2020)",
+    "alpha-beta": "integrated alpha-precision and beta-recall over 30 levels, supports as balls around each side's "
+                  "mean in Inception features; authenticity per generated sample (Alaa et al. 2022)",
+    "classifier": f"Frechet distance and KID (subsets from numpy.random.default_rng([seed, {STREAM_CLASSIFIER_KID}])) "
+                  f"in the reference classifier's penultimate features",
+}
 
 
 def _protocol_record(options: Options, floor: bool, pool_size: int) -> dict:
@@ -374,6 +535,7 @@ def _protocol_record(options: Options, floor: bool, pool_size: int) -> dict:
         "prdc": "k-th nearest-neighbour balls; precision/recall with nearest_k_pr and closed balls "
                 "(Kynkaanniemi et al. 2019); precision_prdc/recall_prdc/density/coverage with nearest_k_dc and "
                 "open balls (the prdc library, Naeem et al. 2020)",
+        **{name: method for name, method in METHODS.items() if name in options.metrics},
         "std": "sample standard deviation over seeds (ddof=1); null for a single seed",
         "images": "uint8 RGB 28x28, divided by 255, resized inside the network to 299x299 (bilinear, "
                   "align_corners=False) as pytorch-fid does for PNG files",

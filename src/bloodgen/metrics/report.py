@@ -7,7 +7,10 @@ from bloodgen.metrics.isc import KEY_ISC
 from bloodgen.metrics.kid import KEY_KID
 from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
                                    KEY_RECALL_PRDC)
-from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
+from bloodgen.metrics.alpha_beta import KEY_ALPHA_PRECISION, KEY_AUTHENTICITY, KEY_BETA_RECALL
+from bloodgen.metrics.fid_infinity import KEY_FID_INFINITY
+from bloodgen.metrics.protocol import (KEY_DISJOINT, KEY_FD_CLASSIFIER, KEY_FLOOR, KEY_KID_CLASSIFIER, KEY_MEAN,
+                                       KEY_PER_SEED, KEY_SAME_POOL, KEY_STD)
 from bloodgen.report.document import Document, Paragraph, Table, to_markdown
 
 # (key, row label, scale, decimals): KID is shown x 10^3 because its values are around 1e-3 and below.
@@ -22,6 +25,12 @@ ROWS = (
     (KEY_COVERAGE, "coverage (k=5, prdc library)", 1, 4),
     (KEY_FID_CLASS_AVERAGED, "class-averaged FID", 1, 3),
     (KEY_ISC, "Inception Score", 1, 3),
+    (KEY_FID_INFINITY, "FID extrapolated to infinite N", 1, 3),
+    (KEY_ALPHA_PRECISION, "alpha-precision (integrated)", 1, 4),
+    (KEY_BETA_RECALL, "beta-recall (integrated)", 1, 4),
+    (KEY_AUTHENTICITY, "authenticity", 1, 4),
+    (KEY_FD_CLASSIFIER, "FD, reference-classifier features (not FID)", 1, 3),
+    (KEY_KID_CLASSIFIER, "KID x 10^3, reference-classifier features", 1e3, 3),
 )
 
 
@@ -68,6 +77,8 @@ def to_markdown_report(result: dict) -> str:
             "Precision/recall come in the two definitions papers publish: k=3 nearest-neighbour balls, closed "
             "(Kynkäänniemi et al. 2019's code), and k=5, open (the prdc library of Naeem et al. 2020, with its "
             "density and coverage). Compare a published figure with the row of its own definition."))
+    if "spread" in result:
+        doc.add(Paragraph(f"Note: {result['spread']['note']}."))
     if KEY_FLOOR in result:
         note = result[KEY_FLOOR]["note"]
         cap = result[KEY_FLOOR][KEY_DISJOINT].get("cap_note")

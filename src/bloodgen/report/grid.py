@@ -33,7 +33,17 @@ def save_grid(images: np.ndarray, path: str | Path, ncol: int, scale: int = 2) -
 
 def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, class_names: tuple[str, ...],
                     per_class: int = 8, scale: int = 2) -> Path:
-    """One row per class present (its first `per_class` images, in order), the class name left of the row."""
+    """`class_grid` saved as PNG at `path`."""
+    canvas = class_grid(images, labels, class_names, per_class, scale)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], per_class: int = 8,
+               scale: int = 2):
+    """A PIL image: one row per class present (its first `per_class` images, in order), the class name
+    left of the row."""
     from PIL import Image, ImageDraw
 
     rows, names = [], []
@@ -52,9 +62,7 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, cl
     draw = ImageDraw.Draw(canvas)
     for i, name in enumerate(names):
         draw.text((PAD * scale, PAD * scale + i * row_height + row_height // 2 - 6), name, fill=(0, 0, 0))
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return Path(path)
+    return canvas
 
 
 def reconstruction_picks(labels: np.ndarray, n_classes: int, per_class: int = 4) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -108,17 +108,19 @@ def parse_class(value: int | str, class_names: tuple[str, ...] | None = None) ->
     raise UserError(f"unknown class {value!r}: give an index or a name ({choices})")
 
 
-def draw_labels(n: int, seed: int, classes: int | str, class_counts: np.ndarray) -> np.ndarray:
-    """n class labels: all one class, equal counts ('balanced') or the training class proportions ('prior').
+def draw_labels(n: int, seed: int, classes: int | str | Sequence[float], class_counts: np.ndarray) -> np.ndarray:
+    """n class labels: all one class, equal counts ('balanced'), the training class proportions ('prior')
+    or given proportions (one non-negative weight per class).
 
-    'prior' uses exact quotas (largest remainders), shuffled: every sample set then has the training
-    class mix, which removes one source of spread between evaluation seeds.
+    Proportions, 'prior' included, use exact quotas (largest remainders), shuffled: every sample set then
+    has the requested class mix, which removes one source of spread between evaluation seeds.
     """
     k = len(class_counts)
-    if classes == BALANCED:
+    if isinstance(classes, str) and classes == BALANCED:
         labels = np.arange(n) % k
-    elif classes == PRIOR:
-        share = n * class_counts / class_counts.sum()
+    elif isinstance(classes, str) and classes == PRIOR or not isinstance(classes, (str, int, np.integer)):
+        weights = class_counts if isinstance(classes, str) else class_proportions(classes, k)
+        share = n * weights / weights.sum()
         quota = np.floor(share).astype(np.int64)
         quota[np.argsort(-(share - quota), kind="stable")[: n - quota.sum()]] += 1
         labels = np.repeat(np.arange(k), quota)
@@ -126,6 +128,18 @@ def draw_labels(n: int, seed: int, classes: int | str, class_counts: np.ndarray)
         labels = np.full(n, parse_class(classes))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     return rng.permutation(labels).astype(np.int64)
+
+
+def class_proportions(weights: Sequence[float], k: int) -> np.ndarray:
+    """`weights` as a float array of k non-negative numbers with a positive sum, else a UserError."""
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        w = None
+    if w is None or w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise UserError(f"class proportions must be {k} non-negative numbers with a positive sum, one per class "
+                        f"in class-index order; got {weights!r}")
+    return w
 
 
 def noise_generators(seed: int, start: int, stop: int) -> list[torch.Generator]:
@@ -178,7 +192,7 @@ def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed
     return out
 
 
-def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
+def sample(model: LoadedModel, n: int, seed: int, classes: int | str | Sequence[float] = PRIOR,
            batch_size: int | None = None, progress: bool = False,
            **options: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(images uint8 (n, 28, 28, 3), labels int64 (n,) or None for unconditional models)."""
@@ -190,7 +204,7 @@ def sample(model: LoadedModel, n: int, seed: int, classes: int | str = PRIOR,
     labels = None
     if model.conditional:
         labels = draw_labels(int(n), seed, classes, model.class_counts)
-    elif classes not in (PRIOR, BALANCED):
+    elif not (isinstance(classes, str) and classes in (PRIOR, BALANCED)):
         raise UserError(f"{model.spec['model']} model in {model.source} is unconditional: it cannot sample "
                         f"a given class (drop --class)")
     images = generate(model.family, model.network, labels, int(n), seed, batch_size, progress, **options)
