@@ -1,0 +1,126 @@
+"""The ddpm's classifier-free guidance scale as a trade-off a user can pick from:
+
+    python benchmarks/guidance_sweep.py [--run pretrained:ddpm] [--scales 1.0 1.5 2.0 3.0] [--max-minutes 90]
+
+For every scale: N = 5,000 samples in the training class mix (seed 0), their FID with both real-vs-real
+floors at the same N, class fidelity by the reference classifier, and train-on-synthetic/test-on-real (the
+reference recipe trained on the 5,000 samples, scored on the real test split). Each scale is a unit and each
+of its three parts is saved as it finishes (results/record/guidance/g<scale>.json; samples kept in the cache
+folder), so the sweep resumes part by part. The table and plot go to results/record/guidance/README.md and
+guidance.png. On 2 CPU cores a scale takes about an hour (sampling ~25 min, features ~12, classifier ~20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bloodgen.classify.reference import (KEY_ACCURACY, KEY_BALANCED_ACCURACY, ClassifierRecipe,  # noqa: E402
+                                         reference_classifier)
+from bloodgen.classify.utility import KEY_FIDELITY_MACRO, class_fidelity, train_and_test  # noqa: E402
+from bloodgen.data import load_bloodmnist  # noqa: E402
+from bloodgen.metrics.features import default_cache_dir  # noqa: E402
+from bloodgen.metrics.inputs import load_images  # noqa: E402
+from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
+from bloodgen.provenance import write_text  # noqa: E402
+from bloodgen.report.plots import pyplot  # noqa: E402
+from bloodgen.samplefile import write_samples  # noqa: E402
+from bloodgen.sampling.api import load_model, sample  # noqa: E402
+from bloodgen.study.pipeline import file_sha256, saved_parts  # noqa: E402
+
+
+def scale_samples(model, scale: float, n: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The scale's samples, from the cache when an earlier run made them with the same weights and N."""
+    path = cache / f"{file_sha256(model.source)[:16]}-g{scale}-n{n}.npz"
+    if path.is_file():
+        loaded = load_images(path)
+        return loaded.images, loaded.labels
+    images, labels = sample(model, n, 0, guidance=scale, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_samples(path, images, labels)
+    return images, labels
+
+
+def run_scale(model, scale: float, n: int, data, out: Path, cache: Path) -> dict:
+    step = saved_parts(out / f"g{scale}.json", f"guidance {scale}")
+    images, labels = scale_samples(model, scale, n, cache)
+    classifier, info = reference_classifier(data)
+    evaluation = step("evaluation", lambda: calculate_metrics(images, n=n, seeds=(0,), floor=True, data=data.path,
+                                                               metrics=("fid", "kid", "prdc")))
+    fidelity = step("fidelity", lambda: class_fidelity(classifier, images, labels))
+    tstr = step("tstr", lambda: train_and_test((images, labels), data.split("val"), data.split("test"),
+                                               ClassifierRecipe(**info["recipe"]), desc="train-on-synthetic"))
+    return {"evaluation": evaluation, "fidelity": fidelity, "tstr": tstr}
+
+
+def table(results: dict[float, dict], real_trained: dict) -> str:
+    rows = ["| guidance | FID | disjoint floor | precision | recall | class fidelity (macro) | TSTR accuracy | "
+            "TSTR balanced accuracy |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for scale, r in sorted(results.items()):
+        e = r["evaluation"]
+        rows.append(f"| {scale} | {e['fid']['mean']:.2f} | {e['floor']['disjoint']['fid']['mean']:.2f} | "
+                    f"{e['precision']['mean']:.3f} | {e['recall']['mean']:.3f} | "
+                    f"{r['fidelity'][KEY_FIDELITY_MACRO]:.3f} | {r['tstr'][KEY_ACCURACY]:.3f} | "
+                    f"{r['tstr'][KEY_BALANCED_ACCURACY]:.3f} |")
+    rows.append(f"| real-trained | | | | | | {real_trained[KEY_ACCURACY]:.3f} | "
+                f"{real_trained[KEY_BALANCED_ACCURACY]:.3f} |")
+    return "\n".join(rows)
+
+
+def plot(results: dict[float, dict], path: Path) -> None:
+    plt = pyplot()
+    scales = sorted(results)
+    fig, left = plt.subplots(figsize=(6, 4))
+    left.plot(scales, [results[s]["evaluation"]["fid"]["mean"] for s in scales], "o-", color="C0", label="FID")
+    left.set_xlabel("guidance scale")
+    left.set_ylabel("FID (N = 5,000)", color="C0")
+    right = left.twinx()
+    right.plot(scales, [results[s]["fidelity"][KEY_FIDELITY_MACRO] for s in scales], "s-", color="C1",
+               label="class fidelity")
+    right.plot(scales, [results[s]["tstr"][KEY_ACCURACY] for s in scales], "^-", color="C2", label="TSTR accuracy")
+    right.set_ylabel("fraction")
+    fig.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="pretrained:ddpm", help="the ddpm: pretrained:ddpm or a run folder")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--out", default=str(ROOT / "results" / "record" / "guidance"))
+    parser.add_argument("--max-minutes", type=float, default=None, help="start no scale after this many minutes")
+    parser.add_argument("--data", default=None)
+    args = parser.parse_args()
+    out, started = Path(args.out), time.monotonic()
+    data, model = load_bloodmnist(args.data), load_model(args.run)
+    results = {}
+    for scale in args.scales:
+        done = out / f"g{scale}.json"
+        if args.max_minutes is not None and (time.monotonic() - started) / 60 > args.max_minutes:
+            print(f"guidance {scale}: not started (--max-minutes {args.max_minutes} reached)")
+        else:
+            results[scale] = run_scale(model, scale, args.n, data, out, default_cache_dir() / "guidance")
+            continue
+        if done.is_file() and len(json.loads(done.read_text())) == 3:
+            results[scale] = json.loads(done.read_text())
+    if results:
+        plot(results, out / "guidance.png")
+        write_text(out / "README.md", "# Guidance sweep of the record ddpm\n\n" + __doc__.split("\n\n", 1)[1]
+                   + f"\nModel: `{args.run}`. Command: `python benchmarks/guidance_sweep.py --run {args.run}`.\n\n"
+                   + table(results, reference_classifier(data)[1]["test"]) + "\n\n![guidance](guidance.png)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
