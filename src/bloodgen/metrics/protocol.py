@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -456,9 +457,9 @@ def _draw_overlap(picks: list[np.ndarray], n: int) -> float | None:
 
 def _warn_overlap(source, options: Options, overlap: float) -> None:
     what = "the same images" if overlap == 1.0 else f"{overlap:.0%} of the same images"
-    print(f"warning: samples {source.source} hold {len(source)} images for --n {options.n}, so every seed scores "
-          f"{what}: the +/- is the spread of the real draws only; give at least {options.n * len(options.seeds):,} "
-          f"images for independent sample draws", file=sys.stderr, flush=True)
+    warnings.warn(f"samples {source.source} hold {len(source)} images for --n {options.n}, so every seed scores "
+                  f"{what}: the +/- is the spread of the real draws only; give at least "
+                  f"{options.n * len(options.seeds):,} images for independent sample draws", stacklevel=2)
 
 
 def _result(per_seed, floor_same, floor_disjoint, options: Options, floor: bool, pool_size: int, spaces: dict,
