@@ -75,19 +75,21 @@ def table(results: dict[float, dict], real_trained: dict) -> str:
     return "\n".join(rows)
 
 
-def plot(results: dict[float, dict], path: Path) -> None:
+def plot(results: dict[float, dict], n: int, path: Path) -> None:
     plt = pyplot()
     scales = sorted(results)
     fig, left = plt.subplots(figsize=(6, 4))
     left.plot(scales, [results[s]["evaluation"]["fid"]["mean"] for s in scales], "o-", color="C0", label="FID")
+    left.plot(scales, [results[s]["evaluation"]["floor"]["disjoint"]["fid"]["mean"] for s in scales], ":",
+              color="C0", label="FID floor (disjoint)")
     left.set_xlabel("guidance scale")
-    left.set_ylabel("FID (N = 5,000)", color="C0")
+    left.set_ylabel(f"FID (N = {n:,})", color="C0")
     right = left.twinx()
     right.plot(scales, [results[s]["fidelity"][KEY_FIDELITY_MACRO] for s in scales], "s-", color="C1",
                label="class fidelity")
     right.plot(scales, [results[s]["tstr"][KEY_ACCURACY] for s in scales], "^-", color="C2", label="TSTR accuracy")
     right.set_ylabel("fraction")
-    fig.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.legend(loc="upper center", ncol=4, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -115,7 +117,7 @@ def main() -> int:
         if done.is_file() and len(json.loads(done.read_text())) == 3:
             results[scale] = json.loads(done.read_text())
     if results:
-        plot(results, out / "guidance.png")
+        plot(results, args.n, out / "guidance.png")
         write_text(out / "README.md", "# Guidance sweep of the record ddpm\n\n" + __doc__.split("\n\n", 1)[1]
                    + f"\nModel: `{args.run}`. Command: `python benchmarks/guidance_sweep.py --run {args.run}`.\n\n"
                    + table(results, reference_classifier(data)[1]["test"]) + "\n\n![guidance](guidance.png)\n")

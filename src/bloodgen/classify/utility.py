@@ -213,16 +213,17 @@ def evaluate_utility(images: np.ndarray, labels: np.ndarray | None, data, *, rec
     from bloodgen.classify.reference import reference_classifier
 
     model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
-    features = None
-    if extractor is not None:
-        def features() -> dict[str, np.ndarray]:
-            from bloodgen.metrics.features import dataset_feature_store
 
-            sizes = data.split_sizes
-            store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
-            m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
-            return {"generated": extractor(images[:m], desc="utility: generated features"),
-                    "train": store.features(np.arange(sizes["train"])),
-                    "test": store.features(np.arange(sizes["train"] + sizes["val"], sum(sizes.values())))}
-    return utility_report(model, info, (images, labels), data, seed=seed, features=features,
-                          memorisation_n=memorisation_n, step=step)
+    def features() -> dict[str, np.ndarray]:
+        from bloodgen.metrics.features import dataset_feature_store
+
+        sizes = data.split_sizes
+        store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
+        m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
+        return {"generated": extractor(images[:m], desc="utility: generated features"),
+                "train": store.features(np.arange(sizes["train"])),
+                "test": store.features(np.arange(sizes["train"] + sizes["val"], sum(sizes.values())))}
+
+    return utility_report(model, info, (images, labels), data, seed=seed,
+                          features=features if extractor is not None else None, memorisation_n=memorisation_n,
+                          step=step)
