@@ -10,7 +10,8 @@ config, environment, summary, logs and sample grids, plus the best run's exporte
 + model.json), so that the published study samples from its own run folders; never the training
 checkpoints (optimiser state, tens of MB) nor the utility checks' samples (`utility/*-samples.npz`, 32 MB per
 conditional family at the cpu preset; the report's figures already show them and the best run's weights
-regenerate them). A hand-written results/README.md is kept, and so is any study published inside the
+regenerate them): only the few images the memorisation figure shows (`utility/*-closest.npz`), so the
+report re-renders from the published folder. A hand-written results/README.md is kept, and so is any study published inside the
 results folder (a subfolder holding its own results.json, such as results/record/).
 
 Pretrained: the best run's (lowest FID) model.safetensors + model.json (weights and full config; absolute
@@ -39,7 +40,7 @@ from bloodgen.metrics.fid import KEY_FID  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
 from bloodgen.study.report import FIGURES_DIR  # noqa: E402
 from bloodgen.study.layout import (DIFFUSION_CLASSIFIER_DIR, EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES,  # noqa: E402
-                                   K_STUDY, PROTOTYPES_DIR, RESULTS_FILE, RUNS_DIR)
+                                   K_STUDY, PROTOTYPES_DIR, RESULTS_FILE, RUNS_DIR, UTILITY_DIR)
 from bloodgen.study.pipeline import best_run  # noqa: E402
 from bloodgen.training.checkpoint import EXPORT_META, EXPORT_WEIGHTS  # noqa: E402
 
@@ -151,6 +152,9 @@ def publish(study: Path, results: Path, pretrained: Path | None) -> dict:
         for name in RUN_FOLDERS:
             if (run_dir / name).is_dir():
                 shutil.copytree(run_dir / name, target / name)
+    for closest in sorted(study.glob(f"{UTILITY_DIR}/*-closest.npz")):  # the memorisation figure's images
+        (results / UTILITY_DIR).mkdir(exist_ok=True)
+        shutil.copy2(closest, results / UTILITY_DIR / closest.name)
     for family in data[K_FAMILIES].values():  # the best runs sample from their own folders
         best = best_run(family)
         if (study / best["run_dir"] / EXPORT_WEIGHTS).is_file():

@@ -300,6 +300,11 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     for png in ("fidelity_confusion.png", "nearest_pixels.png", "nearest_inception.png"):
         assert (tmp_path / "figures" / png).stat().st_size > 2000
 
+    for samples in (tmp_path / "utility").glob("*-samples.npz"):  # a clone has the figure's images only
+        samples.unlink()
+    figure = (tmp_path / "figures" / "nearest_pixels.png").read_bytes()
+    (tmp_path / "figures" / "nearest_pixels.png").unlink()
+
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished utility check ran again")
 
@@ -308,6 +313,7 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
         warnings.simplefilter("ignore")
         run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
                   cache_dir=str(tmp_path / "cache"), progress=False)
+        assert (tmp_path / "figures" / "nearest_pixels.png").read_bytes() == figure
         # --utility-models: only the named families get the checks (here, reused from the run above)
         only = run_study(replace(preset, utility=False), models=["gan", "cgan"], utility_models=["cgan"], out=tmp_path,
                          data=str(tiny_npz), extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"),
@@ -337,7 +343,8 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     assert (published / "README.md").read_text() == "how this study was made"
     assert not (published / "stale.json").exists() and (published / "record" / "results.json").is_file()
     assert (published / "figures" / "fidelity_confusion.png").is_file() and (tmp_path / "utility").is_dir()
-    assert not (published / "utility").exists() and not list(published.rglob("*-samples.npz"))
+    assert not list(published.rglob("*-samples.npz"))  # only the figure's few images travel
+    assert sorted(p.name for p in (published / "utility").iterdir()) == ["cgan-s0-closest.npz", "gan-s0-closest.npz"]
     assert set(shipped["shipped"]) == {"gan", "cgan"} and (pretrained / "cgan" / "provenance.json").is_file()
     cgan = shipped["shipped"]["cgan"]  # the best run samples from its published folder, as the shipped copy
     assert Path(cgan["run"]).parent.parent == published and "--out" in cgan["study"]

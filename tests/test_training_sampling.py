@@ -9,7 +9,8 @@ import pytest
 
 from bloodgen.cli import main
 from bloodgen.errors import UserError
-from bloodgen.sampling.api import default_batch_size, draw_labels, load_model, make_sample_fn, sample
+from bloodgen.sampling.api import (default_batch_size, draw_labels, generate, generate_indices, load_model,
+                                  make_sample_fn, sample)
 from model_helpers import FAMILIES, sample_then_evaluate, train_tiny
 
 
@@ -44,6 +45,18 @@ def test_same_seed_same_images_whatever_the_batch_size(model, runs):
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     assert np.abs(a.astype(int) - d.astype(int)).mean() > 1
     np.testing.assert_array_equal(a, sample(loaded, 9, seed=4, batch_size=9)[0])
+
+
+@pytest.mark.parametrize("model", ["cgan", "ddpm"])
+def test_a_few_images_of_a_draw_come_back_by_index(model, runs):
+    loaded = load_model(runs[model])
+    labels = np.arange(12) % 8
+    draw = generate(loaded.family, loaded.network, labels, 12, seed=3)
+    picked = generate_indices(loaded.family, loaded.network, labels, [10, 2, 7], seed=3)
+    diff = np.abs(picked.astype(int) - draw[[10, 2, 7]].astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    other = generate_indices(loaded.family, loaded.network, labels, [10, 2, 7], seed=4)
+    assert np.abs(other.astype(int) - picked.astype(int)).mean() > 1
 
 
 def test_export_checkpoint_and_run_folder_load_the_same_weights(runs):

@@ -12,11 +12,16 @@ from bloodgen.provenance import atomic_path
 
 IMAGES = "images"
 LABELS = "labels"
+INDICES = "indices"  # optional: each image's index in the draw it was picked from
 UNLABELLED = -1
 
 
-def write_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None) -> None:
+def write_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None,
+                  indices: np.ndarray | None = None) -> None:
     """Write atomically; `labels` None (an unconditional model) is stored as all UNLABELLED."""
     labels = np.full(len(images), UNLABELLED, dtype=np.int64) if labels is None else np.asarray(labels, np.int64)
+    arrays = {IMAGES: images, LABELS: labels}
+    if indices is not None:
+        arrays[INDICES] = np.asarray(indices, np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{IMAGES: images, LABELS: labels})
+        np.savez(fh, **arrays)

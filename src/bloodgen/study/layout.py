@@ -3,6 +3,7 @@ writes them, the report and the publishing script)."""
 
 RUNS_DIR = "runs"
 EVAL_DIR = "eval"
+UTILITY_DIR = "utility"  # utility samples (not published) and the images the memorisation figure shows
 RESULTS_FILE = "results.json"
 
 # results.json keys.
@@ -19,3 +20,13 @@ K_EXPERIMENTS = "experiments"
 K_PENDING = "pending_units"
 PROTOTYPES_DIR = "prototypes"
 DIFFUSION_CLASSIFIER_DIR = "diffusion_classifier"
+
+
+def utility_samples_file(model: str, seed: int) -> str:
+    """The utility checks' samples of a run, relative to the study folder (tens of MB: not published)."""
+    return f"{UTILITY_DIR}/{model}-s{seed}-samples.npz"
+
+
+def closest_samples_file(model: str, seed: int) -> str:
+    """The few generated images the memorisation figure shows, relative to the study folder (published)."""
+    return f"{UTILITY_DIR}/{model}-s{seed}-closest.npz"

@@ -14,6 +14,7 @@ from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, 
                               KEY_RECALL_PRDC, KEY_SAME_POOL, KEY_STD)
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
+from bloodgen.study.layout import closest_samples_file
 
 FIGURES_DIR = "figures"
 # log.jsonl columns that are bookkeeping, not losses.
@@ -167,8 +168,10 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
         figures["Class-fidelity confusion per family (rows: class generated for)"] = f"{FIGURES_DIR}/fidelity_confusion.png"
     panels = {}
     for model, report in reports.items():
-        with np.load(out / report["samples"]) as npz:
-            panels[model] = (npz["images"], report)
+        closest = out / closest_samples_file(model, report["seed"])
+        if closest.is_file():
+            with np.load(closest) as npz:
+                panels[model] = (dict(zip(npz["indices"].tolist(), npz["images"])), report)
     train_images = dataset.images("train")
     for space in ("pixels", "inception"):
         name = f"{FIGURES_DIR}/nearest_{space}.png"
