@@ -13,10 +13,12 @@ bilinear interpolation (align_corners=False), exactly what pytorch-fid does to P
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import tempfile
 from pathlib import Path
-from unittest import mock
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -107,11 +109,30 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@contextlib.contextmanager
+def _hub_cache_holding(state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """A temporary torch hub folder whose checkpoint cache holds `state` under the file name pytorch-fid
+    asks for: torch's own offline route (`load_state_dict_from_url` loads a cached file and downloads
+    nothing), which lets the library build its network from weights it cannot be given a path to."""
+    previous = torch.hub.get_dir()
+    with tempfile.TemporaryDirectory(prefix="bloodgen-hub-") as hub:
+        (Path(hub) / "checkpoints").mkdir()
+        torch.save(state, Path(hub) / "checkpoints" / WEIGHTS_FILENAME)
+        torch.hub.set_dir(hub)
+        try:
+            yield
+        finally:
+            torch.hub.set_dir(previous)
+
+
 def _pytorch_fid_network(state: dict[str, torch.Tensor], path: Path) -> nn.Module:
     """pytorch-fid's `InceptionV3([pool3])`, built by the library with `state` in place of its download."""
     from pytorch_fid import inception as pfi
 
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *args, **kwargs: state):
+    if pfi.FID_WEIGHTS_URL.rsplit("/", 1)[-1] != WEIGHTS_FILENAME:
+        raise UserError(f"this pytorch-fid asks for {pfi.FID_WEIGHTS_URL}, not {WEIGHTS_FILENAME}: "
+                        f"install pytorch-fid 0.3.x")
+    with _hub_cache_holding(state):
         try:
             network = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
         except RuntimeError as err:  # load_state_dict: missing/unexpected keys or wrong shapes
