@@ -47,7 +47,7 @@ from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.models.config import resolve_config  # noqa: E402
 from bloodgen.models.registry import study_families  # noqa: E402
 from bloodgen.sampling.api import generate, load_model  # noqa: E402
-from bloodgen.study.pipeline import UTILITY_SAMPLE_SEED, saved_parts, train_stage  # noqa: E402
+from bloodgen.study.stages import UTILITY_SAMPLE_SEED, saved_parts, train_stage  # noqa: E402
 from bloodgen.study.presets import PRESETS  # noqa: E402
 
 RECORD = PRESETS["record"]

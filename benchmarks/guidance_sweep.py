@@ -34,7 +34,7 @@ from bloodgen.provenance import write_text  # noqa: E402
 from bloodgen.report.plots import pyplot  # noqa: E402
 from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.sampling.api import load_model, sample  # noqa: E402
-from bloodgen.study.pipeline import file_sha256, saved_parts  # noqa: E402
+from bloodgen.study.stages import file_sha256, saved_parts  # noqa: E402
 
 
 def scale_samples(model, scale: float, n: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:

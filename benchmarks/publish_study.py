@@ -39,15 +39,16 @@ sys.path.insert(0, str(ROOT / "src"))
 from bloodgen.metrics.fid import KEY_FID  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
 from bloodgen.study.report import FIGURES_DIR  # noqa: E402
-from bloodgen.study.layout import (DIFFUSION_CLASSIFIER_DIR, EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES,  # noqa: E402
-                                   K_STUDY, PROTOTYPES_DIR, RESULTS_FILE, RUNS_DIR, UTILITY_DIR)
-from bloodgen.study.pipeline import best_run  # noqa: E402
+from bloodgen.study.experiments import EXPERIMENTS  # noqa: E402
+from bloodgen.study.layout import (EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES, K_STUDY, RESULTS_FILE,  # noqa: E402
+                                   RUNS_DIR, UTILITY_DIR)
+from bloodgen.study.stages import best_run  # noqa: E402
 from bloodgen.training.checkpoint import EXPORT_META, EXPORT_WEIGHTS  # noqa: E402
 
 RESULTS_LIMIT, PRETRAINED_LIMIT = 20 * 2**20, 50 * 2**20
 README = "README.md"
 TOP_LEVEL = ("report.md", "report.html", RESULTS_FILE)
-FOLDERS = (FIGURES_DIR, "grids", EVAL_DIR, PROTOTYPES_DIR, DIFFUSION_CLASSIFIER_DIR)
+FOLDERS = (FIGURES_DIR, "grids", EVAL_DIR, *(e.folder for e in EXPERIMENTS.values()))
 RUN_FILES = ("config.json", "environment.json", "summary.json", "log.jsonl", "log.csv", "snapshots.jsonl", EXPORT_META)
 RUN_FOLDERS = ("samples", "extras")
 
@@ -107,7 +108,7 @@ def ship(data: dict, study: Path, published: Path, pretrained: Path) -> dict:
             "fid_protocol": {k: evaluation.get("protocol", {}).get(k) for k in ("n", "seeds")},
             "family_fid": {"mean": aggregate.get("mean"), "std": aggregate.get("std"),
                            "training_seeds": len(aggregate.get("per_training_seed") or [])},
-            "selected_as": "the family's run with the lowest FID (study.pipeline.best_run)",
+            "selected_as": "the family's run with the lowest FID (study.stages.best_run)",
             "report": repo_path(published / "report.md")}
         write_json(folder / "provenance.json", shipped[model])
     return shipped

@@ -32,7 +32,7 @@ from bloodgen.classify.utility import (KEY_CLOSEST, copy_masks, memorisation, pi
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.provenance import atomic_path, write_json  # noqa: E402
 from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE  # noqa: E402
-from bloodgen.study.pipeline import UTILITY_SAMPLE_SEED  # noqa: E402
+from bloodgen.study.stages import UTILITY_SAMPLE_SEED  # noqa: E402
 
 OLD_ROUNDING = 0.02  # the float32 expansion's error on 2,352-d pixel distances (~0.0156)
 

@@ -41,12 +41,19 @@ class PooledPixels:
 
 
 def study(out: Path, data: Path, preset: StudyPreset = TINY_STUDY, **kwargs) -> dict:
-    from bloodgen.study.pipeline import run_study
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tiny file is not the official BloodMNIST
-        return run_study(preset, out=out, data=str(data), extractor=PooledPixels(),
-                         cache_dir=str(out / "cache"), progress=False, **kwargs)
+        return run_tiny(out, data, preset, **kwargs)
+
+
+def run_tiny(out: Path, data: Path, preset: StudyPreset = TINY_STUDY, max_minutes: float | None = None,
+             train_only: bool = False, cache: bool = True, **request) -> dict:
+    """`run_study` on the tiny file with the pooled-pixel extractor, `request` being StudyRequest fields."""
+    from bloodgen.study.pipeline import StudyFolders, StudyRequest, run_study
+
+    folders = StudyFolders(Path(out), data=str(data), cache_dir=str(Path(out) / "cache") if cache else None)
+    return run_study(StudyRequest(preset, **request), folders, extractor=PooledPixels(), progress=False,
+                     max_minutes=max_minutes, train_only=train_only)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +136,7 @@ TINY_RECORD = replace(TINY_STUDY, train_seeds=2, eval_seeds=1, draw_per_run=True
 def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_npz, tmp_path, monkeypatch):
     import bloodgen.metrics
     import bloodgen.training.loop
-    from bloodgen.study.pipeline import StudyIncomplete
+    from bloodgen.study.stages import StudyIncomplete
 
     first = tmp_path / "first"
     results = study(first, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
@@ -172,7 +179,7 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
 
 
 def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
-    from bloodgen.study.pipeline import train_stage
+    from bloodgen.study.stages import train_stage
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
 
     preset = replace(TINY_STUDY, config_overrides={"gan": tiny_config("gan", steps=40, ckpt_every=5)})
@@ -187,7 +194,7 @@ def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
 
 def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, tmp_path, monkeypatch):
     import bloodgen.metrics
-    from bloodgen.study.pipeline import StudyIncomplete
+    from bloodgen.study.stages import StudyIncomplete
 
     def forbidden_metrics(*args, **kwargs):
         raise AssertionError("--train-only evaluated")
@@ -238,20 +245,38 @@ def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
 
 
 @pytest.mark.parametrize("preset_name", list(PRESETS))
-def test_every_study_preset_resolves_every_experiments_budget(preset_name):
-    """`study --preset P --experiments E` must never fail on a missing budget after hours of training."""
-    from dataclasses import fields
-
-    from bloodgen.classify.diffusion_eval import EvalConfig
+def test_every_study_preset_plans_every_experiment(preset_name):
+    """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every
+    registered experiment's check passes for every preset, and the prototypes budget resolves to a config."""
     from bloodgen.improve.compare import budget_for
     from bloodgen.models.config import resolve_config
-    from bloodgen.study.pipeline import prototypes_budget
+    from bloodgen.models.registry import study_families
+    from bloodgen.study.experiments import EXPERIMENTS, prototypes_budget
+    from bloodgen.study.pipeline import StudyRequest
 
-    preset = PRESETS[preset_name]
-    budget = budget_for(prototypes_budget(preset))
+    plan = StudyRequest(preset_name, experiments=list(EXPERIMENTS)).plan()
+    assert [e.name for e in plan.experiments] == list(EXPERIMENTS) and plan.models == tuple(study_families())
+    assert set(PRESETS[preset_name].experiments) <= set(EXPERIMENTS)
+    budget = budget_for(prototypes_budget(plan.preset))
     resolve_config("proto-ddpm", budget.diffusion_preset, None, budget.diffusion_overrides)
-    known = {f.name for f in fields(EvalConfig)}
-    assert set(preset.diffusion_classifier) <= known, set(preset.diffusion_classifier) - known
+
+
+def test_a_study_plan_refuses_what_cannot_run_before_training():
+    from bloodgen.errors import UserError
+    from bloodgen.study.pipeline import StudyRequest
+
+    for request, message in ((StudyRequest("quick", experiments=["nope"]), "unknown experiment"),
+                             (StudyRequest("quick", models=["vae"], experiments=["diffusion-classifier"]),
+                              "uses the study's ddpm"),
+                             (StudyRequest(replace(PRESETS["quick"], prototypes_budget="nope"),
+                                           experiments=["prototypes"]), "unknown preset 'nope'"),
+                             (StudyRequest(replace(PRESETS["quick"], diffusion_classifier={"n_tset": 5}),
+                                           experiments=["diffusion-classifier"]), "n_tset"),
+                             (StudyRequest("nope"), "unknown study preset"),
+                             (StudyRequest("quick", train_seeds=0), "--train-seeds must be at least 1"),
+                             (StudyRequest("quick", models=["gan"], utility_models=["vae"]), "names vae")):
+        with pytest.raises(UserError, match=message):
+            request.plan()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -283,14 +308,11 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
 
     import bloodgen.classify.utility
 
-    from bloodgen.study.pipeline import run_study
-
     preset = replace(TINY_STUDY, utility=True, classifier_recipe={"epochs": 3, "batch_size": 16, "lr": 3e-3, "width": 8})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
-                            cache_dir=str(tmp_path / "cache"), progress=False)
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["gan", "cgan"])
     cgan, gan = results["families"]["cgan"]["utility"], results["families"]["gan"]["utility"]
     assert 0 <= cgan["fidelity"]["class_fidelity_macro"] <= 1 and "tstr" in cgan and "augmented" in cgan
     assert "tstr" not in gan and "skipped" in gan  # unconditional: memorisation only
@@ -311,20 +333,17 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     monkeypatch.setattr(bloodgen.classify.utility, "evaluate_utility", forbidden)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_study(preset, models=["gan", "cgan"], out=tmp_path, data=str(tiny_npz), extractor=PooledPixels(),
-                  cache_dir=str(tmp_path / "cache"), progress=False)
+        run_tiny(tmp_path, tiny_npz, preset, models=["gan", "cgan"])
         assert (tmp_path / "figures" / "nearest_pixels.png").read_bytes() == figure
         # --utility-models: only the named families get the checks (here, reused from the run above)
-        only = run_study(replace(preset, utility=False), models=["gan", "cgan"], utility_models=["cgan"], out=tmp_path,
-                         data=str(tiny_npz), extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"),
-                         progress=False)
+        only = run_tiny(tmp_path, tiny_npz, replace(preset, utility=False), models=["gan", "cgan"],
+                        utility_models=["cgan"])
     assert "utility" in only["families"]["cgan"] and "utility" not in only["families"]["gan"]
     assert only["study"]["command"].endswith("--utility-models cgan")
     from bloodgen.errors import UserError
 
     with pytest.raises(UserError, match="--utility-models names vae"):
-        run_study(preset, models=["gan", "cgan"], utility_models=["vae"], out=tmp_path, data=str(tiny_npz),
-                  extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"), progress=False)
+        run_tiny(tmp_path, tiny_npz, preset, models=["gan", "cgan"], utility_models=["vae"])
 
     # Publishing it (benchmarks/publish_study.py): the hand-written README stays, the utility samples stay behind.
     import importlib.util
@@ -365,7 +384,6 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
     import bloodgen.improve.compare as improve
     from bloodgen.data import load_bloodmnist
     from bloodgen.report.document import Paragraph
-    from bloodgen.study.pipeline import run_study
 
     calls = {}
 
@@ -385,9 +403,8 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
     preset = replace(TINY_STUDY, diffusion_classifier={"n_test": 5})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = run_study(preset, models=["ddpm"], experiments=["prototypes", "diffusion-classifier"], out=tmp_path,
-                            data=str(tiny_npz), extractor=PooledPixels(), cache_dir=str(tmp_path / "cache"),
-                            progress=False)
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["ddpm"],
+                           experiments=["prototypes", "diffusion-classifier"])
     assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1]["preset"] == "quick"
     cfg = calls["diffusion-classifier"]
     assert cfg.checkpoint == results["families"]["ddpm"]["runs"][0]["train"]["export"] and cfg.n_test == 5
@@ -398,5 +415,4 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
     assert "SECTION prototypes" in report and "SECTION diffusion classifier" in report
     assert "--experiments prototypes diffusion-classifier" in results["study"]["command"]
     with pytest.raises(Exception, match="uses the study's ddpm"):
-        run_study(preset, models=["vae"], experiments=["diffusion-classifier"], out=tmp_path, data=str(tiny_npz),
-                  extractor=PooledPixels(), progress=False)
+        run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["diffusion-classifier"], cache=False)

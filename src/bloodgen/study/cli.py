@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EXAMPLES = """\
 examples:
@@ -32,7 +33,8 @@ Exit status: 0 done, 3 stopped by --max-minutes (run again to continue), 2 a use
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.models.registry import REGISTRY, study_families
-    from bloodgen.study.presets import EXPERIMENTS, PRESETS
+    from bloodgen.study.experiments import EXPERIMENTS
+    from bloodgen.study.presets import PRESETS
 
     def draws(p) -> str:
         return "one draw per training run" if p.draw_per_run else f"{p.eval_seeds} sampling seeds"
@@ -91,19 +93,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bloodgen import checks
-    from bloodgen.study.pipeline import StudyIncomplete, run_study
+    from bloodgen.study.pipeline import StudyFolders, StudyRequest, run_study
+    from bloodgen.study.stages import StudyIncomplete
 
     checks.output_folder(args.out, "--out")
     checks.device(args.device)
     checks.positive(args.train_seeds, "--train-seeds")
     checks.positive(args.train_jobs, "--train-jobs")
     experiments = None if args.experiments is None else [e for e in args.experiments if e != "none"]
+    request = StudyRequest(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
+                           utility_models=args.utility_models, classifier_recipe=args.classifier_recipe,
+                           experiments=experiments, train_jobs=args.train_jobs)
+    folders = StudyFolders(Path(args.out), data=args.data, inception_weights=args.inception_weights,
+                           device=args.device, cache_dir=args.cache_dir)
     try:
-        run_study(args.preset, models=args.models, train_seeds=args.train_seeds, utility=args.utility,
-                  utility_models=args.utility_models,
-                  classifier_recipe=args.classifier_recipe, experiments=experiments, out=args.out, data=args.data,
-                  inception_weights=args.inception_weights, device=args.device, cache_dir=args.cache_dir,
-                  progress=not args.no_progress, max_minutes=args.max_minutes, train_jobs=args.train_jobs,
+        run_study(request, folders, progress=not args.no_progress, max_minutes=args.max_minutes,
                   train_only=args.train_only)
     except StudyIncomplete as stop:
         print(f"bloodgen study: stopped by --max-minutes with {stop}; run the same command again to continue")

@@ -18,8 +18,6 @@ K_SAMPLING_TIME_10K = "sampling_seconds_per_10k"
 K_UTILITY = "utility"
 K_EXPERIMENTS = "experiments"
 K_PENDING = "pending_units"
-PROTOTYPES_DIR = "prototypes"
-DIFFUSION_CLASSIFIER_DIR = "diffusion_classifier"
 
 
 def utility_samples_file(model: str, seed: int) -> str:

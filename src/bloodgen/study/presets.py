@@ -6,11 +6,6 @@ from dataclasses import asdict, dataclass, field
 
 from bloodgen.models.registry import REGISTRY
 
-# Experiments a study can add to the family comparison (`--experiments`), each with its own report section:
-# prototype-guided diffusion vs a learned class embedding (bloodgen.improve), and a conditional diffusion
-# model used as a classifier (bloodgen.classify.diffusion_eval), which needs such a family among the models.
-EXPERIMENTS = ("prototypes", "diffusion-classifier")
-
 
 @dataclass(frozen=True)
 class StudyPreset:
@@ -33,7 +28,7 @@ class StudyPreset:
     classifier_recipe: str | dict | None = None
     # Generated images whose nearest training image is searched (memorisation).
     memorisation_n: int = 5000
-    experiments: tuple[str, ...] = ()
+    experiments: tuple[str, ...] = ()  # names from bloodgen.study.experiments.EXPERIMENTS
     # The diffusion-classifier experiment's sizes (EvalConfig fields: n_test, n_val, n_anomaly, ...).
     diffusion_classifier: dict = field(default_factory=dict)
     # The prototypes experiment's budget (bloodgen.improve.compare.PRESETS); None: the train preset's name.
@@ -103,6 +98,6 @@ PRESETS = {
                             "(protocol seed = training seed)."),
     # The protocol of record: 10,000 vs 10,000 images, 5 sampling seeds, 5 training seeds per family.
     "full": StudyPreset(train_preset="full", train_seeds=5, n_images=10000, eval_seeds=5, utility=True,
-                        experiments=EXPERIMENTS,
+                        experiments=("prototypes", "diffusion-classifier"),
                         diffusion_classifier={"n_test": 3421, "n_val": 500, "n_anomaly": 933, "n_corrupt": 300}),
 }

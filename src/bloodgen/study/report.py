@@ -14,7 +14,8 @@ from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, 
                               KEY_RECALL_PRDC, KEY_SAME_POOL, KEY_STD)
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
-from bloodgen.study.layout import closest_samples_file
+from bloodgen.study.experiments import EXPERIMENTS
+from bloodgen.study.layout import K_EXPERIMENTS, closest_samples_file
 
 FIGURES_DIR = "figures"
 # log.jsonl columns that are bookkeeping, not losses.
@@ -183,18 +184,11 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
 
 def _experiment_sections(results: dict, out: Path) -> list:
     """Each experiment's own report blocks (they bring their headings), with figures relative to `out`."""
-    from bloodgen.study.layout import DIFFUSION_CLASSIFIER_DIR, K_EXPERIMENTS, PROTOTYPES_DIR
-
-    experiments = results.get(K_EXPERIMENTS) or {}
+    done = results.get(K_EXPERIMENTS) or {}
     blocks: list = []
-    if "prototypes" in experiments:
-        from bloodgen.improve.compare import report_blocks
-
-        blocks += report_blocks(experiments["prototypes"], out, results_dir=out / PROTOTYPES_DIR)
-    if "diffusion-classifier" in experiments:
-        from bloodgen.classify.diffusion_eval import report_blocks
-
-        blocks += report_blocks(experiments["diffusion-classifier"], out, results_dir=out / DIFFUSION_CLASSIFIER_DIR)
+    for name, experiment in EXPERIMENTS.items():
+        if name in done:
+            blocks += experiment.report(done[name], out, out / experiment.folder)
     return blocks
 
 

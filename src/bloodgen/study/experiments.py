@@ -1,0 +1,141 @@
+"""Experiments a study can add to the family comparison (`bloodgen study --experiments`).
+
+Each experiment is one record: its folder in the study, the check that runs before any training (so a
+preset without a budget, or a study without the family an experiment needs, fails at once and not after
+hours of training), the stage that runs it once every unit is trained and evaluated, and the blocks its
+report section is made of. A new experiment is its own module (its stage and its report) and one record
+here.
+
+The stages and reports import their modules when called: `bloodgen study --help` reads this registry and
+stays free of torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bloodgen.errors import UserError
+from bloodgen.models.registry import noise_classifiers
+from bloodgen.study.presets import StudyPreset
+from bloodgen.study.stages import RunRef, classifier_recipe, file_sha256, log, train_stage
+
+
+@dataclass(frozen=True)
+class ExperimentContext:
+    """What the study hands an experiment: the study's settings and folder, and its trained runs."""
+
+    preset: StudyPreset
+    models: tuple[str, ...]
+    out: Path
+    dataset: Any  # the bloodgen.data.BloodMNIST the study trains on
+    cache_dir: str | None
+    progress: bool
+    extractor: Any
+    best_run: Callable[[str], RunRef]  # a family's run with the lowest FID
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # the --experiments value and the key of results.json's "experiments"
+    folder: str  # its sub-folder of the study
+    check: Callable[[StudyPreset, Sequence[str]], None]  # (preset, the study's models): UserError if it cannot run
+    run: Callable[[ExperimentContext], dict]  # its results, stored in results.json
+    report: Callable[[dict, Path, Path], list]  # (its results, report folder, its folder) -> report blocks
+
+
+def prototypes_budget(preset: StudyPreset) -> str:
+    """The prototypes experiment's budget name for this study preset (a UserError if it has none)."""
+    from bloodgen.improve.compare import budget_for
+
+    name = preset.prototypes_budget or preset.train_preset
+    budget_for(name)
+    return name
+
+
+def _check_prototypes(preset: StudyPreset, models: Sequence[str]) -> None:
+    prototypes_budget(preset)
+
+
+def _run_prototypes(ctx: ExperimentContext) -> dict:
+    """The IMPROVE comparison at the study's train preset; it skips its finished stages."""
+    from bloodgen.improve.compare import compare
+
+    budget, folder = prototypes_budget(ctx.preset), ctx.out / PROTOTYPES.folder
+    log(f"prototypes experiment ({budget} budget) in {folder}")
+    return compare(folder, preset=budget, data=str(ctx.dataset.path), cache_dir=ctx.cache_dir,
+                   progress=ctx.progress, extractor=ctx.extractor)
+
+
+def _report_prototypes(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.improve.compare import report_blocks
+
+    return report_blocks(results, out, results_dir=folder)
+
+
+def _classifier_family(models: Sequence[str]) -> str | None:
+    return next((m for m in models if m in noise_classifiers()), None)
+
+
+def _check_diffusion_classifier(preset: StudyPreset, models: Sequence[str]) -> None:
+    from bloodgen.classify.diffusion_eval import EvalConfig
+
+    if _classifier_family(models) is None:
+        raise UserError(f"the diffusion-classifier experiment uses the study's {' or '.join(noise_classifiers())}: "
+                        f"add it to --models or leave the experiment out")
+    unknown = set(preset.diffusion_classifier) - set(EvalConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"the study preset's diffusion_classifier names {', '.join(sorted(unknown))}, which "
+                        f"bloodgen.classify.diffusion_eval.EvalConfig does not have")
+
+
+def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
+    """The study's best conditional ddpm as a classifier (CytoDiffusion), plus a ddpm trained the same way
+    without the held-out class for the anomaly part. Parts already saved are kept."""
+    from bloodgen.classify.diffusion_eval import PARTS, EvalConfig, holdout_data_path, run_evaluation, write_results
+    from bloodgen.classify.diffusion_options import ClassifierOptions
+
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in ctx.preset.diffusion_classifier.items()}
+    if "options" in settings:
+        settings["options"] = ClassifierOptions(**settings["options"])
+    cfg = EvalConfig(checkpoint="", out="", **settings)
+    run = ctx.best_run(_classifier_family(ctx.models))
+    holdout_path = holdout_data_path(ctx.dataset, cfg.holdout_class, ctx.cache_dir)
+    holdout = train_stage(run.model, run.seed, ctx.preset, ctx.out, str(holdout_path), file_sha256(holdout_path),
+                          ctx.progress, tag=f"without{cfg.holdout_class}")
+    folder = ctx.out / DIFFUSION_CLASSIFIER.folder
+    missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
+    if not missing:
+        log(f"diffusion-classifier experiment: done already ({folder})")
+        return write_results(folder)
+    log(f"diffusion-classifier experiment ({', '.join(missing)}) in {folder}")
+    return run_evaluation(replace(cfg, checkpoint=str(run.export), out=str(folder), data=str(ctx.dataset.path),
+                                  holdout_checkpoint=str(holdout.export), parts=missing,
+                                  recipe=classifier_recipe(ctx.preset), cache_dir=ctx.cache_dir,
+                                  progress=ctx.progress))
+
+
+def _report_diffusion_classifier(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.classify.diffusion_eval import report_blocks
+
+    return report_blocks(results, out, results_dir=folder)
+
+
+# Prototype-guided diffusion vs a learned class embedding (bloodgen.improve).
+PROTOTYPES = Experiment("prototypes", "prototypes", _check_prototypes, _run_prototypes, _report_prototypes)
+# A conditional diffusion model used as a classifier (bloodgen.classify.diffusion_eval).
+DIFFUSION_CLASSIFIER = Experiment("diffusion-classifier", "diffusion_classifier", _check_diffusion_classifier,
+                                  _run_diffusion_classifier, _report_diffusion_classifier)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER)}
+
+
+def experiments_for(names: Sequence[str], preset: StudyPreset, models: Sequence[str]) -> tuple[Experiment, ...]:
+    """The named experiments, each checked against the study before anything trains."""
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise UserError(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
+    for name in names:
+        EXPERIMENTS[name].check(preset, models)
+    return tuple(EXPERIMENTS[n] for n in names)
