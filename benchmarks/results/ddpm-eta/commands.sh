@@ -5,8 +5,8 @@ set -e
 source .venv/bin/activate  # from the repository root
 export BLOODGEN_DATA=../shared/data/bloodmnist.npz BLOODGEN_INCEPTION_WEIGHTS=../shared/data/pt_inception-2015-12-05_fc-zeroed.pth
 for eta in 0 1; do
-  bloodgen sample results/runs/ddpm-s0-37d4c90c79e8 -n 300 --seed 0 --eta $eta --out /tmp/ddpm-eta$eta.npz
+  bloodgen sample results/runs/ddpm-s0-37d4c90c79e8 -n 300 --seed 0 --eta $eta --out ddpm-eta$eta.npz
 done
 for eta in 0 1; do
-  bloodgen evaluate /tmp/ddpm-eta$eta.npz --n 300 --seeds 2 --quiet --json benchmarks/results/ddpm-eta/eval-eta$eta.json --markdown benchmarks/results/ddpm-eta/eval-eta$eta.md
+  bloodgen evaluate ddpm-eta$eta.npz --n 300 --seeds 2 --quiet --json benchmarks/results/ddpm-eta/eval-eta$eta.json --markdown benchmarks/results/ddpm-eta/eval-eta$eta.md
 done

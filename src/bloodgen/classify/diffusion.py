@@ -100,7 +100,7 @@ class NoiseErrors:
     def draw(self, generator: torch.Generator, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """k draws of (t, eps) for one image, from that image's own generator (on the CPU, so any device repeats them)."""
         t = torch.randint(0, self.timesteps, (k,), generator=generator)
-        eps = torch.randn((k, 3, 28, 28), generator=generator)
+        eps = torch.randn((k, *self.family.sample_shape), generator=generator)
         return t, eps
 
     @torch.inference_mode()

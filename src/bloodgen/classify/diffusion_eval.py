@@ -113,8 +113,13 @@ class EvalConfig:
         return self
 
     def to_dict(self) -> dict:
+        from bloodgen.provenance import portable_path
+
         d = asdict(self)
         d["options"], d["recipe"] = self.options.to_dict(), asdict(self.recipe) if self.recipe else None
+        for key in ("checkpoint", "holdout_checkpoint", "out", "data", "cache_dir"):  # records are shared
+            if isinstance(d.get(key), str):
+                d[key] = portable_path(d[key])
         return d
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from bloodgen.data.bloodmnist import IMAGE_SHAPE, N_CLASSES
 from bloodgen import checks
 from bloodgen.errors import UserError
+from bloodgen.provenance import portable_path
 from bloodgen.samplefile import IMAGES, LABELS, UNLABELLED
 
 SampleFn = Callable[[int, int], tuple[np.ndarray, Optional[np.ndarray]]]
@@ -112,7 +113,7 @@ class ImageSet:
         return len(self.images)
 
     def provenance(self) -> dict:
-        return {"source": self.source, "kind": self.kind, "n_images": len(self),
+        return {"source": portable_path(self.source), "kind": self.kind, "n_images": len(self),
                 "has_labels": self.labels is not None, "content_sha256": content_sha256(self.images, self.labels)}
 
 
