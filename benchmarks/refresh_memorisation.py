@@ -30,8 +30,9 @@ import numpy as np  # noqa: E402
 from bloodgen.classify.utility import (KEY_CLOSEST, copy_masks, memorisation, pixel_vectors,  # noqa: E402
                                        required_class_counts)
 from bloodgen.data import load_bloodmnist  # noqa: E402
-from bloodgen.provenance import atomic_path, write_json  # noqa: E402
+from bloodgen.provenance import write_json  # noqa: E402
 from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE  # noqa: E402
+from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.study.stages import UTILITY_SAMPLE_SEED  # noqa: E402
 
 OLD_ROUNDING = 0.02  # the float32 expansion's error on 2,352-d pixel distances (~0.0156)
@@ -116,8 +117,7 @@ def main() -> None:
             write_json(cached, record)
         samples_path = out / utility["samples"]  # the report's nearest-pair figures read them; not kept
         samples_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(samples_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, images=images, labels=labels)
+        write_samples(samples_path, images, labels)
         written.append(samples_path)
         for space, block in recomputed.items():
             print(f"{model} {space}: exact copies {block['exact_copies']}, memorised "
