@@ -1,9 +1,11 @@
 """Configs are data: a preset from `bloodgen/configs/<model>.json`, overridden by a user file or KEY=VALUE
 pairs, validated once, then saved in the run folder and in every checkpoint.
 
-A preset lists every key, so it is also the schema: an override may only name keys the preset has,
-with a value of the same type. Range checks common to all families live here; a family adds its own
-in `Family.check` and `Family.choices`.
+A preset file says what differs: `extends` (optional) names the family whose presets it starts from,
+`shared` holds the keys every one of its presets sets alike, `presets` what each preset sets on top.
+Resolved, a preset lists every key, so it is also the schema: an override may only name keys the preset
+has, with a value of the same type. Range checks common to all families live here; a family adds its
+own in `Family.check` and `Family.choices`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ COMMON_CHOICES = {"mixed_precision": MIXED_PRECISION, "lr_schedule": LR_SCHEDULE
 
 
 def load_presets(model: str) -> dict[str, dict[str, Any]]:
+    """Every preset of `model`, resolved: its parent's preset (`extends`), then `shared`, then its own keys."""
     get_family(model)  # unknown names fail with the list of known ones
-    text = resources.files("bloodgen").joinpath("configs", f"{model}.json").read_text()
-    return json.loads(text)
+    spec = json.loads(resources.files("bloodgen").joinpath("configs", f"{model}.json").read_text())
+    if set(spec["presets"]) != set(PRESETS):
+        raise ValueError(f"configs/{model}.json must define the presets {', '.join(PRESETS)}")
+    parent = load_presets(spec["extends"]) if "extends" in spec else {name: {} for name in PRESETS}
+    return {name: {**parent[name], **spec["shared"], **spec["presets"][name]} for name in PRESETS}
 
 
 def resolve_config(model: str, preset: str = "quick", file: str | Path | None = None,
