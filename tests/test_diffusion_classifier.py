@@ -28,7 +28,9 @@ def random_model(conditional: bool = True, prediction: str = "epsilon", class_co
     from bloodgen.models.ddpm import DDPM
     from bloodgen.sampling.api import LoadedModel
 
-    cfg = {**json.loads((Path(dc.__file__).parents[1] / "configs" / "ddpm.json").read_text())["quick"],
+    from bloodgen.models.config import load_presets
+
+    cfg = {**load_presets("ddpm")["quick"],
            **tiny_config("ddpm"), "conditional": conditional, "prediction": prediction}
     family = DDPM("ddpm", cfg, 8)
     torch.manual_seed(0)

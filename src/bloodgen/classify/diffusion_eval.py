@@ -534,90 +534,120 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+class _Figures:
+    """Report images of the parts' figures: found in `source` (where the evaluation wrote them) and copied
+    into OUT_DIR/diffusion_classifier/ when the report lives elsewhere."""
+
+    def __init__(self, source: Path, out_dir: Path):
+        self.source, self.out_dir = source, out_dir
+
+    def __call__(self, rel: str, caption: str):
+        from bloodgen.report.document import Image, Paragraph
+
+        src = self.source / rel
+        if not src.is_file():
+            return Paragraph(f"(figure {rel} not found in {self.source})")
+        dest_rel = rel if self.source.resolve() == self.out_dir.resolve() else f"diffusion_classifier/{Path(rel).name}"
+        if dest_rel != rel:
+            (self.out_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self.out_dir / dest_rel)
+        return Image(dest_rel, caption)
+
+
+def _accuracy_blocks(a: dict, figure: _Figures) -> list:
+    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.report.document import Paragraph, Table
+
+    cfg, rows = a[KEY_CONFIG], []
+    for key, name in ((KEY_DIFFUSION, "diffusion, pruned"), (KEY_DIFFUSION_NO_PRUNE, "diffusion, no pruning"),
+                      (KEY_RESNET, "ResNet-18")):
+        r = a[key]
+        rows.append([name, _pct(r[KEY_ACCURACY]), _pct(r[KEY_BALANCED_ACCURACY]),
+                     f"{r[KEY_EVALS_PER_IMAGE]:.0f}" if KEY_EVALS_PER_IMAGE in r else "1",
+                     f"{r[KEY_SECONDS_PER_IMAGE]:.3f}"])
+    o = cfg["options"]
+    return [
+        Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} random test images (seed {cfg['seed']}); checkpoint "
+                  f"`{cfg['checkpoint']}` at step {a[KEY_CHECKPOINT_STEP]}; weighting `{o['weighting']}`; pruning: "
+                  f"paired t-test p < {o['p_value']}, {o['min_draws']}-{o['max_draws']} draws; no pruning: "
+                  f"{cfg['no_prune_draws']} draws of every class. Pruning cuts network evaluations "
+                  f"{a[KEY_EVAL_REDUCTION]:.1f}x at {a[KEY_ACCURACY_LOSS]:+.1f} points of accuracy lost."),
+        Table(["classifier", "accuracy %", "balanced acc. %", "network evals / image", "seconds / image"], rows,
+              caption="Test accuracy and cost (seconds on this run's device)"),
+        Table(["class"] + [r[0] for r in rows],
+              [[CLASS_NAMES[c]] + [_pct(a[k][KEY_PER_CLASS_RECALL][c])
+                                   for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
+               for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
+    ]
+
+
+def _calibration_blocks(c: dict, figure: _Figures) -> list:
+    from bloodgen.report.document import Paragraph
+
+    return [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c[KEY_TEMPERATURE]:.3g} fitted on "
+                      f"{c[KEY_N_VAL]} val images. ECE ({ECE_BINS} bins): diffusion {c[KEY_DIFFUSION][KEY_ECE]:.3f}, "
+                      f"ResNet-18 {c[KEY_RESNET][KEY_ECE]:.3f}."),
+            figure(c[KEY_FIGURES]["reliability"], "Reliability diagrams on the accuracy part's test images")]
+
+
+def _anomaly_blocks(an: dict, figure: _Figures) -> list:
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.report.document import Table
+
+    held = CLASS_NAMES[an[KEY_HELDOUT_CLASS]]
+    return [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
+                  [[name, f"{an[k][KEY_AUC]:.3f}", _pct(an[k][KEY_INLIER_BALANCED_ACCURACY])]
+                   for k, name in ((KEY_DIFFUSION, "diffusion (error gap)"), (KEY_RESNET, "ResNet-18 (logit gap)"))],
+                  caption=f"Anomaly detection: {an[KEY_N_HELDOUT]} {held} images among {an[KEY_N_IMAGES]} random test "
+                          f"images (the held-out class oversampled); score = minus the confidence; diffusion: "
+                          f"{_draws_text(an[KEY_CONFIG]['options'])}"),
+            figure(an[KEY_FIGURES]["confidence_kde"], f"Confidence densities, {held} held out")]
+
+
+def _corruption_blocks(co: dict, figure: _Figures) -> list:
+    from bloodgen.report.document import Paragraph, Table
+
+    rows = [["clean", "", _pct(co[KEY_CLEAN][KEY_DIFFUSION]), "", _pct(co[KEY_CLEAN][KEY_RESNET]), ""]]
+    for name, sevs in co[KEY_CORRUPTED].items():
+        for sev, r in sevs.items():
+            rows.append([name, sev, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
+                         _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])])
+    rows.append(["mean drop", "", "", _pct(co[KEY_MEAN_DROP][KEY_DIFFUSION]), "", _pct(co[KEY_MEAN_DROP][KEY_RESNET])])
+    blocks = [Table(["corruption", "severity", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
+                    rows, caption=f"medmnistc corruptions on {co[KEY_N_IMAGES]} test images (balanced "
+                                  f"accuracy; drop = clean minus corrupted, points); diffusion: "
+                                  f"{_draws_text(co[KEY_CONFIG]['options'])}")]
+    if co[KEY_SKIPPED]:
+        blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co[KEY_SKIPPED].items())))
+    return blocks
+
+
+def _heatmap_blocks(h: dict, figure: _Figures) -> list:
+    return [figure(h[KEY_FIGURES]["heatmaps"],
+                   "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
+                   "class minus the predicted class's (off the diagonal)")]
+
+
+# Each part's report blocks, in report order.
+PART_BLOCKS = {"accuracy": _accuracy_blocks, "calibration": _calibration_blocks, "anomaly": _anomaly_blocks,
+               "corruptions": _corruption_blocks, "heatmaps": _heatmap_blocks}
+
+
 def report_blocks(results: dict, out_dir: Path, results_dir: Path | None = None) -> list:
     """Report blocks (headings, tables, figures) for `results` (from results.json), with figure paths
     relative to `out_dir`; figures made elsewhere are copied into out_dir/diffusion_classifier/.
 
     The figures are looked up in `results_dir` (default: the folder results.json was written to).
     """
-    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.report.document import Heading, Image, Paragraph, Table
+    from bloodgen.report.document import Heading, Paragraph
 
-    out_dir = Path(out_dir)
     parts = results.get(KEY_PARTS, {})
-    source = Path(results_dir or results.get(KEY_RESULTS_DIR, out_dir))
+    figure = _Figures(Path(results_dir or results.get(KEY_RESULTS_DIR, out_dir)), Path(out_dir))
     blocks: list = [Heading("Diffusion model as a classifier (CytoDiffusion)")]
-
-    def figure(rel: str, caption: str) -> None:
-        src = source / rel
-        dest_rel = rel if source.resolve() == out_dir.resolve() else f"diffusion_classifier/{Path(rel).name}"
-        if not src.is_file():
-            blocks.append(Paragraph(f"(figure {rel} not found in {source})"))
-            return
-        if dest_rel != rel:
-            (out_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out_dir / dest_rel)
-        blocks.append(Image(dest_rel, caption))
-
-    if "accuracy" in parts:
-        a = parts["accuracy"]
-        cfg = a[KEY_CONFIG]
-        rows = []
-        for key, name in ((KEY_DIFFUSION, "diffusion, pruned"), (KEY_DIFFUSION_NO_PRUNE, "diffusion, no pruning"),
-                          (KEY_RESNET, "ResNet-18")):
-            r = a[key]
-            rows.append([name, _pct(r[KEY_ACCURACY]), _pct(r[KEY_BALANCED_ACCURACY]),
-                         f"{r[KEY_EVALS_PER_IMAGE]:.0f}" if KEY_EVALS_PER_IMAGE in r else "1",
-                         f"{r[KEY_SECONDS_PER_IMAGE]:.3f}"])
-        o = cfg["options"]
-        blocks += [
-            Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} random test images (seed {cfg['seed']}); checkpoint "
-                      f"`{cfg['checkpoint']}` at step {a[KEY_CHECKPOINT_STEP]}; weighting `{o['weighting']}`; pruning: "
-                      f"paired t-test p < {o['p_value']}, {o['min_draws']}-{o['max_draws']} draws; no pruning: "
-                      f"{cfg['no_prune_draws']} draws of every class. Pruning cuts network evaluations "
-                      f"{a[KEY_EVAL_REDUCTION]:.1f}x at {a[KEY_ACCURACY_LOSS]:+.1f} points of accuracy lost."),
-            Table(["classifier", "accuracy %", "balanced acc. %", "network evals / image", "seconds / image"], rows,
-                  caption="Test accuracy and cost (seconds on this run's device)"),
-            Table(["class"] + [r[0] for r in rows],
-                  [[CLASS_NAMES[c]] + [_pct(a[k][KEY_PER_CLASS_RECALL][c])
-                                       for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
-                   for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
-        ]
-    if "calibration" in parts:
-        c = parts["calibration"]
-        blocks += [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c[KEY_TEMPERATURE]:.3g} fitted on "
-                             f"{c[KEY_N_VAL]} val images. ECE ({ECE_BINS} bins): diffusion {c[KEY_DIFFUSION][KEY_ECE]:.3f}, "
-                             f"ResNet-18 {c[KEY_RESNET][KEY_ECE]:.3f}.")]
-        figure(c[KEY_FIGURES]["reliability"], "Reliability diagrams on the accuracy part's test images")
-    if "anomaly" in parts:
-        an = parts["anomaly"]
-        held = CLASS_NAMES[an[KEY_HELDOUT_CLASS]]
-        blocks += [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
-                         [[name, f"{an[k][KEY_AUC]:.3f}", _pct(an[k][KEY_INLIER_BALANCED_ACCURACY])]
-                          for k, name in ((KEY_DIFFUSION, "diffusion (error gap)"), (KEY_RESNET, "ResNet-18 (logit gap)"))],
-                         caption=f"Anomaly detection: {an[KEY_N_HELDOUT]} {held} images among {an[KEY_N_IMAGES]} random test "
-                                 f"images (the held-out class oversampled); score = minus the confidence; diffusion: "
-                                 f"{_draws_text(an[KEY_CONFIG]['options'])}")]
-        figure(an[KEY_FIGURES]["confidence_kde"], f"Confidence densities, {held} held out")
-    if "corruptions" in parts:
-        co = parts["corruptions"]
-        rows = [["clean", "", _pct(co[KEY_CLEAN][KEY_DIFFUSION]), "", _pct(co[KEY_CLEAN][KEY_RESNET]), ""]]
-        for name, sevs in co[KEY_CORRUPTED].items():
-            for sev, r in sevs.items():
-                rows.append([name, sev, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
-                             _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])])
-        rows.append(["mean drop", "", "", _pct(co[KEY_MEAN_DROP][KEY_DIFFUSION]), "", _pct(co[KEY_MEAN_DROP][KEY_RESNET])])
-        blocks.append(Table(["corruption", "severity", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
-                            rows, caption=f"medmnistc corruptions on {co[KEY_N_IMAGES]} test images (balanced "
-                                          f"accuracy; drop = clean minus corrupted, points); diffusion: "
-                                          f"{_draws_text(co[KEY_CONFIG]['options'])}"))
-        if co[KEY_SKIPPED]:
-            blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co[KEY_SKIPPED].items())))
-    if "heatmaps" in parts:
-        figure(parts["heatmaps"][KEY_FIGURES]["heatmaps"],
-               "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
-               "class minus the predicted class's (off the diagonal)")
+    for name, make in PART_BLOCKS.items():
+        if name in parts:
+            blocks += make(parts[name], figure)
     if len(blocks) == 1:
         blocks.append(Paragraph("No diffusion-classifier results yet."))
     return blocks

@@ -341,63 +341,81 @@ def report_blocks(results: dict, out_dir: Path, results_dir: Path | None = None)
     comparison written in `results_dir` (default: `out_dir` itself)."""
     import os
 
-    from bloodgen.report.document import Heading, Image, Paragraph, Table
+    from bloodgen.report.document import Heading, Image
+
+    regimes = list(results[K_REGIMES])
+    blocks: list = [Heading("Prototype-guided diffusion (IMPROVE)"), _setup_paragraph(results),
+                    _tstr_table(results, regimes), _quality_table(results, regimes), _prototypes_table(results, regimes)]
+    for regime in regimes:
+        grid = Path(results_dir or out_dir) / results[K_REGIMES][regime][K_GRID]
+        blocks.append(Image(os.path.relpath(grid, out_dir),
+                            f"{REGIME_LABELS[regime]}: real images and both arms' samples, one row per class."))
+    return blocks
+
+
+def _setup_paragraph(results: dict):
+    from bloodgen.report.document import Paragraph
 
     budget = results[K_BUDGET]
     steps = budget["diffusion_overrides"].get("steps", f"the {budget['diffusion_preset']!r} preset's")
     recipe = results[K_CLASSIFIER]["recipe"]
     cap = budget["eval_per_class"]
     tested = "the whole test split" if cap is None else f"{cap} test images per class"
-    blocks: list = [
-        Heading("Prototype-guided diffusion (IMPROVE)"),
-        Paragraph(
-            "Two proto-ddpm arms that differ only in the class embedding concatenated with the time embedding: "
-            "frozen class prototypes learned by convolutional prototype learning (IMPROVE), or a randomly "
-            "initialised, learned embedding of the same dimension (baseline). Same U-Net, schedule, "
-            f"{steps} training steps, batch, data and seed ({results[K_SEED]}). Budget preset "
-            f"'{results[K_PRESET]}': {budget['n_samples']} generated images per run, FID at N={budget['fid_n']} "
-            f"over {budget['fid_seeds']} seed(s) against all BloodMNIST images (no floor); TSTR classifiers "
-            f"trained {budget['tstr_epochs']} epochs, tested on {tested}. "
-            f"Class fidelity and the prototype encoder use one classifier, the reference ResNet-18 at width "
-            f"{recipe['width']} trained {recipe['epochs']} epoch(s) (test accuracy "
-            f"{_f(results[K_CLASSIFIER][K_TEST_ACCURACY])}); as it also shapes the prototypes, its fidelity "
-            f"figures may favour the prototype arm."),
-    ]
-    regimes = list(results[K_REGIMES])
+    return Paragraph(
+        "Two proto-ddpm arms that differ only in the class embedding concatenated with the time embedding: "
+        "frozen class prototypes learned by convolutional prototype learning (IMPROVE), or a randomly "
+        "initialised, learned embedding of the same dimension (baseline). Same U-Net, schedule, "
+        f"{steps} training steps, batch, data and seed ({results[K_SEED]}). Budget preset "
+        f"'{results[K_PRESET]}': {budget['n_samples']} generated images per run, FID at N={budget['fid_n']} "
+        f"over {budget['fid_seeds']} seed(s) against all BloodMNIST images (no floor); TSTR classifiers "
+        f"trained {budget['tstr_epochs']} epochs, tested on {tested}. "
+        f"Class fidelity and the prototype encoder use one classifier, the reference ResNet-18 at width "
+        f"{recipe['width']} trained {recipe['epochs']} epoch(s) (test accuracy "
+        f"{_f(results[K_CLASSIFIER][K_TEST_ACCURACY])}); as it also shapes the prototypes, its fidelity "
+        f"figures may favour the prototype arm.")
+
+
+def _tstr_table(results: dict, regimes: list[str]):
+    from bloodgen.report.document import Table
+
     header = ["training images"]
     for regime in regimes:
         header += [f"{REGIME_LABELS[regime]}: precision", "recall", "F1"]
-    table5 = []
+    rows = []
     for arm in (REAL, *ARMS):
         row = [ARM_LABELS[arm]]
         for regime in regimes:
             r = results[K_REGIMES][regime][K_ROWS][arm]
             row += [_f(r[K_PRECISION]), _f(r[K_RECALL]), _f(r[K_F1])]
-        table5.append(row)
-    blocks.append(Table(header, table5, caption="Train on synthetic, test on real: macro precision, recall and F1 "
-                                                "(the paper's Table 5 layout; 'real images' trains on as many real "
-                                                "images with the same class counts)."))
-    quality = []
+        rows.append(row)
+    return Table(header, rows, caption="Train on synthetic, test on real: macro precision, recall and F1 "
+                                       "(the paper's Table 5 layout; 'real images' trains on as many real "
+                                       "images with the same class counts).")
+
+
+def _quality_table(results: dict, regimes: list[str]):
+    from bloodgen.report.document import Table
+
+    rows = []
     for regime in regimes:
-        reg = results[K_REGIMES][regime]
         for arm in ARMS:
-            r = reg[K_ROWS][arm]
-            quality.append([REGIME_LABELS[regime], ARM_LABELS[arm], _f(r[K_FID], 1), _f(r[K_FID_CLASS_AVERAGED], 1),
-                            _f(r[K_FIDELITY]), str(r[K_STEPS]), _f(r[K_TRAIN_TIME] / 60, 1)])
-    blocks.append(Table(["regime", "arm", "FID", "class-averaged FID", "class fidelity", "steps", "train min"],
-                        quality, caption="Image quality (lower FID is better) and class fidelity (higher is better).",
-                        align_right_from=2))
-    blocks.append(Table(["regime", "prototype classifier test accuracy", "val accuracy", "K", "dim", "gamma", "lambda"],
-                        [[REGIME_LABELS[r], _f(results[K_REGIMES][r][K_PROTOTYPES][K_TEST_ACCURACY]),
-                          _f(results[K_REGIMES][r][K_PROTOTYPES]["val_accuracy"]),
-                          *(str(results[K_REGIMES][r][K_PROTOTYPES]["options"][k])
-                            for k in ("per_class", "dim", "gamma", "lam"))] for r in regimes],
-                        caption="The prototype classifiers whose prototypes condition the IMPROVE arm."))
-    for regime in regimes:
-        grid = Path(results_dir or out_dir) / results[K_REGIMES][regime][K_GRID]
-        blocks.append(Image(os.path.relpath(grid, out_dir),
-                            f"{REGIME_LABELS[regime]}: real images and both arms' samples, one row per class."))
-    return blocks
+            r = results[K_REGIMES][regime][K_ROWS][arm]
+            rows.append([REGIME_LABELS[regime], ARM_LABELS[arm], _f(r[K_FID], 1), _f(r[K_FID_CLASS_AVERAGED], 1),
+                         _f(r[K_FIDELITY]), str(r[K_STEPS]), _f(r[K_TRAIN_TIME] / 60, 1)])
+    return Table(["regime", "arm", "FID", "class-averaged FID", "class fidelity", "steps", "train min"],
+                 rows, caption="Image quality (lower FID is better) and class fidelity (higher is better).",
+                 align_right_from=2)
+
+
+def _prototypes_table(results: dict, regimes: list[str]):
+    from bloodgen.report.document import Table
+
+    return Table(["regime", "prototype classifier test accuracy", "val accuracy", "K", "dim", "gamma", "lambda"],
+                 [[REGIME_LABELS[r], _f(results[K_REGIMES][r][K_PROTOTYPES][K_TEST_ACCURACY]),
+                   _f(results[K_REGIMES][r][K_PROTOTYPES]["val_accuracy"]),
+                   *(str(results[K_REGIMES][r][K_PROTOTYPES]["options"][k])
+                     for k in ("per_class", "dim", "gamma", "lam"))] for r in regimes],
+                 caption="The prototype classifiers whose prototypes condition the IMPROVE arm.")
 
 
 def write_compare_report(results: dict, out_dir: Path) -> tuple[Path, Path]:

@@ -193,38 +193,12 @@ def _experiment_sections(results: dict, out: Path) -> list:
 
 
 def study_document(results: dict, dataset, out: Path) -> Document:
-    study, floor = results["study"], results["floor"]
-    settings = study["settings"]
-    protocol = floor["protocol"]
+    settings = results["study"]["settings"]
     doc = Document("bloodgen study: generative models of BloodMNIST compared")
-    doc.add(Paragraph(
-        f"Preset **{study['preset']}**: each family trained with its `{settings['train_preset']}` preset, "
-        f"{settings['train_seeds']} training seed(s); evaluation with N = {protocol['n']:,} generated vs "
-        f"{protocol['n']:,} real images drawn from all {protocol['reference_pool_size']:,} BloodMNIST images, "
-        f"for seeds {', '.join(map(str, protocol['seeds']))}; mean ± std over seeds. "
-        f"Command: `{study['command']}`."))
-    if settings.get("note"):
-        doc.add(Paragraph(settings["note"]))
-    pending = results.get("pending_units") or []
-    if pending:
-        done = sum(len(f["runs"]) for f in results["families"].values())
-        doc.add(Paragraph(
-            f"**Unfinished.** {done} of {done + len(pending)} units (one family's training seed each) are done; "
-            f"still to do: {', '.join(pending)}. Every figure below covers the finished runs only; running the "
-            f"same command again continues the study."))
-    if settings.get("draw_per_run"):
-        doc.add(Paragraph(
-            "Each training run is evaluated on its own draw (protocol seed = training seed), so the FID column "
-            "of the sampling seeds holds the first run's single draw, and the training-seed column's mean ± std "
-            "covers independent trainings and real draws together."))
-    if protocol["n"] < 10_000 or len(protocol["seeds"]) < 5:
-        doc.add(Paragraph(
-            "**Reduced protocol.** This is not the protocol of record (10,000 vs 10,000 images, 5 seeds): "
-            "FID at this N is biased upwards and not comparable with published figures, nor with full-protocol "
-            "runs. Read KID first (unbiased at small N), and FID only against the floor rows computed at the same N."))
+    doc.add(*_preamble(results))
     doc.add(Heading("How to read this"),
-            *[Paragraph(p.format(pool=protocol["reference_pool_size"])) for p in HOW_TO_READ])
-    doc.add(Heading("Comparison"), comparison_table(results), Paragraph(floor["floor"]["note"]))
+            *[Paragraph(p.format(pool=results["floor"]["protocol"]["reference_pool_size"])) for p in HOW_TO_READ])
+    doc.add(Heading("Comparison"), comparison_table(results), Paragraph(results["floor"]["floor"]["note"]))
     definitions = definitions_table(results)
     doc.add(definitions if definitions is not None else Paragraph(
         "These results predate the k=5 (prdc library) precision and recall: their density and coverage were "
@@ -241,24 +215,63 @@ def study_document(results: dict, dataset, out: Path) -> Document:
     doc.add(Heading("Utility: fidelity, train-on-synthetic, augmentation, memorisation"),
             *_utility_section(results, dataset, out))
     doc.add(*_experiment_sections(results, out))
-    doc.add(Heading("Runs"))
+    doc.add(Heading("Runs"), _runs_table(results))
+    doc.add(Heading("Hyper-parameters"), hyperparameter_table(results))
+    doc.add(Heading("Provenance"), _provenance(results["study"]))
+    return doc
+
+
+def _preamble(results: dict) -> list:
+    """What was run, and the warnings a reader needs first (unfinished, one draw per run, reduced protocol)."""
+    study, protocol = results["study"], results["floor"]["protocol"]
+    settings = study["settings"]
+    blocks = [Paragraph(
+        f"Preset **{study['preset']}**: each family trained with its `{settings['train_preset']}` preset, "
+        f"{settings['train_seeds']} training seed(s); evaluation with N = {protocol['n']:,} generated vs "
+        f"{protocol['n']:,} real images drawn from all {protocol['reference_pool_size']:,} BloodMNIST images, "
+        f"for seeds {', '.join(map(str, protocol['seeds']))}; mean ± std over seeds. "
+        f"Command: `{study['command']}`.")]
+    if settings.get("note"):
+        blocks.append(Paragraph(settings["note"]))
+    pending = results.get("pending_units") or []
+    if pending:
+        done = sum(len(f["runs"]) for f in results["families"].values())
+        blocks.append(Paragraph(
+            f"**Unfinished.** {done} of {done + len(pending)} units (one family's training seed each) are done; "
+            f"still to do: {', '.join(pending)}. Every figure below covers the finished runs only; running the "
+            f"same command again continues the study."))
+    if settings.get("draw_per_run"):
+        blocks.append(Paragraph(
+            "Each training run is evaluated on its own draw (protocol seed = training seed), so the FID column "
+            "of the sampling seeds holds the first run's single draw, and the training-seed column's mean ± std "
+            "covers independent trainings and real draws together."))
+    if protocol["n"] < 10_000 or len(protocol["seeds"]) < 5:
+        blocks.append(Paragraph(
+            "**Reduced protocol.** This is not the protocol of record (10,000 vs 10,000 images, 5 seeds): "
+            "FID at this N is biased upwards and not comparable with published figures, nor with full-protocol "
+            "runs. Read KID first (unbiased at small N), and FID only against the floor rows computed at the same N."))
+    return blocks
+
+
+def _runs_table(results: dict) -> Table:
     rows = []
     for model, family in results["families"].items():
         for run in family["runs"]:
             t, e = run["train"], run["eval"]
             rows.append([model, str(run["seed"]), f"{t['step']:,}", _seconds(t["train_time_s"]), fmt(e.get(KEY_FID)),
                          fmt(e.get(KEY_KID), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run['run_dir']}`"])
-    doc.add(Table(["model", "training seed", "steps", "training time", "FID", "KID x 10^3", "sampler options",
-                   "run folder"], rows, align_right_from=1))
-    doc.add(Heading("Hyper-parameters"), hyperparameter_table(results))
+    return Table(["model", "training seed", "steps", "training time", "FID", "KID x 10^3", "sampler options",
+                  "run folder"], rows, align_right_from=1)
+
+
+def _provenance(study: dict) -> Paragraph:
     env = study["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    doc.add(Heading("Provenance"), Paragraph(
+    return Paragraph(
         f"Data `{study['data']['path']}` (sha256 `{study['data']['sha256']}`). Feature network "
         f"{study['network']['name']} (weights sha256 `{study['network']['sha256']}`). Platform {env['platform']}, "
         f"{env['cpu_count']} CPUs, CUDA devices: {', '.join(env.get('cuda_devices') or []) or 'none'}. {versions}. "
-        f"Every figure above is in `results.json`; each run folder holds its config, environment, logs and weights."))
-    return doc
+        f"Every figure above is in `results.json`; each run folder holds its config, environment, logs and weights.")
 
 
 def write_study_report(results: dict, dataset, out: str | Path) -> tuple[Path, Path]:
