@@ -177,9 +177,9 @@ def compare(out: str | Path, preset: str | Budget = "quick", data: str | Path | 
                        K_TEST_ACCURACY: judge_info["test"][KEY_ACCURACY]},
         K_REGIMES: {},
     }
+    setting = _Setting(out, full, judge, recipe, budget, seed, encoder, cache_dir, progress, extractor)
     for regime in regimes:
-        results[K_REGIMES][regime] = _regime(out, regime, regime_data[regime], full, judge, recipe,
-                                             budget, seed, encoder, cache_dir, progress, extractor)
+        results[K_REGIMES][regime] = _regime(setting, regime, regime_data[regime])
     results[K_ENVIRONMENT] = environment()
     results[K_SECONDS] = round(time.perf_counter() - started, 1)
     write_json(out / RESULTS_FILE, results)
@@ -201,32 +201,47 @@ def _claim(out: Path, budget: Budget, seed: int, encoder: str) -> None:
     write_json(path, spec)
 
 
-def _regime(out: Path, regime: str, data, full, judge, recipe, budget: Budget, seed: int,
-            encoder: str, cache_dir, progress: bool, extractor) -> dict:
+@dataclass(frozen=True)
+class _Setting:
+    """What every stage of one comparison shares."""
+
+    out: Path
+    full: Any  # the whole BloodMNIST file: test split, FID reference, the encoder's data
+    judge: Any  # the reference classifier, for class fidelity
+    recipe: Any  # its ClassifierRecipe, also the TSTR classifiers'
+    budget: Budget
+    seed: int
+    encoder: str
+    cache_dir: str | Path | None
+    progress: bool
+    extractor: Any
+
+
+def _regime(s: _Setting, regime: str, data) -> dict:
     from bloodgen.classify.prototypes import KEY_TEST_ACCURACY as PROTO_TEST, learn_prototypes, read_info
     from bloodgen.data import CLASS_NAMES, N_CLASSES
     from bloodgen.report.plots import class_rows, plot_side_by_side
 
-    proto_path = out / "prototypes" / regime / "prototypes.safetensors"
+    proto_path = s.out / "prototypes" / regime / "prototypes.safetensors"
     if not proto_path.is_file():
-        learn_prototypes(data, proto_path, budget.prototypes, encoder=encoder, encoder_data=full,
-                         classifier_recipe=recipe, cache_dir=cache_dir, max_per_class=budget.prototype_max_per_class)
+        learn_prototypes(data, proto_path, s.budget.prototypes, encoder=s.encoder, encoder_data=s.full,
+                         classifier_recipe=s.recipe, cache_dir=s.cache_dir,
+                         max_per_class=s.budget.prototype_max_per_class)
     proto_info = read_info(proto_path)
-    rng = np.random.default_rng(seed)
-    test = _cap(full.split("test"), budget.eval_per_class, seed)
-    val = _cap(data.split("val"), budget.eval_per_class, seed)
+    rng = np.random.default_rng(s.seed)
+    test = _cap(s.full.split("test"), s.budget.eval_per_class, s.seed)
+    val = _cap(data.split("val"), s.budget.eval_per_class, s.seed)
     rows: dict[str, dict] = {}
     generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for arm in ARMS:
-        run_dir = _train_arm(out, regime, arm, data, proto_path, budget, seed, progress)
-        generated[arm] = _samples(out, regime, arm, run_dir, budget.n_samples, seed, progress)
-        rows[arm] = _evaluate_arm(out, regime, arm, run_dir, generated[arm], full, judge, val, test, recipe,
-                                  budget, progress, extractor)
-    rows[REAL] = _real_row(out, regime, data, generated[ARMS[0]][1], val, test, recipe, budget, seed)
+        run_dir = _train_arm(s, regime, arm, data, proto_path)
+        generated[arm] = _samples(s, regime, arm, run_dir)
+        rows[arm] = _evaluate_arm(s, regime, arm, run_dir, generated[arm], val, test)
+    rows[REAL] = _real_row(s, regime, data, generated[ARMS[0]][1], val, test)
     grid = f"grid-{regime}.png"
     panels = {ARM_LABELS[REAL]: class_rows(*data.split("train"), N_CLASSES, 6, rng)}
     panels.update({ARM_LABELS[arm]: class_rows(*generated[arm], N_CLASSES, 6, rng) for arm in ARMS})
-    plot_side_by_side(panels, 6, CLASS_NAMES, out / grid, title=REGIME_LABELS[regime])
+    plot_side_by_side(panels, 6, CLASS_NAMES, s.out / grid, title=REGIME_LABELS[regime])
     return {K_REGIME_DATA: data.provenance(),
             K_PROTOTYPES: {"path": str(proto_path), K_TEST_ACCURACY: proto_info[PROTO_TEST],
                            "val_accuracy": proto_info["val_accuracy"], "options": proto_info["options"],
@@ -234,21 +249,20 @@ def _regime(out: Path, regime: str, data, full, judge, recipe, budget: Budget, s
             K_ROWS: rows, K_GRID: grid}
 
 
-def _train_arm(out: Path, regime: str, arm: str, data, proto_path: Path, budget: Budget, seed: int,
-               progress: bool) -> Path:
+def _train_arm(s: _Setting, regime: str, arm: str, data, proto_path: Path) -> Path:
     from bloodgen.training import checkpoint as ck
     from bloodgen.training import train
 
-    run_dir = out / "runs" / f"{regime}-{arm}"
+    run_dir = s.out / "runs" / f"{regime}-{arm}"
     if (run_dir / ck.EXPORT_WEIGHTS).is_file():
         return run_dir
     if (run_dir / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME).is_file():
-        result = train(resume=run_dir, data=data.path, progress=progress)
+        result = train(resume=run_dir, data=data.path, progress=s.progress)
     else:
-        overrides = {**budget.diffusion_overrides, "class_embedding": arm,
+        overrides = {**s.budget.diffusion_overrides, "class_embedding": arm,
                      "prototypes": str(proto_path) if arm == PROTOTYPES else ""}
-        result = train(MODEL, preset=budget.diffusion_preset, overrides=overrides, seed=seed, run_dir=run_dir,
-                       data=data.path, progress=progress)
+        result = train(MODEL, preset=s.budget.diffusion_preset, overrides=overrides, seed=s.seed, run_dir=run_dir,
+                       data=data.path, progress=s.progress)
     if result.export is None:
         raise UserError(f"the {regime}/{arm} diffusion run stopped ({result.status}) at step {result.step}; "
                         f"run the comparison again to continue it")
@@ -259,14 +273,13 @@ def _samples_path(out: Path, regime: str, arm: str) -> Path:
     return out / "samples" / f"{regime}-{arm}.npz"
 
 
-def _samples(out: Path, regime: str, arm: str, run_dir: Path, n: int, seed: int,
-             progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _samples(s: _Setting, regime: str, arm: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from bloodgen.samplefile import IMAGES, LABELS, write_samples
     from bloodgen.sampling.api import load_model, sample
 
-    path = _samples_path(out, regime, arm)
+    path = _samples_path(s.out, regime, arm)
     if not path.is_file():
-        images, labels = sample(load_model(run_dir, device="cpu"), n, seed, progress=progress)
+        images, labels = sample(load_model(run_dir, device="cpu"), s.budget.n_samples, s.seed, progress=s.progress)
         write_samples(path, images, labels)
     with np.load(path) as z:
         return z[IMAGES], z[LABELS]
@@ -282,50 +295,48 @@ def _tstr(train, val, test, recipe, budget: Budget) -> dict:
             K_ACCURACY: report[KEY_ACCURACY], K_N_TRAIN: len(train[1]), K_N_TEST: len(test[1])}
 
 
-def _evaluate_arm(out: Path, regime: str, arm: str, run_dir: Path, generated, full, judge, val, test, recipe,
-                  budget: Budget, progress: bool, extractor) -> dict:
+def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, val, test) -> dict:
     from bloodgen.classify.utility import KEY_FIDELITY_MACRO, KEY_FIDELITY_PER_CLASS, class_fidelity
     from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
     from bloodgen.metrics.protocol import KEY_MEAN, calculate_metrics
     from bloodgen.provenance import write_json
 
-    path = out / "evaluations" / f"{regime}-{arm}.json"
+    path = s.out / "evaluations" / f"{regime}-{arm}.json"
     row = _load_json(path)
     if row is not None:
         return row
     images, labels = generated
-    metrics = calculate_metrics(_samples_path(out, regime, arm), n=min(budget.fid_n, len(images)),
-                                seeds=budget.fid_seeds, floor=False, metrics=("fid", "per-class"), data=full.path,
-                                progress=progress, extractor=extractor)
-    fidelity = class_fidelity(judge, images, labels)
+    metrics = calculate_metrics(_samples_path(s.out, regime, arm), n=min(s.budget.fid_n, len(images)),
+                                seeds=s.budget.fid_seeds, floor=False, metrics=("fid", "per-class"), data=s.full.path,
+                                progress=s.progress, extractor=s.extractor)
+    fidelity = class_fidelity(s.judge, images, labels)
     summary = json.loads((run_dir / "summary.json").read_text())
     row = {K_RUN_DIR: str(run_dir), K_STEPS: summary["step"], K_TRAIN_TIME: summary["train_time_s"],
            K_N_SAMPLES: len(labels),
            K_FID: metrics[KEY_FID][KEY_MEAN], K_FID_CLASS_AVERAGED: metrics[KEY_FID_CLASS_AVERAGED][KEY_MEAN],
            K_FID_PER_CLASS: metrics[KEY_FID_PER_CLASS][KEY_MEAN],
            K_FIDELITY: fidelity[KEY_FIDELITY_MACRO], K_FIDELITY_PER_CLASS: fidelity[KEY_FIDELITY_PER_CLASS],
-           **_tstr((images, labels), val, test, recipe, budget),
+           **_tstr((images, labels), val, test, s.recipe, s.budget),
            "fid_protocol": metrics["protocol"]}
     write_json(path, row)
     return row
 
 
-def _real_row(out: Path, regime: str, data, synthetic_labels: np.ndarray, val, test, recipe, budget: Budget,
-              seed: int) -> dict:
+def _real_row(s: _Setting, regime: str, data, synthetic_labels: np.ndarray, val, test) -> dict:
     """TSTR's real-data row: as many real train images of the regime, with the synthetic set's class counts
     (capped by what the regime has)."""
     from bloodgen.classify.utility import take_per_class
     from bloodgen.data import N_CLASSES
     from bloodgen.provenance import write_json
 
-    path = out / "evaluations" / f"{regime}-{REAL}.json"
+    path = s.out / "evaluations" / f"{regime}-{REAL}.json"
     row = _load_json(path)
     if row is not None:
         return row
     images, labels = data.split("train")
     counts = np.minimum(np.bincount(synthetic_labels, minlength=N_CLASSES), np.bincount(labels, minlength=N_CLASSES))
-    train = take_per_class(images, labels, counts, np.random.default_rng(seed))
-    row = _tstr(train, val, test, recipe, budget)
+    train = take_per_class(images, labels, counts, np.random.default_rng(s.seed))
+    row = _tstr(train, val, test, s.recipe, s.budget)
     write_json(path, row)
     return row
 
