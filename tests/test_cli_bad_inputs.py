@@ -109,6 +109,14 @@ CLASSIFY_EVAL = [
     ("classify-eval-out-a-file", "classify-eval {ddpm} --data {data} --out {file}", "is a file; give a folder"),
     ("classify-eval-negative-seed", "classify-eval {ddpm} --data {data} --seed -1 --out {out}/e", "--seed must be"),
     ("classify-eval-missing-checkpoint", "classify-eval {out}/none --data {data} --out {out}/e", "not found"),
+    ("classify-eval-no-checkpoint", "classify-eval --data {data} --out {out}/e", "needs a CHECKPOINT"),
+    ("classify-eval-summarise-and-checkpoint", "classify-eval {ddpm} --summarise {out}/a {out}/b --out {out}/e",
+     "not both"),
+    ("classify-eval-summarise-one", "classify-eval --summarise {out} --out {out}/e", "at least two"),
+    ("classify-eval-summarise-no-results", "classify-eval --summarise {out}/a {out}/b --out {out}/e",
+     "holds no classify-eval results"),
+    ("classify-eval-zero-per-class", "classify-eval {ddpm} --data {data} --test-per-class 0 --out {out}/e",
+     "--test-per-class must be"),
 ]
 
 ALL_CASES = SAMPLE + EVALUATE + CLASSIFY + TRAIN + DATA + STUDY + CLASSIFIER + PROTOTYPES + CLASSIFY_EVAL

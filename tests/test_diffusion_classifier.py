@@ -71,6 +71,34 @@ def test_same_seed_same_result_other_seed_other_noise(tiny_data):
     assert not np.allclose(np.nan_to_num(a.mean_errors), np.nan_to_num(c.mean_errors))
 
 
+def test_an_interrupted_classification_continues_after_its_last_saved_chunk(tiny_data, tmp_path, monkeypatch):
+    model = random_model()
+    images = tiny_data.images("test")[:6]
+    whole = dc.classify_images(model, images, FAST, chunk=2)
+    partial, save = tmp_path / "accuracy.partial.npz", dc._Partial.save
+
+    def save_then_stop(self, done, seconds):
+        save(self, done, seconds)
+        if done == 4:
+            raise KeyboardInterrupt  # killed after two of three chunks
+
+    monkeypatch.setattr(dc._Partial, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        dc.classify_images(model, images, FAST, chunk=2, partial=partial)
+    monkeypatch.setattr(dc._Partial, "save", save)
+    stale = tmp_path / "stale.npz"
+    stale.write_bytes(partial.read_bytes())  # the chunks of another call: other options, not reused
+    other = dc.classify_images(model, images, replace(FAST, seed=1), chunk=2, partial=stale)
+    np.testing.assert_array_equal(other.draws, dc.classify_images(model, images, replace(FAST, seed=1)).draws)
+    scored = []
+    denoise = model.family.denoise
+    model.family.denoise = lambda net, x, t, y: scored.append(len(x)) or denoise(net, x, t, y)
+    resumed = dc.classify_images(model, images, FAST, chunk=2, partial=partial)
+    np.testing.assert_array_equal(resumed.draws, whole.draws)
+    np.testing.assert_allclose(resumed.mean_errors, whole.mean_errors, rtol=1e-6)
+    assert sum(scored) <= whole.draws[4:].sum() and not partial.exists()  # only the last chunk was scored
+
+
 def test_pruning_keeps_the_clearly_best_class_and_drops_the_rest():
     rng = np.random.default_rng(0)
     shared = rng.gamma(2.0, 0.05, size=40)  # draw-to-draw scale, common to all classes (paired)
@@ -248,6 +276,44 @@ def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
     blocks = report_blocks(results, tmp_path / "study")  # another folder: figures are copied there
     images = [b for b in blocks if isinstance(b, Image)]
     assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
+
+
+def test_stratified_test_images_hold_k_of_each_class(tiny_data):
+    from bloodgen.classify.diffusion_eval import EvalConfig, _test_indices
+
+    labels = tiny_data.labels("test")
+    idx = _test_indices(labels, EvalConfig(checkpoint="", out="", test_per_class=2))
+    counts = np.bincount(labels[idx], minlength=8)
+    assert (counts == np.minimum(2, np.bincount(labels, minlength=8))).all() and (np.diff(idx) > 0).all()
+    assert np.array_equal(idx, _test_indices(labels, EvalConfig(checkpoint="", out="", test_per_class=2)))
+    assert len(_test_indices(labels, EvalConfig(checkpoint="", out="", n_test=5))) == 5
+
+
+def _fake_results(folder: Path, accuracy: float, recall0: float, with_calibration: bool) -> Path:
+    """A classify-eval results.json with only the figures the summary reads."""
+    report = {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.1, "per_class_recall": [recall0] + [0.5] * 7,
+              "n_images": 16, "evaluations_per_image": 100.0, "seconds_per_image": 2.0}
+    parts = {"accuracy": {"diffusion": report, "diffusion_no_prune": report, "resnet18": report}}
+    if with_calibration:
+        parts["calibration"] = {"diffusion": {"ece": 0.1}, "resnet18": {"ece": 0.2}}
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"parts": parts}))
+    return folder
+
+
+def test_summarise_gives_mean_and_sample_std_of_the_parts_every_folder_holds(tmp_path):
+    from bloodgen.classify.diffusion_summary import write_summary
+
+    folders = [_fake_results(tmp_path / "s0", 0.9, 0.8, True), _fake_results(tmp_path / "s1", 0.8, 0.6, True),
+               _fake_results(tmp_path / "s2", 0.7, 0.4, False)]
+    summary = write_summary(folders, tmp_path / "summary")
+    row = summary["rows"]["diffusion, pruned: accuracy %"]
+    assert row["mean"] == pytest.approx(80.0) and row["std"] == pytest.approx(10.0)  # ddof = 1
+    assert not any("ECE" in label for label in summary["rows"])  # s2 has no calibration part
+    assert summary["per_class_recall"]["resnet18"]["mean"][0] == pytest.approx(60.0)
+    assert "80.000 ± 10.000" in (tmp_path / "summary" / "report.md").read_text()
+    two = write_summary(folders[:2], tmp_path / "summary2")
+    assert two["rows"]["diffusion: ECE"]["mean"] == pytest.approx(0.1)
 
 
 def test_corruptions_applied_or_skipped_with_a_reason(tiny_data):

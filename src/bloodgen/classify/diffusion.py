@@ -18,8 +18,10 @@ are batched (batched kernels can move the errors in the last float digits only).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,11 +157,14 @@ def prune_classes(errors: np.ndarray, active: np.ndarray, p_value: float) -> np.
 
 
 def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = ClassifierOptions(),
-                    progress: bool = False, chunk: int = 64) -> ClassifyResult:
+                    progress: bool = False, chunk: int = 64, partial: Path | None = None) -> ClassifyResult:
     """Classify uint8 images (N, 28, 28, 3) with a loaded conditional ddpm (see the module docstring).
 
     `chunk` images advance together so that one network batch holds many images' draws; it changes
-    the speed, and the errors only by float rounding (batched kernels sum in another order).
+    the speed, and the errors only by float rounding (batched kernels sum in another order). With
+    `partial`, the finished chunks are saved there as they finish and a call on the same images, model
+    and options continues after them (the file is removed once all are done): image i's draws come from
+    its own generator, so the result is the one an uninterrupted call gives.
     """
     from tqdm.auto import tqdm
 
@@ -170,12 +175,11 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
     classes = candidate_classes(loaded)
     scorer = NoiseErrors(loaded, options.weighting)
     n = len(images)
-    mean_errors = np.full((n, N_CLASSES), np.nan)
-    gaps = np.full((n, N_CLASSES), np.nan)
-    draws = np.zeros((n, N_CLASSES), dtype=np.int64)
-    start_time = time.perf_counter()
-    with tqdm(total=n, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for lo in range(0, n, chunk):
+    saved = _Partial(partial, images, loaded, options, chunk, N_CLASSES)
+    mean_errors, gaps, draws = saved.mean_errors, saved.gaps, saved.draws
+    start_time = time.perf_counter() - saved.seconds
+    with tqdm(total=n, initial=saved.done, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for lo in range(saved.done, n, chunk):
             hi = min(n, lo + chunk)
             state = _ChunkState(to_model_range(images[lo:hi]), [image_generator(options.seed, i) for i in range(lo, hi)],
                                 classes, options.max_draws)
@@ -193,9 +197,47 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
             # A class pruned early keeps the draws it took part in: its mean is over those.
             mean_errors[lo:hi, classes] = state.errors.sum(2)[:, classes] / state.class_draws[:, classes]
             gaps[lo:hi] = paired_gaps(state.errors, state.class_draws, classes)
+            saved.save(hi, time.perf_counter() - start_time)
+    saved.remove()
     return ClassifyResult(predictions=np.nanargmin(np.where(gaps == 0, 0.0, np.nan), 1), mean_errors=mean_errors,
                           error_gaps=gaps, draws=draws, confidence=error_gap(gaps), candidates=classes,
                           seconds=time.perf_counter() - start_time, options=options.to_dict())
+
+
+class _Partial:
+    """The finished chunks of one `classify_images` call, kept in an .npz with what they depend on."""
+
+    def __init__(self, path: Path | None, images: np.ndarray, loaded, options: ClassifierOptions, chunk: int,
+                 n_classes: int):
+        import hashlib
+
+        n = len(images)
+        self.path = None if path is None else Path(path)
+        self.key = json.dumps({"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
+                               "source": str(loaded.source), "options": options.to_dict(), "chunk": chunk},
+                              sort_keys=True, default=str)
+        self.mean_errors, self.gaps = np.full((n, n_classes), np.nan), np.full((n, n_classes), np.nan)
+        self.draws = np.zeros((n, n_classes), dtype=np.int64)
+        self.done, self.seconds = 0, 0.0
+        if self.path is not None and self.path.is_file():
+            with np.load(self.path) as f:
+                if str(f["key"]) == self.key:
+                    self.done, self.seconds = int(f["done"]), float(f["seconds"])
+                    self.mean_errors[:], self.gaps[:], self.draws[:] = f["mean_errors"], f["gaps"], f["draws"]
+
+    def save(self, done: int, seconds: float) -> None:
+        from bloodgen.provenance import atomic_path
+
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, key=np.array(self.key), done=done, seconds=seconds, mean_errors=self.mean_errors,
+                     gaps=self.gaps, draws=self.draws)
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def paired_gaps(errors: np.ndarray, class_draws: np.ndarray, classes: list[int]) -> np.ndarray:

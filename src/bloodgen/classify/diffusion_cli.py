@@ -23,9 +23,13 @@ examples:
   bloodgen classify-eval runs/FULL --parts accuracy calibration --n-test 300 --out cyto-eval
   bloodgen classify-eval runs/FULL --parts corruptions --n-corrupt 50 --severities 1 3 5 --out cyto-eval
   bloodgen classify-eval runs/FULL --parts heatmaps --heatmap-draws 200 --out cyto-eval
+  bloodgen classify-eval RUN-S0 --parts accuracy calibration --test-per-class 50 --out cyto/s0   # per training seed
+  bloodgen classify-eval --summarise cyto/s0 cyto/s1 cyto/s2 --out cyto/summary                # mean ± std
 
 Each part is saved under OUT/parts/ as it finishes; OUT/results.json and OUT/report.md/.html are rebuilt
 from all saved parts, so parts can be run one at a time (or in parallel processes) into the same OUT.
+Within a part, images are classified in chunks kept in OUT/parts/*.partial.npz: an interrupted part run
+again continues after its last finished chunk, with the same result.
 Train the held-out model with a file from `bloodgen.data.subset.write_subset(data, path, exclude_classes=[2])`.
 """
 
@@ -87,13 +91,19 @@ def add_parser(subparsers) -> None:
                     "medmnistc corruptions and counterfactual heat maps; writes OUT/results.json and "
                     "OUT/report.md/.html with figures.",
         epilog=EVAL_EXAMPLES, formatter_class=HelpFormatter)
-    e.add_argument("checkpoint", metavar="CHECKPOINT", help="conditional ddpm trained on all classes")
+    e.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
+                   help="conditional ddpm trained on all classes (a run folder, checkpoint, export or pretrained:ddpm)")
+    e.add_argument("--summarise", nargs="+", metavar="DIR", default=None,
+                   help="instead of evaluating: mean ± std of the figures of these classify-eval folders (independent "
+                        "trainings of one recipe) into OUT/summary.json and OUT/report.md/.html")
     e.add_argument("--holdout-checkpoint", metavar="RUN", default=None,
                    help="conditional ddpm trained without --holdout-class (needed by the anomaly part)")
     e.add_argument("--holdout-class", default="2", metavar="CLASS", help="the held-out class: index or name")
     e.add_argument("--out", metavar="DIR", required=True, help="output folder")
     e.add_argument("--parts", nargs="+", default=list(PARTS), metavar="PART", help=f"any of {', '.join(PARTS)}")
     e.add_argument("--n-test", type=int, default=300, help="random test images for accuracy and calibration")
+    e.add_argument("--test-per-class", type=int, default=None, metavar="K",
+                   help="K test images of each class for accuracy and calibration, in place of --n-test random ones")
     e.add_argument("--n-val", type=int, default=100, help="random val images to fit the calibration temperature")
     e.add_argument("--n-anomaly", type=int, default=150,
                    help="random test images for the anomaly part, a third of them of the held-out class")
@@ -197,6 +207,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from bloodgen.sampling.api import parse_class
     from bloodgen.sampling.pretrained import resolve_model_path
 
+    if args.summarise is not None:
+        if args.checkpoint is not None:
+            raise UserError("give a CHECKPOINT to evaluate or --summarise DIR ... to summarise, not both")
+        from bloodgen.classify.diffusion_summary import write_summary
+
+        checks.output_folder(args.out, "--out")
+        summary = write_summary(args.summarise, args.out)
+        print(f"summarised {len(summary['folders'])} folders into {Path(args.out) / 'report.md'}")
+        return 0
+    if args.checkpoint is None:
+        raise UserError("classify-eval needs a CHECKPOINT (a conditional ddpm) or --summarise DIR ...")
     for path in filter(None, (args.checkpoint, args.holdout_checkpoint)):
         if not resolve_model_path(path).exists():
             raise UserError(f"checkpoint {path} not found")
@@ -210,7 +231,8 @@ def run_eval(args: argparse.Namespace) -> int:
         recipe = replace(recipe, epochs=args.classifier_epochs)
     cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, data=args.data,
                      holdout_checkpoint=args.holdout_checkpoint, holdout_class=parse_class(args.holdout_class),
-                     parts=tuple(args.parts), n_test=args.n_test, n_val=args.n_val, n_anomaly=args.n_anomaly,
+                     parts=tuple(args.parts), n_test=args.n_test, test_per_class=args.test_per_class,
+                     n_val=args.n_val, n_anomaly=args.n_anomaly,
                      n_corrupt=args.n_corrupt,
                      corruptions=tuple(args.corruptions), severities=tuple(args.severities),
                      no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws, seed=args.seed,

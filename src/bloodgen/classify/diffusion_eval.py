@@ -83,6 +83,7 @@ class EvalConfig:
     holdout_class: int = 2
     parts: tuple[str, ...] = PARTS
     n_test: int = 300
+    test_per_class: int | None = None  # K test images of each class in place of n_test random ones
     n_val: int = 100
     n_anomaly: int = 150
     n_corrupt: int = 50
@@ -102,6 +103,8 @@ class EvalConfig:
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
             raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PARTS)}")
+        if self.test_per_class is not None and self.test_per_class < 1:
+            raise UserError(f"--test-per-class must be >= 1, got {self.test_per_class}")
         for name in ("n_test", "n_val", "n_anomaly", "n_corrupt", "no_prune_draws", "heatmap_draws"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -143,9 +146,7 @@ class _Context:
         from bloodgen.classify.diffusion import candidate_classes
 
         candidate_classes(self.model)  # fail now, not after an hour, on an unconditional model
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
-        n_test = len(self.data.labels("test"))
-        self.test_idx = np.sort(rng.choice(n_test, size=min(cfg.n_test, n_test), replace=False))
+        self.test_idx = _test_indices(self.data.labels("test"), cfg)
         self._resnet = None
 
     @property
@@ -153,12 +154,26 @@ class _Context:
         images, labels = self.data.split("test")
         return images[self.test_idx], labels[self.test_idx]
 
+    def partial(self, name: str) -> Path:
+        """Where a classification of this part keeps its finished chunks until it is done."""
+        return self.out / "parts" / f"{name}.partial.npz"
+
     def resnet(self):
         if self._resnet is None:
             from bloodgen.classify.reference import reference_classifier
 
             self._resnet = reference_classifier(self.data, self.cfg.recipe, cache_dir=self.cfg.cache_dir)
         return self._resnet
+
+
+def _test_indices(labels: np.ndarray, cfg: EvalConfig) -> np.ndarray:
+    """The test images the accuracy and calibration parts score: n_test at random, or test_per_class of each
+    class (all of a class that has fewer), sorted."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
+    if cfg.test_per_class is None:
+        return np.sort(rng.choice(len(labels), size=min(cfg.n_test, len(labels)), replace=False))
+    pools = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return np.sort(np.concatenate([rng.choice(p, size=min(cfg.test_per_class, len(p)), replace=False) for p in pools]))
 
 
 def logit_gap(logits: np.ndarray) -> np.ndarray:
@@ -215,11 +230,12 @@ def part_accuracy(ctx: _Context) -> dict:
     from bloodgen.classify.reference import KEY_ACCURACY, classification_report, predict_proba
 
     images, labels = ctx.test
-    pruned = classify_images(ctx.model, images, ctx.cfg.options, progress=ctx.cfg.progress)
+    pruned = classify_images(ctx.model, images, ctx.cfg.options, progress=ctx.cfg.progress,
+                             partial=ctx.partial("accuracy-pruned"))
     saved = _saved_no_prune(ctx)
     if saved is None:
         full = classify_images(ctx.model, images, replace(ctx.cfg.options, prune=False, max_draws=ctx.cfg.no_prune_draws),
-                               progress=ctx.cfg.progress)
+                               progress=ctx.cfg.progress, partial=ctx.partial("accuracy-no-prune"))
         saved = _diffusion_report(labels, full), full.mean_errors
     no_prune_report, no_prune_errors = saved
     resnet, info = ctx.resnet()
@@ -270,7 +286,8 @@ def part_calibration(ctx: _Context) -> dict:
     scored = np.flatnonzero(np.isin(val_labels, candidate_classes(ctx.model)))  # T is fit on classes it can score
     rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 8]))
     idx = np.sort(rng.choice(scored, size=min(ctx.cfg.n_val, len(scored)), replace=False))
-    val = classify_images(ctx.model, val_images[idx], ctx.cfg.options, progress=ctx.cfg.progress)
+    val = classify_images(ctx.model, val_images[idx], ctx.cfg.options, progress=ctx.cfg.progress,
+                          partial=ctx.partial("calibration"))
     temperature = fit_temperature(val.error_gaps, val_labels[idx])
     proba = error_probabilities(acc["error_gaps"], temperature)
     labels = acc["labels"]
@@ -345,7 +362,7 @@ def part_anomaly(ctx: _Context) -> dict:
                                   rng.choice(pools[1], n_other, replace=False)]))
     images, labels = all_images[idx], all_labels[idx]
     is_anomaly = labels == held
-    diff = classify_images(model, images, ctx.cfg.options, progress=ctx.cfg.progress)
+    diff = classify_images(model, images, ctx.cfg.options, progress=ctx.cfg.progress, partial=ctx.partial("anomaly"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         holdout_data = load_bloodmnist(holdout_data_path(ctx.data, held, ctx.cfg.cache_dir))
@@ -415,7 +432,8 @@ def part_corruptions(ctx: _Context) -> dict:
         return classification_report(labels, proba)[KEY_BALANCED_ACCURACY]
 
     # The diffusion model first: the (cached) ResNet is only needed for the cheap second pass.
-    diffusion = {key: balanced(np.eye(N_CLASSES)[classify_images(ctx.model, x, ctx.cfg.options).predictions])
+    diffusion = {key: balanced(np.eye(N_CLASSES)[classify_images(
+                     ctx.model, x, ctx.cfg.options, partial=ctx.partial(f"corruptions-{key[0]}-{key[1]}")).predictions])
                  for key, x in tqdm(named.items(), desc="corruptions", disable=not ctx.cfg.progress)}
     resnet, _ = ctx.resnet()
     scores = {key: {KEY_DIFFUSION: diffusion[key], KEY_RESNET: balanced(predict_proba(resnet, x))}
@@ -568,7 +586,7 @@ def _accuracy_blocks(a: dict, figure: _Figures) -> list:
                      f"{r[KEY_SECONDS_PER_IMAGE]:.3f}"])
     o = cfg["options"]
     return [
-        Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} random test images (seed {cfg['seed']}); checkpoint "
+        Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} {_test_text(cfg)} (seed {cfg['seed']}); checkpoint "
                   f"`{cfg['checkpoint']}` at step {a[KEY_CHECKPOINT_STEP]}; weighting `{o['weighting']}`; pruning: "
                   f"paired t-test p < {o['p_value']}, {o['min_draws']}-{o['max_draws']} draws; no pruning: "
                   f"{cfg['no_prune_draws']} draws of every class. Pruning cuts network evaluations "
@@ -580,6 +598,11 @@ def _accuracy_blocks(a: dict, figure: _Figures) -> list:
                                    for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
                for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
     ]
+
+
+def _test_text(cfg: dict) -> str:
+    per_class = cfg.get("test_per_class")
+    return "random test images" if per_class is None else f"test images ({per_class} of each class)"
 
 
 def _calibration_blocks(c: dict, figure: _Figures) -> list:

@@ -1,0 +1,118 @@
+"""Several `classify-eval` folders summarised: each figure's mean ± std over the folders (independent
+trainings of the same recipe, as the protocol of record asks), beside the ResNet-18's, in one table.
+
+    bloodgen classify-eval --summarise cyto/ddpm-s0 cyto/ddpm-s1 ... --out cyto/summary
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bloodgen.classify.diffusion_eval import (KEY_AUC, KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_ECE,
+                                              KEY_EVALS_PER_IMAGE, KEY_MEAN_DROP, KEY_N_IMAGES, KEY_PARTS, KEY_RESNET,
+                                              KEY_SECONDS_PER_IMAGE)
+from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
+from bloodgen.errors import UserError
+
+SUMMARY_FILE = "summary.json"
+PERCENT = 100.0
+
+# (label, part, how to read it from that part, scale): the rows of the summary, in table order.
+ROWS: tuple[tuple[str, str, Callable[[dict], float], float], ...] = (
+    ("diffusion, pruned: accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_ACCURACY], PERCENT),
+    ("diffusion, pruned: balanced accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_BALANCED_ACCURACY], PERCENT),
+    ("diffusion, no pruning: accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_ACCURACY], PERCENT),
+    ("diffusion, no pruning: balanced accuracy %", "accuracy",
+     lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_BALANCED_ACCURACY], PERCENT),
+    ("ResNet-18: accuracy %", "accuracy", lambda p: p[KEY_RESNET][KEY_ACCURACY], PERCENT),
+    ("ResNet-18: balanced accuracy %", "accuracy", lambda p: p[KEY_RESNET][KEY_BALANCED_ACCURACY], PERCENT),
+    ("diffusion, pruned: network evaluations / image", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE], 1),
+    ("diffusion, no pruning: network evaluations / image", "accuracy",
+     lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_EVALS_PER_IMAGE], 1),
+    ("diffusion, pruned: seconds / image", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_SECONDS_PER_IMAGE], 1),
+    ("diffusion: ECE", "calibration", lambda p: p[KEY_DIFFUSION][KEY_ECE], 1),
+    ("ResNet-18: ECE", "calibration", lambda p: p[KEY_RESNET][KEY_ECE], 1),
+    ("diffusion: anomaly AUC", "anomaly", lambda p: p[KEY_DIFFUSION][KEY_AUC], 1),
+    ("ResNet-18: anomaly AUC", "anomaly", lambda p: p[KEY_RESNET][KEY_AUC], 1),
+    ("diffusion: mean corruption drop (points)", "corruptions", lambda p: p[KEY_MEAN_DROP][KEY_DIFFUSION], PERCENT),
+    ("ResNet-18: mean corruption drop (points)", "corruptions", lambda p: p[KEY_MEAN_DROP][KEY_RESNET], PERCENT),
+)
+
+
+def _read(folder: Path) -> dict:
+    path = folder / "results.json"
+    if not path.is_file():
+        raise UserError(f"{folder} holds no classify-eval results ({path} not found): run classify-eval there first")
+    return json.loads(path.read_text())
+
+
+def _spread(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean(axis=0)) if array.ndim == 1 else array.mean(axis=0).tolist(),
+            "std": None if len(array) < 2 else (float(array.std(axis=0, ddof=1)) if array.ndim == 1
+                                                  else array.std(axis=0, ddof=1).tolist()),
+            "values": array.tolist()}
+
+
+def summarise(folders: list[str | Path]) -> dict:
+    """Mean ± std (sample std) over the folders of every figure that all of them hold."""
+    if len(folders) < 2:
+        raise UserError(f"--summarise needs at least two classify-eval folders, got {len(folders)}")
+    results = {str(f): _read(Path(f))[KEY_PARTS] for f in folders}
+    rows = {}
+    for label, part, read, scale in ROWS:
+        if all(part in parts for parts in results.values()):
+            rows[label] = _spread([scale * read(parts[part]) for parts in results.values()])
+    if not rows:
+        raise UserError("the folders share no finished part: run the same --parts in each")
+    summary = {"folders": list(results), "rows": rows}
+    if all("accuracy" in parts for parts in results.values()):
+        accuracy = [parts["accuracy"] for parts in results.values()]
+        summary["n_test_images"] = [a[KEY_DIFFUSION][KEY_N_IMAGES] for a in accuracy]
+        summary["per_class_recall"] = {key: _spread([[PERCENT * r for r in a[key][KEY_PER_CLASS_RECALL]]
+                                                     for a in accuracy])
+                                       for key in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)}
+    return summary
+
+
+def summary_document(summary: dict):
+    from bloodgen.data import CLASS_NAMES
+    from bloodgen.report.document import Document, Paragraph, Table
+
+    def cell(block: dict, digits: int) -> str:
+        std = "" if block["std"] is None else f" ± {block['std']:.{digits}f}"
+        return f"{block['mean']:.{digits}f}{std}"
+
+    doc = Document("Diffusion classifier: mean ± std over evaluations")
+    doc.add(Paragraph(f"{len(summary['folders'])} classify-eval folders: "
+                      f"{', '.join(f'`{f}`' for f in summary['folders'])}; sample std (ddof = 1)."))
+    doc.add(Table(["figure", "mean ± std", "per folder"],
+                  [[label, cell(block, 3), ", ".join(f"{v:.3f}" for v in block["values"])]
+                   for label, block in summary["rows"].items()], align_right_from=1))
+    if "per_class_recall" in summary:
+        recall = summary["per_class_recall"]
+        doc.add(Table(["class", "diffusion, pruned", "diffusion, no pruning", "ResNet-18"],
+                      [[name] + [f"{recall[k]['mean'][c]:.1f}" + ("" if recall[k]["std"] is None
+                                                                  else f" ± {recall[k]['std'][c]:.1f}")
+                                 for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
+                       for c, name in enumerate(CLASS_NAMES)], caption="Per-class recall %, mean ± std",
+                      align_right_from=1))
+    return doc
+
+
+def write_summary(folders: list[str | Path], out: str | Path) -> dict:
+    """summary.json, report.md and report.html in `out`."""
+    from bloodgen.provenance import portable_path, write_json
+    from bloodgen.report.document import write_report
+
+    summary = summarise(folders)
+    summary["folders"] = [portable_path(f) for f in summary["folders"]]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SUMMARY_FILE, summary)
+    write_report(summary_document(summary), out)
+    return summary
