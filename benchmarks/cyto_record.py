@@ -1,7 +1,7 @@
 """The diffusion classifier (CytoDiffusion) on the five record ddpm runs, beside the reference ResNet-18:
 
     python benchmarks/cyto_record.py [--seeds 0 1 2 3 4] [--per-class 50] [--parts accuracy calibration]
-                                     [--max-minutes M]
+                                     [--variant default|disc|tta|disc-tta] [--max-minutes M]
 
 Each training seed's run (results/record/runs/ddpm-s<seed>-*) is evaluated by `bloodgen classify-eval` on
 the same stratified test images (--per-class of each class, seed 0) into
@@ -9,6 +9,8 @@ results/record/diffusion-classifier/ddpm-s<seed>/; once two or more are done, `c
 writes their mean ± std into results/record/diffusion-classifier/summary/. A seed is a unit and each of its
 parts is saved as it finishes (and, inside a part, every 64 images), so the benchmark resumes where it
 stopped. On 2 CPU cores a seed's accuracy part takes about an hour (400 images, pruned and unpruned).
+A --variant other than default turns on the paper's options (the error within a centred disc of 12
+pixels, paired test-time augmentation) for an A/B on the same images, into ddpm-s<seed>-<variant>/.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from bloodgen.errors import UserError  # noqa: E402
 
 RECORD = ROOT / "results" / "record"
 OUT = RECORD / "diffusion-classifier"
+# The paper's sampling budget with pruning (at most 2,000 draws, decided by paired t-tests), and its options.
+VARIANTS = {"default": {}, "disc": {"disc_radius": 12.0}, "tta": {"tta": True},
+            "disc-tta": {"disc_radius": 12.0, "tta": True}}
+
+
+def out_folder(seed: int, variant: str) -> Path:
+    return OUT / (f"ddpm-s{seed}" if variant == "default" else f"ddpm-s{seed}-{variant}")
 
 
 def run_folder(seed: int) -> Path:
@@ -37,17 +46,18 @@ def run_folder(seed: int) -> Path:
     return found[0]
 
 
-def evaluate_seed(seed: int, parts: tuple[str, ...], per_class: int, data: str | None, progress: bool) -> bool:
+def evaluate_seed(seed: int, variant: str, parts: tuple[str, ...], per_class: int, data: str | None,
+                  progress: bool) -> bool:
     """Run the parts of `seed` not saved yet; True when all of them are saved."""
-    out = OUT / f"ddpm-s{seed}"
+    out = out_folder(seed, variant)
     missing = tuple(p for p in parts if not (out / "parts" / f"{p}.json").is_file())
     if not missing:
         print(f"seed {seed}: done already ({out})", flush=True)
         return True
     print(f"seed {seed}: {', '.join(missing)} into {out}", flush=True)
-    # The paper's sampling budget with pruning: at most 2,000 draws, decided by paired t-tests.
+    options = ClassifierOptions(max_draws=2000, **VARIANTS[variant])
     run_evaluation(EvalConfig(checkpoint=str(run_folder(seed)), out=str(out), data=data, parts=missing,
-                              test_per_class=per_class, options=ClassifierOptions(max_draws=2000), progress=progress))
+                              test_per_class=per_class, options=options, progress=progress))
     return True
 
 
@@ -56,6 +66,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--per-class", type=int, default=50, help="test images of each class (default 50)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "calibration"], choices=PARTS)
+    parser.add_argument("--variant", choices=tuple(VARIANTS), default="default")
     parser.add_argument("--max-minutes", type=float, default=None, help="start no seed after this many minutes")
     parser.add_argument("--data", default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -65,12 +76,13 @@ def main() -> int:
         if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
             print(f"time limit: seeds from {seed} on wait for the next run", flush=True)
             break
-        evaluate_seed(seed, tuple(args.parts), args.per_class, args.data, not args.no_progress)
-    done = [OUT / f"ddpm-s{s}" for s in args.seeds
-            if all((OUT / f"ddpm-s{s}" / "parts" / f"{p}.json").is_file() for p in args.parts)]
+        evaluate_seed(seed, args.variant, tuple(args.parts), args.per_class, args.data, not args.no_progress)
+    done = [out_folder(s, args.variant) for s in args.seeds
+            if all((out_folder(s, args.variant) / "parts" / f"{p}.json").is_file() for p in args.parts)]
+    summary = OUT / ("summary" if args.variant == "default" else f"summary-{args.variant}")
     if len(done) >= 2:
-        write_summary(done, OUT / "summary")
-        print(f"summary of {len(done)} seeds in {OUT / 'summary'}", flush=True)
+        write_summary(done, summary)
+        print(f"summary of {len(done)} seeds in {summary}", flush=True)
     return 0
 
 

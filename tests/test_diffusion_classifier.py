@@ -60,6 +60,41 @@ def test_every_class_sees_the_same_noise_and_time_in_a_draw(tiny_data):
     assert set(res.predictions) <= {0, 1, 3, 4, 5, 6, 7}
 
 
+def test_tta_keeps_every_draw_paired_across_classes_and_changes_the_draws(tiny_data):
+    model = random_model()
+    calls = []
+    denoise = model.family.denoise
+    model.family.denoise = lambda net, x, t, y: calls.append((x.clone(), t.clone(), y.clone())) or denoise(net, x, t, y)
+    images = tiny_data.images("test")[:2]
+    plain = dc.classify_images(model, images, replace(FAST, prune=False))
+    plain_x = torch.cat([c[0] for c in calls])
+    calls.clear()
+    tta = dc.classify_images(model, images, replace(FAST, prune=False, tta=True))
+    groups = {}
+    for xi, ti, yi in zip(*(torch.cat([c[k] for c in calls]) for k in range(3))):
+        groups.setdefault((xi.numpy().tobytes(), int(ti)), []).append(int(yi))
+    assert len(groups) == 2 * FAST.max_draws and all(sorted(g) == list(range(8)) for g in groups.values())
+    assert not torch.equal(plain_x, torch.cat([c[0] for c in calls]))  # some draws saw a flipped or turned image
+    assert not np.allclose(plain.mean_errors, tta.mean_errors)
+
+
+def test_dihedral_gives_the_eight_symmetries_of_the_square_and_the_disc_mask_its_pixels():
+    x = torch.arange(2 * 5 * 5, dtype=torch.float32).view(1, 2, 5, 5).expand(8, -1, -1, -1)
+    out = dc.dihedral(x, torch.arange(8))
+    assert torch.equal(out[0], x[0]) and len({o.numpy().tobytes() for o in out}) == 8
+    mask = dc.disc_mask((28, 28), 12)
+    assert mask[13, 13] == 1 and mask[0, 0] == 0 and mask[13, 2] == 1 and mask[13, 1] == 0  # centre 13.5
+    assert torch.equal(mask, mask.flip(0)) and torch.equal(mask, mask.T)
+    assert 400 < mask.sum() < 500  # about pi * 12^2 = 452
+    assert torch.equal(dc.disc_mask((28, 28), 0), torch.ones(28, 28))
+    scorer = dc.NoiseErrors(random_model(), "uniform", disc_radius=12)
+    residuals = torch.randn(3, 3, 28, 28)
+    expected = residuals.pow(2).mean(1)[:, mask.bool()].mean(1)
+    torch.testing.assert_close(scorer.error(residuals), expected)
+    with pytest.raises(UserError, match="--disc-radius"):
+        dc.ClassifierOptions(disc_radius=-1).check()
+
+
 def test_same_seed_same_result_other_seed_other_noise(tiny_data):
     model = random_model()
     images = tiny_data.images("test")[:4]

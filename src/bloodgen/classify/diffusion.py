@@ -87,11 +87,24 @@ def timestep_weights(weighting: str, t: torch.Tensor, alphas_cumprod: torch.Tens
     return torch.as_tensor(1.0 / poly(t.double().numpy() / (timesteps - 1)), dtype=torch.float64)
 
 
+def disc_mask(shape: tuple[int, int], radius: float) -> torch.Tensor:
+    """(H, W) float mask: 1 within `radius` pixels of the centre, 0 outside; all ones for radius 0."""
+    if radius <= 0:
+        return torch.ones(shape)
+    rows, cols = torch.meshgrid(torch.arange(shape[0]) - (shape[0] - 1) / 2,
+                                torch.arange(shape[1]) - (shape[1] - 1) / 2, indexing="ij")
+    mask = (rows ** 2 + cols ** 2 <= radius ** 2).float()
+    if mask.sum() == 0:
+        raise UserError(f"--disc-radius {radius} holds no pixel: use at least 1")
+    return mask
+
+
 class NoiseErrors:
     """Weighted noise-prediction errors of one loaded model (epsilon or v-prediction)."""
 
-    def __init__(self, loaded, weighting: str):
+    def __init__(self, loaded, weighting: str, disc_radius: float = 0.0):
         self.family, self.network = loaded.family, loaded.network
+        self.mask = disc_mask(self.family.sample_shape[1:], disc_radius)
         self.device = loaded.device
         self.scheduler = self.family.noise_scheduler()
         self.abar = self.scheduler.alphas_cumprod.to(self.device)
@@ -115,11 +128,24 @@ class NoiseErrors:
             out = abar.sqrt() * out + (1 - abar).sqrt() * x_t
         return eps - out.cpu()
 
+    def error(self, residuals: torch.Tensor) -> torch.Tensor:
+        """(B,) mean squared residual of each image over its channels and the pixels of the mask."""
+        return (residuals.pow(2).mean(1) * self.mask).sum((1, 2)) / self.mask.sum()
+
     def noisy(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return self.scheduler.add_noise(x0, eps, t)
 
     def weights(self, t: torch.Tensor) -> torch.Tensor:
         return timestep_weights(self.weighting, t, self.scheduler.alphas_cumprod, self.timesteps)
+
+
+def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Image j of (k, C, H, W) under symmetry which[j] of the square: quarter turns 0-3, then with a flip."""
+    out = []
+    for image, w in zip(x, which.tolist()):
+        image = torch.rot90(image, w % 4, dims=(1, 2))
+        out.append(image.flip(2) if w >= 4 else image)
+    return torch.stack(out)
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -173,7 +199,7 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
     options = options.check()
     images = check_images(images)
     classes = candidate_classes(loaded)
-    scorer = NoiseErrors(loaded, options.weighting)
+    scorer = NoiseErrors(loaded, options.weighting, options.disc_radius)
     n = len(images)
     saved = _Partial(partial, images, loaded, options, chunk, N_CLASSES)
     mean_errors, gaps, draws = saved.mean_errors, saved.gaps, saved.draws
@@ -281,7 +307,10 @@ class _ChunkState:
         for i in rows:
             k = min(options.draws_per_round, self.max_draws - self.done[i])
             t, eps = scorer.draw(self.generators[i], k)
-            x_t = scorer.noisy(self.x0[i:i + 1].expand(k, -1, -1, -1), t, eps)
+            x0 = self.x0[i:i + 1].expand(k, -1, -1, -1)
+            if options.tta:  # drawn after (t, eps), so runs without it keep their draws
+                x0 = dihedral(x0, torch.randint(0, 8, (k,), generator=self.generators[i]))
+            x_t = scorer.noisy(x0, t, eps)
             cls = np.flatnonzero(self.active[i])
             # The same (t, eps, x_t) goes to every class: the errors are paired across classes.
             x_parts.append(x_t.repeat_interleave(len(cls), 0))
@@ -298,7 +327,7 @@ class _ChunkState:
         for s in range(0, len(t), options.batch_size):
             b = slice(s, s + options.batch_size)
             res = scorer.residuals(x_t[b], t[b], eps[b], labels[b])
-            self.errors[tuple(where[:, b])] = res.pow(2).mean((1, 2, 3)).double().numpy() * weights[b]
+            self.errors[tuple(where[:, b])] = scorer.error(res).double().numpy() * weights[b]
 
 
 def error_gap(mean_errors: np.ndarray) -> np.ndarray:
@@ -350,7 +379,7 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
         raise UserError(f"heat-map draws must be >= 1, got {draws}")
     image = check_images(np.asarray(image)[None], "the heat-map image")
     classes = candidate_classes(loaded)
-    scorer = NoiseErrors(loaded, options.weighting)
+    scorer = NoiseErrors(loaded, options.weighting, options.disc_radius)
     x0 = to_model_range(image)
     t, eps = scorer.draw(image_generator(options.seed, index), draws)
     x_t = scorer.noisy(x0.expand(draws, -1, -1, -1), t, eps)
@@ -362,7 +391,7 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
         for s in range(0, draws, options.batch_size):
             b = slice(s, s + options.batch_size)
             res = scorer.residuals(x_t[b], t[b], eps[b], torch.full((len(t[b]),), c))
-            pixel += (res.pow(2).mean(1) * weights[b]).sum(0).double()
+            pixel += (res.pow(2).mean(1) * weights[b] * scorer.mask).sum(0).double()
         maps[c] = (pixel / draws).numpy()
         errors[c] = maps[c].mean()
     predicted = int(np.nanargmin(errors))

@@ -48,6 +48,10 @@ def add_classifier_options(p: argparse.ArgumentParser, max_draws: int) -> None:
     g.add_argument("--draws-per-round", type=int, default=d.draws_per_round, help="draws added between pruning tests")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="network evaluations per forward pass")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the (t, noise) draws and of the random subsets")
+    g.add_argument("--disc-radius", type=float, default=d.disc_radius, metavar="R",
+                   help="count the error within a centred disc of R pixels only (the paper: about 12; 0: everywhere)")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: each draw under a random flip/quarter turn, the same for every class")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
@@ -59,7 +63,8 @@ def options_from_args(args: argparse.Namespace):
     checks.seed(args.seed)
     return ClassifierOptions(weighting=args.weighting, prune=not args.no_prune, min_draws=args.min_draws,
                              max_draws=args.max_draws, p_value=args.p_value, draws_per_round=args.draws_per_round,
-                             batch_size=args.batch_size, seed=args.seed).check()
+                             batch_size=args.batch_size, seed=args.seed, disc_radius=args.disc_radius,
+                             tta=args.tta).check()
 
 
 def add_parser(subparsers) -> None:
