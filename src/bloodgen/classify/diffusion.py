@@ -231,16 +231,19 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
 
 
 class _Partial:
-    """The finished chunks of one `classify_images` call, kept in an .npz with what they depend on."""
+    """The finished chunks of one `classify_images` call, kept in an .npz with what they depend on (the
+    model by its portable path, so a partial file committed from one checkout continues in another)."""
 
     def __init__(self, path: Path | None, images: np.ndarray, loaded, options: ClassifierOptions, chunk: int,
                  n_classes: int):
         import hashlib
 
+        from bloodgen.provenance import portable_path
+
         n = len(images)
         self.path = None if path is None else Path(path)
         self.key = json.dumps({"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
-                               "source": str(loaded.source), "options": options.to_dict(), "chunk": chunk},
+                               "source": portable_path(str(loaded.source)), "options": options.to_dict(), "chunk": chunk},
                               sort_keys=True, default=str)
         self.mean_errors, self.gaps = np.full((n, n_classes), np.nan), np.full((n, n_classes), np.nan)
         self.draws = np.zeros((n, n_classes), dtype=np.int64)
