@@ -18,6 +18,7 @@ from model_helpers import tiny_config, train_tiny
 
 from bloodgen.classify import diffusion as dc
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
+from bloodgen.data import dihedral
 from bloodgen.errors import UserError
 
 FAST = dc.ClassifierOptions(min_draws=4, max_draws=8, draws_per_round=4, batch_size=64)
@@ -80,7 +81,7 @@ def test_tta_keeps_every_draw_paired_across_classes_and_changes_the_draws(tiny_d
 
 def test_dihedral_gives_the_eight_symmetries_of_the_square_and_the_disc_mask_its_pixels():
     x = torch.arange(2 * 5 * 5, dtype=torch.float32).view(1, 2, 5, 5).expand(8, -1, -1, -1)
-    out = dc.dihedral(x, torch.arange(8))
+    out = dihedral(x, torch.arange(8))
     assert torch.equal(out[0], x[0]) and len({o.numpy().tobytes() for o in out}) == 8
     mask = dc.disc_mask((28, 28), 12)
     assert mask[13, 13] == 1 and mask[0, 0] == 0 and mask[13, 2] == 1 and mask[13, 1] == 0  # centre 13.5

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.data.dataset import dihedral
 from bloodgen.errors import UserError
 from bloodgen.models.registry import noise_classifiers
 
@@ -137,15 +138,6 @@ class NoiseErrors:
 
     def weights(self, t: torch.Tensor) -> torch.Tensor:
         return timestep_weights(self.weighting, t, self.scheduler.alphas_cumprod, self.timesteps)
-
-
-def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-    """Image j of (k, C, H, W) under symmetry which[j] of the square: quarter turns 0-3, then with a flip."""
-    out = []
-    for image, w in zip(x, which.tolist()):
-        image = torch.rot90(image, w % 4, dims=(1, 2))
-        out.append(image.flip(2) if w >= 4 else image)
-    return torch.stack(out)
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:

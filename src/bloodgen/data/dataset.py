@@ -33,6 +33,16 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -
     return rotations[k, torch.arange(n, device=x.device)]
 
 
+def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Image j of a (k, C, H, W) batch under symmetry which[j] of the square: quarter turns 0-3, then the same
+    with a flip; the chosen counterpart of `random_dihedral`."""
+    out = []
+    for image, w in zip(x, which.tolist()):
+        image = torch.rot90(image, w % 4, dims=(-2, -1))
+        out.append(image.flip(-1) if w >= 4 else image)
+    return torch.stack(out)
+
+
 class ImageDataset(Dataset):
     """Holds the whole (small) dataset as one tensor; batches are gathered with one indexing op.
 
