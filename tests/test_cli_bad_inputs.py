@@ -56,6 +56,7 @@ EVALUATE = [
     ("evaluate-unknown-device", "evaluate {ok} --n 8 --data {data} --device foo", "unknown device 'foo'"),
     ("evaluate-random-bytes-weights", "evaluate --floor --n 8 --seeds 1 --data {data} --cache-dir {out}/c "
                                       "--inception-weights {rand}", "is not a readable InceptionV3 weights file"),
+    ("evaluate-plausibility-no-samples", "evaluate --floor --n 8 --data {data} --plausibility", "give SAMPLES"),
 ]
 
 CLASSIFY = [

@@ -78,6 +78,10 @@ def add_parser(subparsers) -> None:
     utility.add_argument("--memorisation-space", choices=("both", "pixels"), default="both",
                          help="'pixels' skips the Inception-feature check, which embeds all 15,380 train and test "
                               "images once (cached; ~15 min on 2 CPU cores the first time)")
+    p.add_argument("--plausibility", action="store_true",
+                   help="add the automated plausibility check: the fraction of SAMPLES whose cell and nucleus "
+                        "measurements (size, shape, colour, texture) all lie within their class's central 95 %% of "
+                        "real train cells, per class, beside the real test split's (about a minute the first time)")
     p.set_defaults(func=run)
 
 
@@ -85,14 +89,14 @@ def run(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.errors import UserError
     from bloodgen.metrics.protocol import calculate_metrics
-    from bloodgen.metrics.report import to_markdown_report
+    from bloodgen.metrics.report import plausibility_markdown, to_markdown_report
     from bloodgen.provenance import write_json, write_text
 
     if args.samples is None and not args.floor:
         raise UserError("give SAMPLES (an .npz file or a folder of PNG files) to evaluate, or --floor for the "
                         "real-vs-real floor alone")
-    if args.utility and args.samples is None:
-        raise UserError("--utility judges generated images: give SAMPLES")
+    if (args.utility or args.plausibility) and args.samples is None:
+        raise UserError("--utility and --plausibility judge generated images: give SAMPLES")
     checks.positive(args.memorisation_n, "--memorisation-n")
     checks.device(args.device)
     if args.json:
@@ -110,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     markdown = to_markdown_report(result)
     if args.utility:
         result["utility"] = _utility(args)
+    if args.plausibility:
+        result["plausibility"] = _plausibility(args)
+        markdown += "\n" + plausibility_markdown(result["plausibility"])
     print(markdown)
     if args.json:
         write_json(args.json, result)
@@ -133,6 +140,16 @@ def _extractors(args: argparse.Namespace, metrics: list[str]) -> dict:
     recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
     return {CLASSIFIER: classifier_extractor(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir,
                                              device=args.device, progress=not args.quiet)}
+
+
+def _plausibility(args: argparse.Namespace) -> dict:
+    from bloodgen.data import load_bloodmnist
+    from bloodgen.metrics.inputs import load_images
+    from bloodgen.metrics.plausibility import evaluate_plausibility
+
+    samples = load_images(args.samples)
+    return evaluate_plausibility(samples.images, samples.labels, load_bloodmnist(args.data), cache_dir=args.cache_dir,
+                                 progress=not args.quiet)
 
 
 def _utility(args: argparse.Namespace) -> dict:

@@ -100,3 +100,22 @@ def to_markdown_report(result: dict) -> str:
                       f"{timing['reference_images_computed']:,}, from the feature cache: "
                       f"{timing['reference_images_from_cache']:,}."))
     return to_markdown(doc)
+
+
+def plausibility_markdown(result: dict) -> str:
+    """The plausibility check as a per-class table (the layout of IMPROVE's Tables 3-4)."""
+    from bloodgen.data import CLASS_NAMES
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    samples = result.get("per_class") or [None] * len(CLASS_NAMES)
+    rows = [[name, pct(s), pct(r)] for name, s, r in zip(CLASS_NAMES, samples, result["real_test_per_class"])]
+    rows.append(["all", pct(result["plausible"]), pct(result["real_test_plausible"])])
+    how = ("each image against its own class" if result["labelled"]
+           else "unlabelled: an image passes when it meets every criterion of some class")
+    return to_markdown(Document("Plausibility", [Paragraph(f"Plausibility: every one of {len(result['criteria'])} cell and nucleus "
+                                  f"measurements within the central {100 * result['coverage']:.0f} % of real train "
+                                  f"cells of the class ({how}); the real test split is the ceiling."),
+                        Table(["class", "samples plausible %", "real test plausible %"], rows,
+                              align_right_from=1)]))
