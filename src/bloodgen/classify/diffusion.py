@@ -181,8 +181,8 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
     `chunk` images advance together so that one network batch holds many images' draws; it changes
     the speed, and the errors only by float rounding (batched kernels sum in another order). With
     `partial`, the finished chunks are saved there as they finish and a call on the same images, model
-    and options continues after them (the file is removed once all are done): image i's draws come from
-    its own generator, so the result is the one an uninterrupted call gives.
+    and options continues after them (a finished file answers at once; whoever keeps the result removes
+    it): image i's draws come from its own generator, so the result is the one an uninterrupted call gives.
     """
     from tqdm.auto import tqdm
 
@@ -216,7 +216,6 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
             mean_errors[lo:hi, classes] = state.errors.sum(2)[:, classes] / state.class_draws[:, classes]
             gaps[lo:hi] = paired_gaps(state.errors, state.class_draws, classes)
             saved.save(hi, time.perf_counter() - start_time)
-    saved.remove()
     return ClassifyResult(predictions=np.nanargmin(np.where(gaps == 0, 0.0, np.nan), 1), mean_errors=mean_errors,
                           error_gaps=gaps, draws=draws, confidence=error_gap(gaps), candidates=classes,
                           seconds=time.perf_counter() - start_time, options=options.to_dict())
@@ -255,10 +254,6 @@ class _Partial:
         with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, key=np.array(self.key), done=done, seconds=seconds, mean_errors=self.mean_errors,
                      gaps=self.gaps, draws=self.draws)
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
 
 def paired_gaps(errors: np.ndarray, class_draws: np.ndarray, classes: list[int]) -> np.ndarray:

@@ -525,6 +525,8 @@ def run_evaluation(cfg: EvalConfig) -> dict:
                            KEY_CHECKPOINT_STEP: ctx.model.step, KEY_DATA: ctx.data.provenance(),
                            KEY_ENVIRONMENT: environment()})
             write_json(ctx.out / "parts" / f"{part}.json", result)
+            for partial in (ctx.out / "parts").glob(f"{part}*.partial.npz"):  # kept in the part now
+                partial.unlink()
     return write_results(ctx.out)
 
 
