@@ -95,6 +95,11 @@ def plot(results: dict[float, dict], n: int, path: Path) -> None:
     plt.close(fig)
 
 
+def _missing(scales: list[float], results: dict[float, dict]) -> str:
+    left = [str(s) for s in scales if s not in results]
+    return f"\n\nNot measured yet (the same command continues): guidance {', '.join(left)}." if left else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="pretrained:ddpm", help="the ddpm: pretrained:ddpm or a run folder")
@@ -120,7 +125,8 @@ def main() -> int:
         plot(results, args.n, out / "guidance.png")
         write_text(out / "README.md", "# Guidance sweep of the record ddpm\n\n" + __doc__.split("\n\n", 1)[1]
                    + f"\nModel: `{args.run}`. Command: `python benchmarks/guidance_sweep.py --run {args.run}`.\n\n"
-                   + table(results, reference_classifier(data)[1]["test"]) + "\n\n![guidance](guidance.png)\n")
+                   + table(results, reference_classifier(data)[1]["test"]) + _missing(args.scales, results)
+                   + "\n\n![guidance](guidance.png)\n")
     return 0
 
 
