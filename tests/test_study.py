@@ -244,6 +244,36 @@ def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
         study(tmp_path, tiny_npz, train_seeds=0)
 
 
+def test_a_new_experiment_is_one_record(tiny_npz, tmp_path, monkeypatch):
+    """Registered in EXPERIMENTS alone, a toy experiment is checked before training, runs on the study's best
+    run, lands in results.json and brings its own section to report.md."""
+    from bloodgen.errors import UserError
+    from bloodgen.report.document import Heading, Paragraph
+    from bloodgen.study.experiments import EXPERIMENTS, Experiment
+
+    def check(preset, models):
+        if "vae" not in models:
+            raise UserError("the toy experiment needs the vae")
+
+    def run(ctx):
+        best = ctx.best_run("vae")
+        (ctx.out / "toy").mkdir(exist_ok=True)
+        return {"best_seed": best.seed, "steps": best.summary["step"]}
+
+    def report(result, out, folder):
+        return [Heading("Toy experiment"), Paragraph(f"TOY best seed {result['best_seed']}, {result['steps']} steps")]
+
+    monkeypatch.setitem(EXPERIMENTS, "toy", Experiment("toy", "toy", check, run, report))
+    with pytest.raises(UserError, match="needs the vae"):
+        run_tiny(tmp_path, tiny_npz, models=["gan"], experiments=["toy"])
+    assert not (tmp_path / "runs").exists()  # refused before any training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_tiny(tmp_path, tiny_npz, models=["vae"], experiments=["toy"])
+    assert results["experiments"]["toy"]["best_seed"] == 0 and (tmp_path / "toy").is_dir()
+    assert "TOY best seed 0" in (tmp_path / "report.md").read_text()
+
+
 @pytest.mark.parametrize("preset_name", list(PRESETS))
 def test_every_study_preset_plans_every_experiment(preset_name):
     """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every
