@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is None and not args.floor:
         raise UserError("give SAMPLES (an .npz file or a folder of PNG files) to evaluate, or --floor for the "
                         "real-vs-real floor alone")
-    if (args.utility or args.plausibility) and args.samples is None:
-        raise UserError("--utility and --plausibility judge generated images: give SAMPLES")
+    for flag, on in (("--utility", args.utility), ("--plausibility", args.plausibility)):
+        if on and args.samples is None:
+            raise UserError(f"{flag} judges generated images: give SAMPLES")
     checks.positive(args.memorisation_n, "--memorisation-n")
     checks.device(args.device)
     if args.json:

@@ -114,7 +114,9 @@ def _hub_cache_holding(state: dict[str, torch.Tensor]) -> Iterator[None]:
     """A temporary torch hub folder whose checkpoint cache holds `state` under the file name pytorch-fid
     asks for: torch's own offline route (`load_state_dict_from_url` loads a cached file and downloads
     nothing), which lets the library build its network from weights it cannot be given a path to."""
-    previous = torch.hub.get_dir()
+    # torch.hub keeps a folder given by set_dir in `_hub_dir` (None: follow $TORCH_HOME); putting the old value
+    # back, rather than set_dir(get_dir()), leaves later lookups following $TORCH_HOME as before.
+    previous = torch.hub._hub_dir
     with tempfile.TemporaryDirectory(prefix="bloodgen-hub-") as hub:
         (Path(hub) / "checkpoints").mkdir()
         torch.save(state, Path(hub) / "checkpoints" / WEIGHTS_FILENAME)
@@ -122,7 +124,7 @@ def _hub_cache_holding(state: dict[str, torch.Tensor]) -> Iterator[None]:
         try:
             yield
         finally:
-            torch.hub.set_dir(previous)
+            torch.hub._hub_dir = previous
 
 
 def _pytorch_fid_network(state: dict[str, torch.Tensor], path: Path) -> nn.Module:

@@ -5,8 +5,8 @@ measured, and it is plausible for a class when every measurement lies within tha
 the real train split. Measured criteria (`CRITERIA`), on 28x28 crops:
 
 - the cell: pixels above the Otsu threshold of the HSV saturation (stained cells against the pale
-  background and the pink red cells around them), the component at the centre (else the largest), holes
-  filled; its area;
+  background and the pink red cells around them), the component at the centre (else the largest), its
+  holes filled; its area;
 - the nucleus: cell pixels above the Otsu threshold, within the cell, of the haematoxylin channel of
   colour deconvolution (`skimage.color.rgb2hed`, lightly smoothed); its area, the nucleus-to-cytoplasm
   ratio, its solidity (area over convex-hull area) and its lobes (components of 3 pixels or more);
@@ -30,12 +30,12 @@ CRITERIA = ("cell_area", "nucleus_area", "nc_ratio", "nucleus_solidity", "nucleu
             "cytoplasm_saturation", "cytoplasm_value", "granularity", "chromatin_texture")
 COVERAGE = 0.95  # each criterion's accepted range: the central 95 % of the real class
 MIN_LOBE_PIXELS = 3
-MEASURE_VERSION = 1  # bump when a measurement changes: the cached real measurements are then redone
-HOLE_PIXELS = 64
+MEASURE_VERSION = 2  # bump when a measurement changes: the cached real measurements are then redone
 
 
 def _segment(image: np.ndarray, hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from skimage import measure, morphology
+    from scipy.ndimage import binary_fill_holes
+    from skimage import measure
     from skimage.filters import threshold_otsu
 
     saturation = hsv[..., 1]
@@ -47,7 +47,7 @@ def _segment(image: np.ndarray, hsv: np.ndarray, haematoxylin: np.ndarray) -> tu
     pool = centre[centre > 0] if (centre > 0).any() else labels[labels > 0]
     if len(pool) == 0:
         return labels > 0, labels > 0
-    cell = morphology.remove_small_holes(labels == np.bincount(pool).argmax(), max_size=HOLE_PIXELS)
+    cell = binary_fill_holes(labels == np.bincount(pool).argmax())
     inside = haematoxylin[cell]
     nucleus = cell & (haematoxylin > threshold_otsu(inside)) if np.ptp(inside) > 0 else np.zeros_like(cell)
     return cell, nucleus
