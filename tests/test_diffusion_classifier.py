@@ -41,19 +41,28 @@ def random_model(conditional: bool = True, prediction: str = "epsilon", class_co
                        step=0, source=Path("random-model"))
 
 
-def test_every_class_sees_the_same_noise_and_time_in_a_draw(tiny_data):
-    model = random_model(class_counts=[5, 5, 0, 5, 5, 5, 5, 5])  # class 2 never trained: no candidate
+def spy_on_denoise(model) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The (x_t, t, labels) of every network call the model makes from now on, appended as they happen."""
     calls = []
     denoise = model.family.denoise
     model.family.denoise = lambda net, x, t, y: calls.append((x.clone(), t.clone(), y.clone())) or denoise(net, x, t, y)
+    return calls
+
+
+def classes_per_draw(calls) -> dict[tuple[bytes, int], list[int]]:
+    """The classes each noisy image (x_t, t) was scored under."""
+    groups = {}
+    for xi, ti, yi in zip(*(torch.cat([c[k] for c in calls]) for k in range(3))):
+        groups.setdefault((xi.numpy().tobytes(), int(ti)), []).append(int(yi))
+    return groups
+
+
+def test_every_class_sees_the_same_noise_and_time_in_a_draw(tiny_data):
+    model = random_model(class_counts=[5, 5, 0, 5, 5, 5, 5, 5])  # class 2 never trained: no candidate
+    calls = spy_on_denoise(model)
     images = tiny_data.images("test")[:3]
     res = dc.classify_images(model, images, replace(FAST, prune=False))
-    x = torch.cat([c[0] for c in calls])
-    t = torch.cat([c[1] for c in calls])
-    y = torch.cat([c[2] for c in calls])
-    groups = {}
-    for xi, ti, yi in zip(x, t, y):
-        groups.setdefault((xi.numpy().tobytes(), int(ti)), []).append(int(yi))
+    groups = classes_per_draw(calls)
     assert len(groups) == 3 * FAST.max_draws  # one noisy image per (image, draw) ...
     assert all(sorted(g) == [0, 1, 3, 4, 5, 6, 7] for g in groups.values())  # ... scored under every candidate
     assert np.isnan(res.mean_errors[:, 2]).all() and (res.draws[:, 2] == 0).all()
@@ -63,17 +72,13 @@ def test_every_class_sees_the_same_noise_and_time_in_a_draw(tiny_data):
 
 def test_tta_keeps_every_draw_paired_across_classes_and_changes_the_draws(tiny_data):
     model = random_model()
-    calls = []
-    denoise = model.family.denoise
-    model.family.denoise = lambda net, x, t, y: calls.append((x.clone(), t.clone(), y.clone())) or denoise(net, x, t, y)
+    calls = spy_on_denoise(model)
     images = tiny_data.images("test")[:2]
     plain = dc.classify_images(model, images, replace(FAST, prune=False))
     plain_x = torch.cat([c[0] for c in calls])
     calls.clear()
     tta = dc.classify_images(model, images, replace(FAST, prune=False, tta=True))
-    groups = {}
-    for xi, ti, yi in zip(*(torch.cat([c[k] for c in calls]) for k in range(3))):
-        groups.setdefault((xi.numpy().tobytes(), int(ti)), []).append(int(yi))
+    groups = classes_per_draw(calls)
     assert len(groups) == 2 * FAST.max_draws and all(sorted(g) == list(range(8)) for g in groups.values())
     assert not torch.equal(plain_x, torch.cat([c[0] for c in calls]))  # some draws saw a flipped or turned image
     assert not np.allclose(plain.mean_errors, tta.mean_errors)
@@ -126,16 +131,14 @@ def test_an_interrupted_classification_continues_after_its_last_saved_chunk(tiny
     stale.write_bytes(partial.read_bytes())  # the chunks of another call: other options, not reused
     other = dc.classify_images(model, images, replace(FAST, seed=1), chunk=2, partial=stale)
     np.testing.assert_array_equal(other.draws, dc.classify_images(model, images, replace(FAST, seed=1)).draws)
-    scored = []
-    denoise = model.family.denoise
-    model.family.denoise = lambda net, x, t, y: scored.append(len(x)) or denoise(net, x, t, y)
+    calls = spy_on_denoise(model)
     resumed = dc.classify_images(model, images, FAST, chunk=2, partial=partial)
     np.testing.assert_array_equal(resumed.draws, whole.draws)
     np.testing.assert_allclose(resumed.mean_errors, whole.mean_errors, rtol=1e-6)
-    assert sum(scored) <= whole.draws[4:].sum()  # only the last chunk was scored
-    scored.clear()
+    assert sum(len(c[0]) for c in calls) <= whole.draws[4:].sum()  # only the last chunk was scored
+    calls.clear()
     again = dc.classify_images(model, images, FAST, chunk=2, partial=partial)  # finished: nothing to score
-    assert not scored and np.array_equal(again.draws, whole.draws)
+    assert not calls and np.array_equal(again.draws, whole.draws)
 
 
 def test_pruning_keeps_the_clearly_best_class_and_drops_the_rest():

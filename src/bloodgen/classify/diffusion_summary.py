@@ -50,12 +50,11 @@ def _read(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _spread(values: list[float]) -> dict:
+def _spread(values: list) -> dict:
+    """Mean and sample std over the folders (axis 0) of a figure, or of a per-class list of figures."""
     array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean(axis=0)) if array.ndim == 1 else array.mean(axis=0).tolist(),
-            "std": None if len(array) < 2 else (float(array.std(axis=0, ddof=1)) if array.ndim == 1
-                                                  else array.std(axis=0, ddof=1).tolist()),
-            "values": array.tolist()}
+    return {"mean": array.mean(axis=0).tolist(),
+            "std": None if len(array) < 2 else array.std(axis=0, ddof=1).tolist(), "values": array.tolist()}
 
 
 def summarise(folders: list[str | Path]) -> dict:
@@ -83,21 +82,20 @@ def summary_document(summary: dict):
     from bloodgen.data import CLASS_NAMES
     from bloodgen.report.document import Document, Paragraph, Table
 
-    def cell(block: dict, digits: int) -> str:
-        std = "" if block["std"] is None else f" ± {block['std']:.{digits}f}"
-        return f"{block['mean']:.{digits}f}{std}"
+    def cell(mean: float, std: float | None, digits: int) -> str:
+        return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
     doc = Document("Diffusion classifier: mean ± std over evaluations")
     doc.add(Paragraph(f"{len(summary['folders'])} classify-eval folders: "
                       f"{', '.join(f'`{f}`' for f in summary['folders'])}; sample std (ddof = 1)."))
     doc.add(Table(["figure", "mean ± std", "per folder"],
-                  [[label, cell(block, 3), ", ".join(f"{v:.3f}" for v in block["values"])]
+                  [[label, cell(block["mean"], block["std"], 3), ", ".join(f"{v:.3f}" for v in block["values"])]
                    for label, block in summary["rows"].items()], align_right_from=1))
     if "per_class_recall" in summary:
         recall = summary["per_class_recall"]
+        std = {k: block["std"] or [None] * len(CLASS_NAMES) for k, block in recall.items()}
         doc.add(Table(["class", "diffusion, pruned", "diffusion, no pruning", "ResNet-18"],
-                      [[name] + [f"{recall[k]['mean'][c]:.1f}" + ("" if recall[k]["std"] is None
-                                                                  else f" ± {recall[k]['std'][c]:.1f}")
+                      [[name] + [cell(recall[k]["mean"][c], std[k][c], 1)
                                  for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
                        for c, name in enumerate(CLASS_NAMES)], caption="Per-class recall %, mean ± std",
                       align_right_from=1))

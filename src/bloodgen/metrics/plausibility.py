@@ -33,7 +33,7 @@ MIN_LOBE_PIXELS = 3
 MEASURE_VERSION = 2  # bump when a measurement changes: the cached real measurements are then redone
 
 
-def _segment(image: np.ndarray, hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _segment(hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.ndimage import binary_fill_holes
     from skimage import measure
     from skimage.filters import threshold_otsu
@@ -43,7 +43,8 @@ def _segment(image: np.ndarray, hsv: np.ndarray, haematoxylin: np.ndarray) -> tu
         empty = np.zeros(saturation.shape, dtype=bool)
         return empty, empty
     labels = measure.label(saturation > threshold_otsu(saturation))
-    centre = labels[labels.shape[0] // 2 - 1:labels.shape[0] // 2 + 1, labels.shape[1] // 2 - 1:labels.shape[1] // 2 + 1]
+    rows, cols = labels.shape[0] // 2, labels.shape[1] // 2
+    centre = labels[rows - 1:rows + 1, cols - 1:cols + 1]  # the 2x2 pixels at the middle
     pool = centre[centre > 0] if (centre > 0).any() else labels[labels > 0]
     if len(pool) == 0:
         return labels > 0, labels > 0
@@ -61,7 +62,7 @@ def _measure(image: np.ndarray) -> list[float]:
 
     hsv = rgb2hsv(image)
     haematoxylin = gaussian_filter(rgb2hed(image)[..., 0], 0.7)
-    cell, nucleus = _segment(image, hsv, haematoxylin)
+    cell, nucleus = _segment(hsv, haematoxylin)
     cytoplasm = cell & ~nucleus
     if not cytoplasm.any():
         cytoplasm = cell if cell.any() else np.ones_like(cell)
