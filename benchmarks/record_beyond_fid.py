@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bloodgen.classify.features import classifier_extractor  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
-from bloodgen.metrics.protocol import CLASSIFIER, calculate_metrics  # noqa: E402
+from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
+from bloodgen.metrics.registry import CLASSIFIER  # noqa: E402
 from bloodgen.provenance import write_json, write_text  # noqa: E402
 from bloodgen.sampling.api import PRIOR, make_sample_fn  # noqa: E402
 from bloodgen.study.presets import PRESETS  # noqa: E402

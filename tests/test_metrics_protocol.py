@@ -185,7 +185,7 @@ def test_cache_keeps_features_written_by_another_process(tiny_data, tmp_path):
 
 def test_markdown_report_shows_samples_and_both_floors(evaluate, tiny_data):
     text = to_markdown_report(evaluate(tiny_data.images("train"), n=60, seeds=2))
-    assert "| FID |" in text and "floor: same-pool" in text and "floor: disjoint (N=60)" in text
+    assert "| FID ↓ |" in text and "floor: same-pool" in text and "floor: disjoint (N=60)" in text
     assert "Same-pool floor" in text and "FID per seed" in text
 
 
@@ -208,7 +208,7 @@ def test_cli_writes_the_json_contract_and_markdown(tiny_data, tmp_path, monkeypa
     assert result["samples"]["has_labels"] and result["protocol"]["kid_subsets"] == 3
     assert result["environment"]["versions"]["numpy"] == np.__version__
     printed = capsys.readouterr().out
-    assert "| FID |" in printed and (tmp_path / "eval.md").read_text() in printed
+    assert "| FID ↓ |" in printed and (tmp_path / "eval.md").read_text() in printed
 
 
 def test_an_interrupted_extraction_keeps_the_parts_already_done(tiny_data, tmp_path, monkeypatch):
@@ -224,3 +224,26 @@ def test_an_interrupted_extraction_keeps_the_parts_already_done(tiny_data, tmp_p
     with pytest.raises(KeyboardInterrupt):
         dataset_feature_store(tiny_data, InterruptedInThirdPart(), tmp_path).features(np.arange(12))
     assert dataset_feature_store(tiny_data, ProjectionExtractor(), tmp_path).computed.sum() == 8
+
+
+def test_a_registered_metric_reaches_the_json_and_both_reports(evaluate, tiny_data, monkeypatch):
+    """One MetricSpec added to the registry alone: selectable by name, computed per seed and summarised, a row
+    in `bloodgen evaluate`'s table (higher-is-better scores shown with their own decimals), and a default
+    metric is computed when no selection is given. The study side is in test_study.py."""
+    from bloodgen.metrics.registry import METRICS, Column, MetricSpec, default_metrics
+
+    def spread(real, fake, options, seed):
+        return {"toy_spread": float(fake.features.std() / real.features.std())}
+
+    spec = MetricSpec("toy", spread, (Column("toy_spread", "toy spread ratio", decimals=5, lower_is_better=False),),
+                      "feature spread ratio", default=True)
+    monkeypatch.setitem(METRICS, "toy", spec)
+    assert default_metrics()[-1] == "toy"
+    result = evaluate(tiny_data.images("test")[:60])
+    block = result["toy_spread"]
+    assert len(block["per_seed"]) == 2 and block["mean"] == pytest.approx(np.mean(block["per_seed"]))
+    assert "toy_spread" in result["floor"]["disjoint"] and result["protocol"]["metrics"][-1] == "toy"
+    row = next(line for line in to_markdown_report(result).splitlines() if line.startswith("| toy spread ratio ↑ |"))
+    assert f"{block['mean']:.5f} ± {block['std']:.5f}" in row
+    only = evaluate(tiny_data.images("test")[:60], metrics=["toy"])
+    assert "toy_spread" in only and "fid" not in only

@@ -244,12 +244,17 @@ def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
         study(tmp_path, tiny_npz, train_seeds=0)
 
 
-def test_a_new_experiment_is_one_record(tiny_npz, tmp_path, monkeypatch):
+def test_a_new_experiment_and_a_new_metric_are_one_record_each(tiny_npz, tmp_path, monkeypatch):
     """Registered in EXPERIMENTS alone, a toy experiment is checked before training, runs on the study's best
-    run, lands in results.json and brings its own section to report.md."""
+    run, lands in results.json and brings its own section to report.md; registered in METRICS alone, a toy
+    default metric is computed for every run and gets its column in the comparison table."""
     from bloodgen.errors import UserError
+    from bloodgen.metrics.registry import METRICS, Column, MetricSpec
     from bloodgen.report.document import Heading, Paragraph
     from bloodgen.study.experiments import EXPERIMENTS, Experiment
+
+    def toy_metric(real, fake, options, seed):
+        return {"toy_gap": float(abs(real.features.mean() - fake.features.mean()))}
 
     def check(preset, models):
         if "vae" not in models:
@@ -264,6 +269,8 @@ def test_a_new_experiment_is_one_record(tiny_npz, tmp_path, monkeypatch):
         return [Heading("Toy experiment"), Paragraph(f"TOY best seed {result['best_seed']}, {result['steps']} steps")]
 
     monkeypatch.setitem(EXPERIMENTS, "toy", Experiment("toy", "toy", check, run, report))
+    monkeypatch.setitem(METRICS, "toy", MetricSpec("toy", toy_metric, (Column("toy_gap", "toy gap", study="TOY GAP"),),
+                                                   "mean feature gap", default=True))
     with pytest.raises(UserError, match="needs the vae"):
         run_tiny(tmp_path, tiny_npz, models=["gan"], experiments=["toy"])
     assert not (tmp_path / "runs").exists()  # refused before any training
@@ -271,7 +278,14 @@ def test_a_new_experiment_is_one_record(tiny_npz, tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, models=["vae"], experiments=["toy"])
     assert results["experiments"]["toy"]["best_seed"] == 0 and (tmp_path / "toy").is_dir()
-    assert "TOY best seed 0" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "TOY best seed 0" in report
+    gap = results["families"]["vae"]["runs"][0]["eval"]["toy_gap"]
+    assert gap["mean"] > 0 and len(gap["per_seed"]) == 2
+    header = next(line for line in report.splitlines() if line.startswith("| row | FID (sampling seeds)"))
+    row = next(line for line in report.splitlines() if line.startswith("| **vae** |"))
+    column = header.split(" | ").index("TOY GAP")
+    assert row.split(" | ")[column].startswith(f"{gap['mean']:.3f} ± ")
 
 
 @pytest.mark.parametrize("preset_name", list(PRESETS))

@@ -186,16 +186,17 @@ def evaluate(images: np.ndarray | None, labels: np.ndarray | None = None, *, n: 
     """`images` (uint8 (N, 28, 28, 3), labels optional) against the real BloodMNIST images with the protocol
     of `bloodgen evaluate`, in memory. n: images per side and seed (default: all given images, at most
     10,000); seeds: S for seeds 0..S-1 or the seeds; images None with floor=True: the floor alone;
-    metrics: names from `bloodgen.metrics.protocol.METRICS` (default fid, kid, prdc, per-class; 'classifier'
+    metrics: names from `bloodgen.metrics.registry.METRICS` (default fid, kid, prdc, per-class; 'classifier'
     loads the reference classifier for its feature space);
     extractor: a ready feature extractor in place of the FID InceptionV3 (`bloodgen.metrics.features`)."""
     from bloodgen.metrics.inputs import ImageSet
-    from bloodgen.metrics.protocol import CLASSIFIER, METRICS, Options, calculate_metrics
+    from bloodgen.metrics.protocol import calculate_metrics
+    from bloodgen.metrics.registry import CLASSIFIER, METRICS, Options, default_metrics
 
     samples = None if images is None else ImageSet.from_arrays(images, labels, source="arrays")
     if n is None:
         n = min(len(samples), Options.n) if samples is not None else Options.n
-    metrics = tuple(metrics or Options.metrics)
+    metrics = tuple(metrics or default_metrics())
     extractors = {}
     if any(name in METRICS and METRICS[name].space == CLASSIFIER for name in metrics):
         from bloodgen.classify.features import classifier_extractor

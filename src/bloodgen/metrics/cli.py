@@ -23,7 +23,7 @@ Features of the dataset's images are cached in the cache folder, so only the fir
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
-    from bloodgen.metrics.protocol import METRICS, Options
+    from bloodgen.metrics.registry import METRICS, Options, default_metrics
 
     p = subparsers.add_parser(
         "evaluate", help="FID/KID/precision/recall of generated images, with the real-vs-real floor",
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
                         "included")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write every figure and parameter here")
     p.add_argument("--markdown", metavar="OUT.md", default=None, help="also write the printed Markdown here")
-    p.add_argument("--metrics", default=",".join(Options.metrics),
+    p.add_argument("--metrics", default=",".join(default_metrics()),
                    help="comma-separated subset of: " + "; ".join(f"{name} ({spec.description})"
                                                                   for name, spec in METRICS.items()))
     p.add_argument("--isc", action="store_true",
@@ -61,6 +61,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="feature cache folder; if omitted: $BLOODGEN_CACHE, then ~/.cache/bloodgen")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-seed lines on stderr")
+    _add_utility_arguments(p)
+    p.add_argument("--plausibility", action="store_true",
+                   help="add the automated plausibility check: the fraction of SAMPLES whose cell and nucleus "
+                        "measurements (size, shape, colour, texture) all lie within their class's central 95 %% of "
+                        "real train cells, per class, beside the real test split's (about a minute the first time)")
+    p.set_defaults(func=run)
+
+
+def _add_utility_arguments(p) -> None:
     from bloodgen.classify.recipe import RECIPES
 
     utility = p.add_argument_group(
@@ -78,11 +87,6 @@ def add_parser(subparsers) -> None:
     utility.add_argument("--memorisation-space", choices=("both", "pixels"), default="both",
                          help="'pixels' skips the Inception-feature check, which embeds all 15,380 train and test "
                               "images once (cached; ~15 min on 2 CPU cores the first time)")
-    p.add_argument("--plausibility", action="store_true",
-                   help="add the automated plausibility check: the fraction of SAMPLES whose cell and nucleus "
-                        "measurements (size, shape, colour, texture) all lie within their class's central 95 %% of "
-                        "real train cells, per class, beside the real test split's (about a minute the first time)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _extractors(args: argparse.Namespace, metrics: list[str]) -> dict:
     """The reference classifier's feature extractor when a selected metric reads that space."""
-    from bloodgen.metrics.protocol import CLASSIFIER, METRICS
+    from bloodgen.metrics.registry import CLASSIFIER, METRICS
 
     if not any(name in METRICS and METRICS[name].space == CLASSIFIER for name in metrics):
         return {}

@@ -18,22 +18,21 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import Extractor, FeatureStore, dataset_feature_store
-from bloodgen.metrics.alpha_beta import KEY_ALPHA_PRECISION, KEY_AUTHENTICITY, KEY_BETA_RECALL, alpha_beta
-from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS, fid_from_features, fid_per_class
-from bloodgen.metrics.fid_infinity import KEY_FID_INFINITY, fid_infinity
+from bloodgen.metrics.fid import KEY_FID, KEY_FID_PER_CLASS
 from bloodgen.metrics.inputs import ImageSet, as_samples
 from bloodgen.metrics.isc import KEY_ISC, KEY_ISC_SPLIT_STD, inception_score
-from bloodgen.metrics.kid import KEY_KID, KEY_KID_SUBSET_STD, kid
-from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
-                                   KEY_RECALL_PRDC, prdc)
+from bloodgen.metrics.kid import KEY_KID, KEY_KID_SUBSET_STD
+from bloodgen.metrics.registry import (INCEPTION, METRICS, STREAM_CLASSIFIER_KID, STREAM_DISJOINT,
+                                       STREAM_FID_INFINITY, STREAM_KID, STREAM_SAME_POOL, STREAM_SAMPLES, Drawn,
+                                       Options, default_metrics, stream_rng)
 from bloodgen.provenance import environment
 
 SCHEMA = "bloodgen-evaluation/1"
@@ -50,25 +49,7 @@ FLOOR_NOTE = (
     "halves of the reference with no image in common (what a perfect model that never copies approaches at "
     "this sample size)."
 )
-
-# Random streams: the real draw is default_rng(seed); everything else default_rng([seed, stream]).
-STREAM_SAMPLES = 1
-STREAM_SAME_POOL = 2
-STREAM_DISJOINT = 3
-STREAM_KID = 4
-STREAM_FID_INFINITY = 5
-STREAM_CLASSIFIER_KID = 6
-
-# Feature spaces: the FID InceptionV3 (ImageNet-trained) and the reference classifier (BloodMNIST-trained).
-INCEPTION = "inception"
-CLASSIFIER = "classifier"
-KEY_FD_CLASSIFIER = "fd_classifier"
-KEY_KID_CLASSIFIER = "kid_classifier"
 KEY_SAMPLE_OVERLAP = "sample_draw_overlap"
-
-
-def stream_rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream])
 
 
 def real_draw(pool_size: int, n: int, seed: int) -> np.ndarray:
@@ -88,103 +69,6 @@ def disjoint_halves(pool_size: int, n: int, seed: int) -> tuple[np.ndarray, np.n
     m = min(n, pool_size // 2)
     order = stream_rng(seed, STREAM_DISJOINT).permutation(pool_size)
     return order[:m], order[m:2 * m]
-
-
-@dataclass(frozen=True)
-class Options:
-    """Every parameter of the protocol; all of it goes into the JSON."""
-
-    n: int = 10_000
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    metrics: tuple[str, ...] = ("fid", "kid", "prdc", "per-class")
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    nearest_k_pr: int = 3
-    nearest_k_dc: int = 5
-    isc: bool = False
-    isc_splits: int = 10
-
-
-@dataclass(frozen=True)
-class Drawn:
-    """Features of one side of a comparison in each feature space, with labels when the images have them."""
-
-    spaces: Mapping[str, np.ndarray]
-    labels: np.ndarray | None
-
-    @property
-    def features(self) -> np.ndarray:
-        return self.spaces[INCEPTION]
-
-
-def _fid(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    return {KEY_FID: fid_from_features(real.features, fake.features)}
-
-
-def _kid(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    mean, std = kid(real.features, fake.features, stream_rng(seed, STREAM_KID), options.kid_subsets,
-                    options.kid_subset_size)
-    return {KEY_KID: mean, KEY_KID_SUBSET_STD: std}
-
-
-def _prdc(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    return prdc(real.features, fake.features, options.nearest_k_pr, options.nearest_k_dc)
-
-
-def _per_class(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    if real.labels is None or fake.labels is None:
-        return {}
-    per_class, average = fid_per_class(real.features, real.labels, fake.features, fake.labels, N_CLASSES)
-    return {KEY_FID_PER_CLASS: per_class, KEY_FID_CLASS_AVERAGED: average}
-
-
-def _fid_infinity(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    return {KEY_FID_INFINITY: fid_infinity(real.features, fake.features, stream_rng(seed, STREAM_FID_INFINITY))}
-
-
-def _alpha_beta(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    return alpha_beta(real.features, fake.features)
-
-
-def _classifier(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
-    a, b = real.spaces[CLASSIFIER], fake.spaces[CLASSIFIER]
-    mean, std = kid(a, b, stream_rng(seed, STREAM_CLASSIFIER_KID), options.kid_subsets, options.kid_subset_size)
-    return {KEY_FD_CLASSIFIER: fid_from_features(a, b), KEY_KID_CLASSIFIER: mean}
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """A comparison between two feature sets, selectable by name (`--metrics`): what it computes, the JSON
-    keys it writes (in report order), the feature space it reads and the images per set it needs."""
-
-    name: str
-    compute: Callable[[Drawn, Drawn, Options, int], dict]
-    keys: tuple[str, ...]
-    description: str
-    space: str = INCEPTION
-    min_images: Callable[[Options], int] = lambda options: 2
-
-
-METRIC_SPECS = (
-    MetricSpec("fid", _fid, (KEY_FID,), "Frechet Inception Distance (pytorch-fid's InceptionV3 pool3)"),
-    MetricSpec("kid", _kid, (KEY_KID,), "Kernel Inception Distance, unbiased, subset mean"),
-    MetricSpec("prdc", _prdc, (KEY_PRECISION, KEY_RECALL, KEY_PRECISION_PRDC, KEY_RECALL_PRDC, KEY_DENSITY,
-                               KEY_COVERAGE), "precision/recall (k-NN balls), density/coverage",
-               min_images=lambda o: max(o.nearest_k_pr, o.nearest_k_dc) + 1),
-    MetricSpec("per-class", _per_class, (KEY_FID_PER_CLASS, KEY_FID_CLASS_AVERAGED),
-               "FID of each class and their mean (labels on both sides)"),
-    MetricSpec("fid-inf", _fid_infinity, (KEY_FID_INFINITY,),
-               "FID extrapolated to infinite N (Chong & Forsyth 2020): free of the 1/N bias",
-               min_images=lambda o: 4),
-    MetricSpec("alpha-beta", _alpha_beta, (KEY_ALPHA_PRECISION, KEY_BETA_RECALL, KEY_AUTHENTICITY),
-               "alpha-precision, beta-recall, authenticity (Alaa et al. 2022) in Inception features",
-               min_images=lambda o: 3),
-    MetricSpec("classifier", _classifier, (KEY_FD_CLASSIFIER, KEY_KID_CLASSIFIER),
-               "Frechet distance and KID in the reference classifier's penultimate features (BloodMNIST-trained; "
-               "not FID)", space=CLASSIFIER),
-)
-# The registry, by name; `Options.metrics` picks from it.
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in METRIC_SPECS}
 
 
 def compare(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
@@ -272,7 +156,7 @@ def calculate_metrics(
     n: int = 10_000,
     seeds: int | Sequence[int] = 5,
     floor: bool = True,
-    metrics: Sequence[str] = Options.metrics,
+    metrics: Sequence[str] | None = None,
     isc: bool = False,
     data: str | os.PathLike | None = None,
     inception_weights: str | os.PathLike | None = None,
@@ -303,7 +187,7 @@ def calculate_metrics(
     """
     started = time.perf_counter()
     seed_list = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
-    options = Options(n=n, seeds=seed_list, metrics=tuple(metrics), kid_subsets=kid_subsets,
+    options = Options(n=n, seeds=seed_list, metrics=tuple(metrics or default_metrics()), kid_subsets=kid_subsets,
                       kid_subset_size=kid_subset_size, isc=isc)
     source = _checked_source(samples, floor, isc)
     data_set, ref_images, ref_labels, ref_provenance = _reference(reference, data)

@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
-from bloodgen.metrics.isc import KEY_ISC
-from bloodgen.metrics.kid import KEY_KID
-from bloodgen.metrics.prdc import (KEY_COVERAGE, KEY_DENSITY, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
-                                   KEY_RECALL_PRDC)
-from bloodgen.metrics.alpha_beta import KEY_ALPHA_PRECISION, KEY_AUTHENTICITY, KEY_BETA_RECALL
-from bloodgen.metrics.fid_infinity import KEY_FID_INFINITY
-from bloodgen.metrics.protocol import (KEY_DISJOINT, KEY_FD_CLASSIFIER, KEY_FLOOR, KEY_KID_CLASSIFIER, KEY_MEAN,
-                                       KEY_PER_SEED, KEY_SAME_POOL, KEY_STD)
+from bloodgen.metrics.fid import KEY_FID, KEY_FID_PER_CLASS
+from bloodgen.metrics.prdc import KEY_PRECISION
+from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
+from bloodgen.metrics.registry import report_columns
 from bloodgen.report.document import Document, Paragraph, Table, to_markdown
-
-# (key, row label, scale, decimals): KID is shown x 10^3 because its values are around 1e-3 and below.
-ROWS = (
-    (KEY_FID, "FID", 1, 3),
-    (KEY_KID, "KID x 10^3", 1e3, 3),
-    (KEY_PRECISION, "precision (k=3, closed balls)", 1, 4),
-    (KEY_RECALL, "recall (k=3, closed balls)", 1, 4),
-    (KEY_PRECISION_PRDC, "precision (k=5, prdc library)", 1, 4),
-    (KEY_RECALL_PRDC, "recall (k=5, prdc library)", 1, 4),
-    (KEY_DENSITY, "density (k=5, prdc library)", 1, 4),
-    (KEY_COVERAGE, "coverage (k=5, prdc library)", 1, 4),
-    (KEY_FID_CLASS_AVERAGED, "class-averaged FID", 1, 3),
-    (KEY_ISC, "Inception Score", 1, 3),
-    (KEY_FID_INFINITY, "FID extrapolated to infinite N", 1, 3),
-    (KEY_ALPHA_PRECISION, "alpha-precision (integrated)", 1, 4),
-    (KEY_BETA_RECALL, "beta-recall (integrated)", 1, 4),
-    (KEY_AUTHENTICITY, "authenticity", 1, 4),
-    (KEY_FD_CLASSIFIER, "FD, reference-classifier features (not FID)", 1, 3),
-    (KEY_KID_CLASSIFIER, "KID x 10^3, reference-classifier features", 1e3, 3),
-)
 
 
 def _value(x, scale: float, decimals: int) -> str:
@@ -46,7 +21,7 @@ def _cell(summary: dict | None, scale: float = 1, decimals: int = 3) -> str:
 
 
 def _columns(result: dict) -> list[tuple[str, dict]]:
-    columns = [("samples", result)] if KEY_FID in result or KEY_KID in result or KEY_PRECISION in result else []
+    columns = [("samples", result)] if any(column.key in result for column in report_columns()) else []
     if KEY_FLOOR in result:
         floor = result[KEY_FLOOR]
         disjoint = floor[KEY_DISJOINT]
@@ -68,10 +43,11 @@ def to_markdown_report(result: dict) -> str:
         f"(sample std). Reference: {reference['source']} ({reference['n_images']:,} images). "
         f"Features: {result['network']['name']} (weights sha256 {result['network']['sha256'][:16]}...)."))
     rows = []
-    for key, label, scale, decimals in ROWS:
-        if any(key in block for _, block in columns):
-            rows.append([label] + [_cell(block.get(key), scale, decimals) for _, block in columns])
-    doc.add(Table(["metric"] + [name for name, _ in columns], rows))
+    for column in report_columns():
+        if any(column.key in block for _, block in columns):
+            rows.append([f"{column.label} {'↓' if column.lower_is_better else '↑'}"] + [_cell(block.get(column.key), column.scale, column.decimals)
+                                          for _, block in columns])
+    doc.add(Table(["metric (↓ lower / ↑ higher is better)"] + [name for name, _ in columns], rows))
     if any(KEY_PRECISION in block for _, block in columns):
         doc.add(Paragraph(
             "Precision/recall come in the two definitions papers publish: k=3 nearest-neighbour balls, closed "

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
-from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, KEY_FID_CLASS_AVERAGED,
-                              KEY_FID_PER_CLASS, KEY_KID, KEY_MEAN, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL,
-                              KEY_RECALL_PRDC, KEY_SAME_POOL, KEY_STD)
+from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, KEY_FID_PER_CLASS, KEY_KID,
+                              KEY_MEAN, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL, KEY_RECALL_PRDC, KEY_SAME_POOL,
+                              KEY_STD)
+from bloodgen.metrics.registry import study_columns
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
 from bloodgen.study.experiments import EXPERIMENTS
@@ -58,8 +59,8 @@ def _seconds(s: float | None) -> str:
 
 
 def _metric_cells(block: dict) -> list[str]:
-    return [fmt(block.get(KEY_KID), 1e3, 3), fmt(block.get(KEY_PRECISION), 1, 3), fmt(block.get(KEY_RECALL), 1, 3),
-            fmt(block.get(KEY_DENSITY), 1, 3), fmt(block.get(KEY_COVERAGE), 1, 3)]
+    """The comparison table's cells after FID, one per study column of the metric registry."""
+    return [fmt(block[c.key], c.scale, c.study_decimals) if c.key in block else c.missing for c in study_columns()]
 
 
 def _floor_rows(results: dict) -> list[tuple[str, dict]]:
@@ -69,19 +70,17 @@ def _floor_rows(results: dict) -> list[tuple[str, dict]]:
 
 
 def comparison_table(results: dict) -> Table:
-    header = ["row", "FID (sampling seeds)", "FID (training seeds)", "KID x 10^3", "precision (k=3)", "recall (k=3)",
-              "density (k=5)", "coverage (k=5)", "class-avg FID", "parameters", "training time", "sampling 10k",
-              "device"]
+    header = ["row", "FID (sampling seeds)", "FID (training seeds)", *[c.study for c in study_columns()],
+              "parameters", "training time", "sampling 10k", "device"]
     # The floor's class-averaged FID (real class c vs real class c) is what a perfect conditional model reaches.
-    rows = [[name, fmt(block.get(KEY_FID)), "", *_metric_cells(block), fmt(block.get(KEY_FID_CLASS_AVERAGED)),
-             "", "", "", ""] for name, block in _floor_rows(results)]
+    rows = [[name, fmt(block.get(KEY_FID)), "", *_metric_cells(block), "", "", "", ""]
+            for name, block in _floor_rows(results)]
     for model, family in results["families"].items():
         first = family["runs"][0]
         evaluation, train = first["eval"], first["train"]
         agg = family["aggregate"]
         over_training = fmt(agg.get(KEY_FID)) if len(family["runs"]) > 1 else "1 run"
         rows.append([f"**{model}**", fmt(evaluation.get(KEY_FID)), over_training, *_metric_cells(evaluation),
-                     fmt(evaluation.get(KEY_FID_CLASS_AVERAGED)) if KEY_FID_CLASS_AVERAGED in evaluation else "unconditional",
                      f"{train['sampling_parameters'] / 1e6:.2f} M", _seconds(train["train_time_s"]),
                      _seconds(evaluation.get("sampling_seconds_per_10k")), train["device"]])
     return Table(header, rows, caption="Sampling-seed columns: mean ± std over the protocol's seeds for the first "
