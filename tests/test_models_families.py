@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from bloodgen.errors import UserError
 from bloodgen.models.config import PRESETS, resolve_config
 from bloodgen.models.registry import REGISTRY
 from bloodgen.models.registry import get_family
+from bloodgen.training.records import RunSummary
 from model_helpers import FAMILIES, tiny_config, train_tiny
 
 
@@ -85,6 +87,9 @@ def test_few_steps_give_finite_losses_and_a_run_folder(model, tiny_npz, tmp_path
         assert (result.run_dir / name).is_file(), name
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["sampling_parameters"] > 0
+    # Portable: the weights relative to the run folder, no absolute path of this machine.
+    assert summary["export"] == "model.safetensors" and summary["checkpoint"] == "checkpoints/checkpoint.pt"
+    assert not Path(summary["run_dir"]).is_absolute() and RunSummary.from_dict(summary) == result.summary
     env = json.loads((result.run_dir / "environment.json").read_text())
     assert len(env["data"]["sha256"]) == 64 and env["versions"]["torch"]
     assert env["cpu_model"] and env["torch_cpu_capability"]  # what a timing was measured on
@@ -306,3 +311,15 @@ def test_every_registered_family_conforms(name):
         x = family.sample(network, labels, noise_generators(0, 0, 2), on_step=lambda: steps.append(1), **options)
     assert x.shape == (2, 3, 28, 28) and float(x.abs().max()) <= 1 + 1e-6
     assert len(steps) in (0, family.sampler_steps(options))
+
+
+def test_a_summary_written_with_absolute_paths_still_finds_its_weights(tmp_path):
+    """Summaries written before the portable record held the paths of the machine that trained them."""
+    record = {"status": "completed", "run_dir": "/elsewhere/runs/ddpm-s0", "model": "ddpm", "preset": "record",
+              "seed": 0, "step": 10, "steps": 10, "train_time_s": 1.0, "steps_per_s": 10.0, "parameters": {},
+              "sampling_parameters": 5, "device": "cpu", "processes": 1, "mixed_precision": "no", "last_log": None,
+              "extras": {}, "checkpoint": "/elsewhere/runs/ddpm-s0/checkpoints/checkpoint.pt",
+              "export": "/elsewhere/runs/ddpm-s0/model.safetensors"}
+    summary = RunSummary.from_dict(record)
+    assert summary.export_in(tmp_path) == tmp_path / "model.safetensors"
+    assert summary.checkpoint == "checkpoints/checkpoint.pt"

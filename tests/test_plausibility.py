@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.ndimage import gaussian_filter
 
 from bloodgen.metrics.plausibility import CRITERIA, PlausibleRanges, cell_measurements, evaluate_plausibility

@@ -179,17 +179,17 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
 
 
 def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
-    from bloodgen.study.stages import train_stage
+    from bloodgen.study.stages import DataFile, train_stage
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
 
     preset = replace(TINY_STUDY, config_overrides={"gan": tiny_config("gan", steps=40, ckpt_every=5)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert train_stage("gan", 0, preset, tmp_path, str(tiny_npz), "sha", False, max_minutes=1e-5) is None
+        assert train_stage("gan", 0, preset, tmp_path, DataFile(str(tiny_npz), "sha"), False, max_minutes=1e-5) is None
         (run_dir,) = (tmp_path / "runs").iterdir()
         assert (run_dir / CHECKPOINT_DIR).is_dir()
-        run = train_stage("gan", 0, preset, tmp_path, str(tiny_npz), "sha", False)
-    assert run.summary["status"] == "completed" and run.summary["step"] == 40 and run.export.is_file()
+        run = train_stage("gan", 0, preset, tmp_path, DataFile(str(tiny_npz), "sha"), False)
+    assert run.summary.status == "completed" and run.summary.step == 40 and run.export.is_file()
 
 
 def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, tmp_path, monkeypatch):
@@ -263,7 +263,7 @@ def test_a_new_experiment_and_a_new_metric_are_one_record_each(tiny_npz, tmp_pat
     def run(ctx):
         best = ctx.best_run("vae")
         (ctx.out / "toy").mkdir(exist_ok=True)
-        return {"best_seed": best.seed, "steps": best.summary["step"]}
+        return {"best_seed": best.seed, "steps": best.summary.step}
 
     def report(result, out, folder):
         return [Heading("Toy experiment"), Paragraph(f"TOY best seed {result['best_seed']}, {result['steps']} steps")]
@@ -451,7 +451,8 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
                            experiments=["prototypes", "diffusion-classifier"])
     assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1]["preset"] == "quick"
     cfg = calls["diffusion-classifier"]
-    assert cfg.checkpoint == results["families"]["ddpm"]["runs"][0]["train"]["export"] and cfg.n_test == 5
+    ddpm = results["families"]["ddpm"]["runs"][0]
+    assert Path(cfg.checkpoint) == tmp_path / ddpm["run_dir"] / ddpm["train"]["export"] and cfg.n_test == 5
     trained_on = json.loads((Path(cfg.holdout_checkpoint).parent / "environment.json").read_text())["data"]
     holdout_data = load_bloodmnist(next((tmp_path / "cache" / "subsets").glob("*-without-2.npz")))
     assert 2 not in holdout_data.labels("train") and trained_on["sha256"] == holdout_data.sha256

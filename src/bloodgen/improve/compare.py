@@ -299,7 +299,7 @@ def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, 
     from bloodgen.classify.utility import KEY_FIDELITY_MACRO, KEY_FIDELITY_PER_CLASS, class_fidelity
     from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
     from bloodgen.metrics.protocol import KEY_MEAN, calculate_metrics
-    from bloodgen.provenance import write_json
+    from bloodgen.provenance import portable_path, write_json
 
     path = s.out / "evaluations" / f"{regime}-{arm}.json"
     row = _load_json(path)
@@ -311,7 +311,7 @@ def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, 
                                 progress=s.progress, extractor=s.extractor)
     fidelity = class_fidelity(s.judge, images, labels)
     summary = json.loads((run_dir / "summary.json").read_text())
-    row = {K_RUN_DIR: str(run_dir), K_STEPS: summary["step"], K_TRAIN_TIME: summary["train_time_s"],
+    row = {K_RUN_DIR: portable_path(str(run_dir)), K_STEPS: summary["step"], K_TRAIN_TIME: summary["train_time_s"],
            K_N_SAMPLES: len(labels),
            K_FID: metrics[KEY_FID][KEY_MEAN], K_FID_CLASS_AVERAGED: metrics[KEY_FID_CLASS_AVERAGED][KEY_MEAN],
            K_FID_PER_CLASS: metrics[KEY_FID_PER_CLASS][KEY_MEAN],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.provenance import write_json
+from bloodgen.training.records import COMPLETED, RunSummary
 
 SAMPLE_SEED = 0
 PROTOCOL_SEED = 0
@@ -137,13 +138,14 @@ def utility_stage(settings: DemoSettings, name: str, images: np.ndarray, labels:
 def train_stage(settings: DemoSettings, name: str) -> dict:
     """A short quick-preset run of one family: the machinery at work (loss log, grids, export)."""
     from bloodgen.training import train
+    from bloodgen.training.loop import SUMMARY_FILE
 
     run_dir = settings.out / "runs" / name
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY_FILE
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") == "completed" and summary.get("steps") == settings.train_steps:
-            return summary
+        summary = RunSummary.from_dict(json.loads(summary_path.read_text()))
+        if summary.status == COMPLETED and summary.steps == settings.train_steps:
+            return summary.to_dict()
     log(f"training {name} for {settings.train_steps} steps (a demonstration of the machinery, not of quality)")
     resume = run_dir if (run_dir / "checkpoints").is_dir() else None
     if resume is not None:
@@ -151,7 +153,7 @@ def train_stage(settings: DemoSettings, name: str) -> dict:
     else:
         result = train(name, preset="quick", overrides=_short_run(name, settings.train_steps), seed=0,
                        run_dir=run_dir, data=settings.data, progress=settings.progress)
-    return result.summary
+    return result.summary.to_dict()
 
 
 def _short_run(name: str, steps: int) -> dict:

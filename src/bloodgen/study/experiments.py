@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from bloodgen.errors import UserError
 from bloodgen.models.registry import noise_classifiers
 from bloodgen.study.presets import StudyPreset
-from bloodgen.study.stages import RunRef, classifier_recipe, file_sha256, log, train_stage
+from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, file_sha256, log, train_stage
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,9 @@ def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
     cfg = EvalConfig(checkpoint="", out="", **settings)
     run = ctx.best_run(_classifier_family(ctx.models))
     holdout_path = holdout_data_path(ctx.dataset, cfg.holdout_class, ctx.cache_dir)
-    holdout = train_stage(run.model, run.seed, ctx.preset, ctx.out, str(holdout_path), file_sha256(holdout_path),
-                          ctx.progress, tag=f"without{cfg.holdout_class}")
+    holdout = train_stage(run.model, run.seed, ctx.preset, ctx.out,
+                          DataFile(str(holdout_path), file_sha256(holdout_path)), ctx.progress,
+                          tag=f"without{cfg.holdout_class}")
     folder = ctx.out / DIFFUSION_CLASSIFIER.folder
     missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
     if not missing:

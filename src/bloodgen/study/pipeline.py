@@ -23,7 +23,7 @@ from bloodgen.study.layout import (K_AGGREGATE, K_EVAL, K_EXPERIMENTS, K_FAMILIE
                                    K_STUDY, K_TRAIN, K_UTILITY, RESULTS_FILE)
 from bloodgen.study.presets import PRESETS, StudyPreset
 from bloodgen.study.report import write_study_report
-from bloodgen.study.stages import (RunRef, StudyIncomplete, aggregate, best_run, eval_stage, floor_stage,
+from bloodgen.study.stages import (DataFile, RunRef, StudyIncomplete, aggregate, best_run, eval_stage, floor_stage,
                                    grid_stage, log, train_in_parallel, train_stage, train_units,
                                    utility_samples_path, utility_stage)
 
@@ -137,12 +137,12 @@ def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, prog
     log(f"preset {plan.preset_name}: {', '.join(plan.models)}; {preset.train_seeds} training seed(s); evaluation "
         f"{preset.n_images} images x {preset.eval_seeds} seeds; utility checks {'on' if preset.utility else 'off'}; "
         f"output {out}")
-    units, data_path = plan.units(), str(dataset.path)
+    units, data = plan.units(), DataFile(str(dataset.path), dataset.sha256)
     if preset.train_jobs > 1 and len(units) > 1:
-        train_in_parallel(units, preset, out, data_path, dataset.sha256, clock.minutes_left())
+        train_in_parallel(units, preset, out, data, clock.minutes_left())
     if train_only:
-        return train_units(units, preset, out, data_path, dataset.sha256, progress, clock.minutes_left)
-    floor = floor_stage(preset, out, data_path, dataset.sha256, extractor, folders.cache_dir, progress)
+        return train_units(units, preset, out, data, progress, clock.minutes_left)
+    floor = floor_stage(preset, out, data.path, data.sha256, extractor, folders.cache_dir, progress)
     families, runs, pending = _run_units(plan, folders, dataset, extractor, progress, clock)
     if pending and not runs:
         raise StudyIncomplete(pending)
@@ -171,7 +171,7 @@ def _run_units(plan: StudyPlan, folders: StudyFolders, dataset, extractor, progr
     runs: list[RunRef] = []
     pending: list[str] = []
     for model, seed in plan.units():
-        run = train_stage(model, seed, preset, out, str(dataset.path), dataset.sha256, progress,
+        run = train_stage(model, seed, preset, out, DataFile(str(dataset.path), dataset.sha256), progress,
                           max_minutes=clock.minutes_left())
         left = clock.minutes_left()
         evaluation = None if run is None else eval_stage(run, preset, out, str(dataset.path), extractor,
@@ -182,7 +182,7 @@ def _run_units(plan: StudyPlan, folders: StudyFolders, dataset, extractor, progr
             continue
         runs.append(run)
         family = families.setdefault(model, {K_RUNS: []})
-        family[K_RUNS].append({"seed": seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary,
+        family[K_RUNS].append({"seed": seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary.to_dict(),
                                K_EVAL: evaluation, "grid": grid_stage(run, preset, out)})
     return families, runs, pending
 

@@ -21,6 +21,7 @@ from bloodgen.provenance import write_json
 from bloodgen.study.layout import (RUNS_DIR, EVAL_DIR, K_RUNS, K_EVAL, K_SAMPLING_TIME_10K, closest_samples_file,
                                    utility_samples_file)
 from bloodgen.study.presets import StudyPreset
+from bloodgen.training.records import COMPLETED, TIME_LIMIT, RunSummary
 
 UTILITY_SAMPLE_SEED = 1000  # apart from the evaluation seeds 0..S-1, so utility samples are fresh images
 
@@ -29,19 +30,26 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """The data a training reads: its path (None: the default BloodMNIST location) and its sha256, which
+    keys the run folder."""
+
+    path: str | None
+    sha256: str
+
+
 @dataclass
 class RunRef:
     model: str
     seed: int
     run_dir: Path
-    summary: dict
+    summary: RunSummary
 
     @property
     def export(self) -> Path:
         """The run's EMA weights, found beside its summary wherever the study folder now lives."""
-        from bloodgen.training.loop import R_EXPORT
-
-        return self.run_dir / Path(self.summary[R_EXPORT]).name
+        return self.summary.export_in(self.run_dir)
 
 
 class StudyIncomplete(Exception):
@@ -56,33 +64,33 @@ def log(message: str) -> None:
     print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None,
-                data_sha: str, progress: bool, tag: str = "", max_minutes: float | None = None) -> RunRef | None:
+def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: DataFile, progress: bool,
+                tag: str = "", max_minutes: float | None = None) -> RunRef | None:
     """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
     which names a run on derived data). None when `max_minutes` stopped it (with a checkpoint to resume)."""
     from bloodgen.models.config import resolve_config
-    from bloodgen.training.loop import COMPLETED, SUMMARY_FILE, TIME_LIMIT, train
+    from bloodgen.training.loop import SUMMARY_FILE, train
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
 
     overrides = preset.config_overrides.get(model) or None
     config = resolve_config(model, preset.train_preset, None, overrides)
-    key = config_hash({"model": model, "preset": preset.train_preset, "config": config, "seed": seed, "data": data_sha})
+    key = config_hash({"model": model, "preset": preset.train_preset, "config": config, "seed": seed, "data": data.sha256})
     run_dir = out / RUNS_DIR / f"{model}{'-' + tag if tag else ''}-s{seed}-{key}"
     summary_file = run_dir / SUMMARY_FILE
     if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        if summary.get("status") == COMPLETED:
+        summary = RunSummary.from_dict(json.loads(summary_file.read_text()))
+        if summary.status == COMPLETED:
             log(f"{model} seed {seed}: trained already ({run_dir})")
             return RunRef(model, seed, run_dir, summary)
     if max_minutes is not None and max_minutes <= 0:
         return None  # out of time: finished runs only
     if (run_dir / CHECKPOINT_DIR).is_dir():
         log(f"{model} seed {seed}: resuming the interrupted run in {run_dir}")
-        result = train(resume=run_dir, data=data_path, progress=progress, max_minutes=max_minutes)
+        result = train(resume=run_dir, data=data.path, progress=progress, max_minutes=max_minutes)
     else:
         log(f"{model} seed {seed}: training ({preset.train_preset} preset, {config['steps']} steps)")
         result = train(model, preset=preset.train_preset, overrides=overrides, seed=seed, run_dir=run_dir,
-                       data=data_path, progress=progress, max_minutes=max_minutes)
+                       data=data.path, progress=progress, max_minutes=max_minutes)
     if result.status == TIME_LIMIT and max_minutes is not None:
         log(f"{model} seed {seed}: stopped by the time limit at step {result.step}; a re-run resumes it")
         return None
@@ -183,17 +191,17 @@ def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | Non
                   f"{run.model} seed {run.seed} evaluation", allow_compute)
 
 
-def _train_worker(model: str, seed: int, preset: StudyPreset, out: Path, data_path: str | None, data_sha: str,
-                  max_minutes: float | None, threads: int) -> bool:
+def _train_worker(model: str, seed: int, preset: StudyPreset, out: Path, data: DataFile, max_minutes: float | None,
+                  threads: int) -> bool:
     """One training of `train_in_parallel`, in its own process; True when it finished."""
     import torch
 
     torch.set_num_threads(threads)  # N processes sharing the cores, not N x all of them
-    return train_stage(model, seed, preset, out, data_path, data_sha, False, max_minutes=max_minutes) is not None
+    return train_stage(model, seed, preset, out, data, False, max_minutes=max_minutes) is not None
 
 
-def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data_path: str | None,
-                      data_sha: str, max_minutes: float | None) -> None:
+def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data: DataFile,
+                      max_minutes: float | None) -> None:
     """Train the units `preset.train_jobs` at a time, one process each: small networks use a fraction of a
     GPU, so several trainings share it. The unit loop then finds them finished (or resumes what was cut)."""
     import multiprocessing
@@ -205,21 +213,21 @@ def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Pa
     log(f"training {len(units)} run(s), {jobs} at a time")
     # spawn: CUDA cannot be used in a forked child.
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_worker, m, s, preset, out, data_path, data_sha, max_minutes, threads)
+        futures = [pool.submit(_train_worker, m, s, preset, out, data, max_minutes, threads)
                    for m, s in units]
         for future in futures:
             future.result()  # re-raises a worker's error (e.g. a diverged run) here
 
 
-def train_units(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data_path: str, data_sha: str,
-                progress: bool, minutes_left: Callable[[], float | None]) -> dict:
+def train_units(units: list[tuple[str, int]], preset: StudyPreset, out: Path, data: DataFile, progress: bool,
+                minutes_left: Callable[[], float | None]) -> dict:
     """The study's trainings alone, in unit order. Why: a unit whose training and evaluation together
     outlast one sitting (a CPU ddpm: ~1.5 h of training, ~1 h of sampling and features) can be trained in
     one, its finished run folder committed, and evaluated in the next, since a cut training's checkpoint
     is not committed and would be lost with the machine."""
     trained, cut = [], []
     for model, seed in units:
-        run = train_stage(model, seed, preset, out, data_path, data_sha, progress, max_minutes=minutes_left())
+        run = train_stage(model, seed, preset, out, data, progress, max_minutes=minutes_left())
         if run is None:
             cut.append(f"{model} seed {seed}")
         else:

@@ -66,7 +66,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bloodgen.models.config import parse_assignments
-    from bloodgen.training.loop import COMPLETED, INTERRUPTED, TIME_LIMIT, train
+    from bloodgen.training.loop import train
+    from bloodgen.training.records import COMPLETED, INTERRUPTED, TIME_LIMIT
 
     EXIT_CODES = {COMPLETED: 0, TIME_LIMIT: 3, INTERRUPTED: 130}
 
@@ -74,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
                    overrides=parse_assignments(args.assignments), seed=args.seed, out=args.out, data=args.data,
                    resume=args.resume, steps=args.steps, max_minutes=args.max_minutes, cpu=args.cpu,
                    progress=not args.no_progress)
-    if result.summary and _is_main():
+    if _is_main():
         s = result.summary
-        print(f"{s['model']} s{s['seed']}: {result.status} at step {result.step}/{s['steps']} "
-              f"in {s['train_time_s']:.1f} s of training on {s['device']} x{s['processes']}; run folder {result.run_dir}")
+        print(f"{s.model} s{s.seed}: {result.status} at step {result.step}/{s.steps} "
+              f"in {s.train_time_s:.1f} s of training on {s.device} x{s.processes}; run folder {result.run_dir}")
         if result.export:
             print(f"EMA weights: {result.export}; sample with: bloodgen sample {result.run_dir} -n 1000 --out samples.npz")
     _end_distributed()

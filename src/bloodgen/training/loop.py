@@ -28,7 +28,7 @@ import os
 import signal
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from bloodgen.provenance import atomic_path, environment, state_digest, write_js
 from bloodgen.training import checkpoint as ck
 from bloodgen.training import monitor
 from bloodgen.training.ema import EMA
+from bloodgen.training.records import COMPLETED, DIVERGED, INTERRUPTED, RUNNING, TIME_LIMIT, RunSummary
 
 # Run folder files.
 CONFIG_FILE = "config.json"
@@ -51,26 +52,6 @@ SNAPSHOTS_FILE = "snapshots.jsonl"
 SUMMARY_FILE = "summary.json"
 SAMPLES_DIR = "samples"
 EXTRAS_DIR = "extras"
-
-# Status values in summary.json and TrainResult.
-COMPLETED, INTERRUPTED, TIME_LIMIT, DIVERGED, RUNNING = "completed", "interrupted", "time_limit", "diverged", "running"
-
-# summary.json keys.
-R_STATUS = "status"
-R_STEP = "step"
-R_STEPS = "steps"
-R_TRAIN_TIME = "train_time_s"
-R_STEPS_PER_S = "steps_per_s"
-R_PARAMETERS = "parameters"
-R_SAMPLING_PARAMETERS = "sampling_parameters"
-R_DEVICE = "device"
-R_PROCESSES = "processes"
-R_PRECISION = "mixed_precision"
-R_LAST_LOG = "last_log"
-R_EXTRAS = "extras"
-R_CHECKPOINT = "checkpoint"
-R_EXPORT = "export"
-R_RUN_DIR = "run_dir"
 
 # log.jsonl keys beside the family's losses.
 L_STEP, L_EPOCH, L_TIME, L_LR, L_SPEED = "step", "epoch", "train_time_s", "lr", "steps_per_s"
@@ -87,7 +68,7 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     export: Path | None
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary
 
 
 def train(model: str | None = None, *, preset: str = "quick", config_file: str | Path | None = None,
@@ -344,9 +325,9 @@ class _Run:
         acc = self.accelerator
         write_json(self.run_dir / CONFIG_FILE, self.spec)
         env = environment()
-        env.update({R_DEVICE: str(acc.device), R_PROCESSES: acc.num_processes,
-                    R_PRECISION: acc.mixed_precision, "data": self.data.provenance(),
-                    R_PARAMETERS: self.parameters()})
+        env.update({"device": str(acc.device), "processes": acc.num_processes,
+                    "mixed_precision": acc.mixed_precision, "data": self.data.provenance(),
+                    "parameters": self.parameters()})
         name = ENVIRONMENT_FILE if self.step == 0 else f"environment-resume-{self.step}.json"
         write_json(self.run_dir / name, env)
 
@@ -540,22 +521,20 @@ class _Run:
                                          self.spec[ck.S_SEED])
         return export
 
-    def _summary(self, status, checkpoint, export) -> dict[str, Any]:
+    def _summary(self, status, checkpoint, export) -> RunSummary:
         from bloodgen.models.base import count_parameters
 
-        summary = {
-            R_STATUS: status, R_RUN_DIR: str(self.run_dir), ck.S_MODEL: self.spec[ck.S_MODEL],
-            ck.S_PRESET: self.spec[ck.S_PRESET], ck.S_SEED: self.spec[ck.S_SEED], R_STEP: self.step,
-            R_STEPS: self.config["steps"], R_TRAIN_TIME: round(self.train_time, 3),
-            R_STEPS_PER_S: round(self.step / self.train_time, 3) if self.train_time else None,
-            R_PARAMETERS: self.parameters(), R_SAMPLING_PARAMETERS: count_parameters(self.ema.network),
-            R_DEVICE: str(self.accelerator.device), R_PROCESSES: self.accelerator.num_processes,
-            R_PRECISION: self.accelerator.mixed_precision, R_LAST_LOG: _last_jsonl(self.run_dir / LOG_JSONL),
-            R_EXTRAS: self.extras, R_CHECKPOINT: str(checkpoint) if checkpoint else None,
-            R_EXPORT: str(export) if export else None,
-        }
+        summary = RunSummary.make(
+            self.run_dir, checkpoint, export, status=status, model=self.spec[ck.S_MODEL],
+            preset=self.spec[ck.S_PRESET], seed=self.spec[ck.S_SEED], step=self.step, steps=self.config["steps"],
+            train_time_s=round(self.train_time, 3),
+            steps_per_s=round(self.step / self.train_time, 3) if self.train_time else None,
+            parameters=self.parameters(), sampling_parameters=count_parameters(self.ema.network),
+            device=str(self.accelerator.device), processes=self.accelerator.num_processes,
+            mixed_precision=self.accelerator.mixed_precision, last_log=_last_jsonl(self.run_dir / LOG_JSONL),
+            extras=self.extras)
         if self.main:
-            write_json(self.run_dir / SUMMARY_FILE, summary)
+            write_json(self.run_dir / SUMMARY_FILE, summary.to_dict())
         return summary
 
 
