@@ -5,26 +5,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-FAMILIES = ("vae", "gan", "cgan", "ddpm")
+from bloodgen.models.registry import study_families
 
+FAMILIES = study_families()
+
+# The trainer's tiny settings; each family's own tiny network is its FamilySpec's `tiny_config`.
 COMMON = {"batch_size": 16, "steps": 4, "log_every": 2, "ckpt_every": 1000, "sample_every": 0, "warmup_steps": 2}
-TINY = {
-    "vae": {"latent_dim": 8, "channels": 8, "blocks": 1, "probe_trees": 5},
-    "gan": {"z_dim": 16, "channels": 8},
-    "cgan": {"z_dim": 16, "channels": 8, "diffaug": "color,translation,cutout"},
-    "ddpm": {"channels": [16, 16, 32], "attention": [False, False, True], "attention_head_dim": 16,
-             "layers_per_block": 1, "timesteps": 100, "sample_steps": 4},
-}
-# Not in FAMILIES: proto-ddpm needs a prototypes file, so tests/test_prototypes.py covers it with its own.
-TINY["proto-ddpm"] = {**TINY["ddpm"], "class_dim": 8}
-# Not in FAMILIES (the study's four): tests/test_ldm.py and the machinery tests name it. Of the 4 tiny
-# steps, 2 train the autoencoder and 2 the U-Net.
-TINY["ldm"] = {"channels": [16, 32], "attention": [False, True], "attention_head_dim": 16, "layers_per_block": 1,
-               "timesteps": 100, "sample_steps": 4, "ae_channels": 8, "ae_steps": 2}
 
 
 def tiny_config(model: str, **extra) -> dict:
-    return {**COMMON, **TINY[model], **extra}
+    from bloodgen.models.registry import get_spec
+
+    return {**COMMON, **get_spec(model).tiny_config, **extra}
 
 
 def train_tiny(model: str, data: Path, out: Path, **kwargs):
@@ -62,3 +54,30 @@ def sample_then_evaluate(checkpoint: Path, data: Path, tmp_path: Path, monkeypat
         assert main(["evaluate", str(samples), "--data", str(data), "--n", "20", "--seeds", "1", "--kid-subsets", "2",
                      "--cache-dir", str(tmp_path / "cache"), "--quiet", "--json", str(tmp_path / "eval.json")]) == 0
     return json.loads((tmp_path / "eval.json").read_text())
+
+
+def check_conformance(name: str, **extra) -> None:
+    """A registered family's spec loads a Family whose networks build from its tiny config and sample images
+    in [-1, 1], one per generator, with the sampler options it declares resolved and checked."""
+    import torch
+
+    from bloodgen.models.base import Family
+    from bloodgen.models.config import resolve_config
+    from bloodgen.models.registry import get_spec
+    from bloodgen.sampling.api import noise_generators
+
+    spec = get_spec(name)
+    cls = spec.load()
+    assert issubclass(cls, Family) and spec.summary
+    assert not spec.in_study or (spec.quick_study_steps or 0) > 0
+    family = cls(name, resolve_config(name, "quick", None, tiny_config(name, **extra)), 8)
+    assert not spec.noise_classifier or family.conditional
+    network = family.build()[family.sampling_network].eval()
+    options = family.check_sampler_options({})
+    assert set(options) <= set(family.sampler_options) and family.sampler_steps(options) >= 1
+    labels = torch.arange(2) if family.conditional else None
+    steps = []
+    with torch.no_grad():
+        x = family.sample(network, labels, noise_generators(0, 0, 2), on_step=lambda: steps.append(1), **options)
+    assert x.shape == (2, 3, 28, 28) and float(x.abs().max()) <= 1 + 1e-6
+    assert len(steps) in (0, family.sampler_steps(options))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bloodgen.errors import UserError
+from bloodgen.models.registry import get_spec
 
 
 class StepContext(Protocol):
@@ -37,8 +38,6 @@ class Family(abc.ABC):
 
     # The network that generates images: it gets EMA weights, is sampled from and is exported.
     sampling_network: ClassVar[str]
-    # Keyword options `sample` accepts beyond labels and noise (e.g. sampler, steps, guidance).
-    sampler_options: ClassVar[tuple[str, ...]] = ()
     # Config keys whose value must be one of a fixed set.
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     # True when some steps leave parameters of a network unused (training it in phases): DDP must then
@@ -49,6 +48,11 @@ class Family(abc.ABC):
         self.name = name  # the registry name; one class may serve several (gan, cgan)
         self.config = config
         self.n_classes = n_classes
+
+    @property
+    def sampler_options(self) -> tuple[str, ...]:
+        """The keyword options `sample` accepts beyond labels and noise, as its `FamilySpec` declares them."""
+        return tuple(option.name for option in get_spec(self.name).sampler_options)
 
     @property
     def conditional(self) -> bool:

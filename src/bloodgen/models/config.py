@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bloodgen.errors import UserError
-from bloodgen.models.registry import get_family
+from bloodgen.models.registry import get_family, get_spec
 
 PRESETS = ("quick", "cpu", "record", "gpu", "full")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -26,10 +26,12 @@ COMMON_CHOICES = {"mixed_precision": MIXED_PRECISION, "lr_schedule": LR_SCHEDULE
 
 def load_presets(model: str) -> dict[str, dict[str, Any]]:
     """Every preset of `model`, resolved: its parent's preset (`extends`), then `shared`, then its own keys."""
-    get_family(model)  # unknown names fail with the list of known ones
-    spec = json.loads(resources.files("bloodgen").joinpath("configs", f"{model}.json").read_text())
+    family = get_spec(model)  # unknown names fail with the list of known ones
+    source = (Path(family.presets_file) if family.presets_file
+              else resources.files("bloodgen").joinpath("configs", f"{model}.json"))
+    spec = json.loads(source.read_text())
     if set(spec["presets"]) != set(PRESETS):
-        raise ValueError(f"configs/{model}.json must define the presets {', '.join(PRESETS)}")
+        raise ValueError(f"{source} must define the presets {', '.join(PRESETS)}")
     parent = load_presets(spec["extends"]) if "extends" in spec else {name: {} for name in PRESETS}
     return {name: {**parent[name], **spec["shared"], **spec["presets"][name]} for name in PRESETS}
 

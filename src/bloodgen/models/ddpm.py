@@ -41,7 +41,6 @@ SAMPLERS = ("ddpm", "ddim", "dpm")
 
 class DDPM(Family):
     sampling_network = "unet"
-    sampler_options = ("sampler", "steps", "guidance", "eta")
     choices = {"beta_schedule": tuple(SCHEDULES), "prediction": tuple(PREDICTIONS), "sampler": SAMPLERS}
     levels: tuple[int, ...] = (28, 14, 7)  # the U-Net's resolutions, one width each in `channels`
     clip_sample = True  # x0 estimates are clipped to the data range [-1, 1]

@@ -8,13 +8,37 @@ Specs name the class as "module:Class" so listing the families (for `--help`) im
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from bloodgen.errors import UserError
 
 if TYPE_CHECKING:
     from bloodgen.models.base import Family
+
+
+@dataclass(frozen=True)
+class SamplerOption:
+    """A keyword `Family.sample` accepts beyond labels and noise; `bloodgen sample` offers it as --NAME."""
+
+    name: str
+    type: type
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+DIFFUSION_SAMPLING = (
+    SamplerOption("sampler", str, "diffusion sampler: ddpm, ddim or dpm (default: the model's config)"),
+    SamplerOption("steps", int, "diffusion sampling steps (default: the config's sample_steps; all for ddpm)"),
+    SamplerOption("guidance", float, "classifier-free guidance scale, 1 = none (default: the model's config)"),
+    SamplerOption("eta", float, "ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)"),
+)
+
+TINY_DIFFUSION = {"channels": [16, 16, 32], "attention": [False, False, True], "attention_head_dim": 16,
+                  "layers_per_block": 1, "timesteps": 100, "sample_steps": 4}
 
 
 @dataclass(frozen=True)
@@ -26,6 +50,12 @@ class FamilySpec:
     quick_study_steps: int | None = None  # training steps of the quick study (about a minute on 2 CPU cores)
     noise_classifier: bool = False  # a class-conditional pixel denoiser: usable as a diffusion classifier
     needs_inputs: bool = False  # trains only with inputs of its own (a prototypes file), not from the data alone
+    sampler_options: tuple[SamplerOption, ...] = ()
+    # Its presets file (see bloodgen.models.config); None: bloodgen/configs/<name>.json.
+    presets_file: str | None = None
+    # Overrides of the quick preset that make a network of seconds for the tests (the trainer's own tiny
+    # settings are the tests' business: tests/model_helpers.py).
+    tiny_config: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def load(self) -> type[Family]:
         module_name, class_name = self.implementation.split(":")
@@ -34,20 +64,29 @@ class FamilySpec:
 
 REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("vae", "bloodgen.models.vae:VAE", "convolutional VAE, class-conditional decoder, beta + KL warm-up",
-               in_study=True, quick_study_steps=1000),
+               in_study=True, quick_study_steps=1000,
+               tiny_config={"latent_dim": 8, "channels": 8, "blocks": 1, "probe_trees": 5},
+               sampler_options=(SamplerOption("temperature", float, "VAE latent temperature, > 0 (default: the "
+                                                                    "model's config)"),)),
     FamilySpec("gan", "bloodgen.models.gan:GAN", "DCGAN-style ResNet GAN, spectral norm, hinge loss, EMA generator",
-               in_study=True, quick_study_steps=400),
+               in_study=True, quick_study_steps=400, tiny_config={"z_dim": 16, "channels": 8}),
     FamilySpec("cgan", "bloodgen.models.gan:GAN",
                "conditional GAN: conditional-norm generator, projection discriminator", in_study=True,
-               quick_study_steps=350),
+               quick_study_steps=350,
+               tiny_config={"z_dim": 16, "channels": 8, "diffaug": "color,translation,cutout"}),
     FamilySpec("ddpm", "bloodgen.models.ddpm:DDPM",
                "diffusion: diffusers U-Net, DDPM/DDIM/DPM-Solver, classifier-free guidance", in_study=True,
-               quick_study_steps=400, noise_classifier=True),
+               quick_study_steps=400, noise_classifier=True, sampler_options=DIFFUSION_SAMPLING,
+               tiny_config=TINY_DIFFUSION),
+    # Of its 4 tiny test steps, 2 train the autoencoder and 2 the U-Net.
     FamilySpec("ldm", "bloodgen.models.ldm:LDM",
-               "latent diffusion: the ddpm in the 14x14 latent space of an autoencoder trained first, in the same run"),
+               "latent diffusion: the ddpm in the 14x14 latent space of an autoencoder trained first, in the same run",
+               sampler_options=DIFFUSION_SAMPLING,
+               tiny_config={**TINY_DIFFUSION, "channels": [16, 32], "attention": [False, True], "ae_channels": 8,
+                            "ae_steps": 2}),
     FamilySpec("proto-ddpm", "bloodgen.models.proto_ddpm:ProtoDDPM",
                "diffusion conditioned on frozen learned class prototypes (IMPROVE), or a learned-embedding baseline",
-               needs_inputs=True),
+               needs_inputs=True, sampler_options=DIFFUSION_SAMPLING, tiny_config={**TINY_DIFFUSION, "class_dim": 8}),
 )}
 
 # The family the prototypes experiment (bloodgen.improve) trains in both arms.
@@ -79,3 +118,17 @@ def get_spec(name: str) -> FamilySpec:
 
 def get_family(name: str) -> type[Family]:
     return get_spec(name).load()
+
+
+def sampler_flags() -> dict[str, SamplerOption]:
+    """Every family's sampler options by name, once each (families that share an option share its meaning)."""
+    flags: dict[str, SamplerOption] = {}
+    for spec in REGISTRY.values():
+        for option in spec.sampler_options:
+            if flags.setdefault(option.name, option).type is not option.type:
+                raise ValueError(f"sampler option {option.name!r} has two types in the family registry")
+    return flags
+
+
+def families_with(option: str) -> tuple[str, ...]:
+    return tuple(name for name, spec in REGISTRY.items() if option in {o.name for o in spec.sampler_options})

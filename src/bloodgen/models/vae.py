@@ -82,7 +82,6 @@ class ConvVAE(nn.Module):
 
 class VAE(Family):
     sampling_network = "vae"
-    sampler_options = ("temperature",)
     choices = {"recon_loss": RECON_LOSSES}
 
     def check(self) -> None:

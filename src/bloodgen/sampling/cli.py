@@ -25,6 +25,7 @@ images agree up to float rounding (a rare pixel off by one level in a diffusion 
 
 def add_parser(subparsers) -> None:
     from bloodgen.cli import HelpFormatter
+    from bloodgen.models.registry import families_with, sampler_flags
     from bloodgen.sampling.pretrained import PRETRAINED_PREFIX, pretrained_names
 
     shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_names()) or "none in this install"
@@ -43,15 +44,11 @@ def add_parser(subparsers) -> None:
                          help="only this class: index 0-7 or name (e.g. neutrophil)")
     classes.add_argument("--balanced", action="store_true", help="equal numbers of every class")
     classes.add_argument("--prior", action="store_true", help="training class proportions (the default)")
-    p.add_argument("--sampler", default=None, help="diffusion sampler: ddpm, ddim or dpm (default: the model's config)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="diffusion sampling steps (default: the config's sample_steps; all for ddpm)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale, 1 = none (default: the model's config)")
-    p.add_argument("--eta", type=float, default=None,
-                   help="ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="VAE latent temperature, > 0 (default: the model's config)")
+    sampler = p.add_argument_group("sampler options", "each family's own (from the family registry); a model "
+                                                      "refuses the options of other families")
+    for option in sampler_flags().values():
+        sampler.add_argument(option.flag, dest=option.name, type=option.type, default=None,
+                             help=f"{option.help} [{', '.join(families_with(option.name))}]")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass, changes speed only (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -81,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from bloodgen.data import CLASS_NAMES
+    from bloodgen.models.registry import sampler_flags
     from bloodgen.provenance import environment, file_digests, write_json
     from bloodgen.samplefile import UNLABELLED, write_samples
     from bloodgen.sampling.api import BALANCED, PRIOR, default_batch_size, load_model, sample
@@ -92,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.balanced and not model.conditional:
         warnings.warn(f"{model.spec['model']} is unconditional: --balanced has no effect (labels are {UNLABELLED})")
     batch_size = default_batch_size(model.device) if args.batch_size is None else args.batch_size
-    options = model.family.check_sampler_options(
-        {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "eta": args.eta,
-         "temperature": args.temperature})
+    options = model.family.check_sampler_options({name: getattr(args, name) for name in sampler_flags()})
     t0 = time.perf_counter()
     images, labels = sample(model, args.n, args.seed, classes=classes, batch_size=batch_size,
                             progress=not args.quiet, **options)
