@@ -19,22 +19,23 @@ def tiny_config(model: str, **extra) -> dict:
     return {**COMMON, **get_spec(model).tiny_config, **extra}
 
 
-def train_tiny(model: str, data: Path, out: Path, **kwargs):
+def train_tiny(model: str, data: Path, out: Path, max_minutes: float | None = None, **kwargs):
     """`train` on the tiny file, quiet, with the tiny config plus `overrides`."""
-    from bloodgen.training import train
+    from bloodgen.training import RunOptions, train
 
     overrides = tiny_config(model, **kwargs.pop("overrides", {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tiny file is "not the official BloodMNIST"
-        return train(model, overrides=overrides, data=data, out=out, progress=False, **kwargs)
+        return train(model, overrides=overrides, out=out, options=RunOptions(data, max_minutes, progress=False),
+                     **kwargs)
 
 
-def resume_tiny(resume: Path, data: Path, **kwargs):
-    from bloodgen.training import train
+def resume_tiny(run: Path, data: Path, max_minutes: float | None = None, steps: int | None = None):
+    from bloodgen.training import RunOptions, resume
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(resume=resume, data=data, progress=False, **kwargs)
+        return resume(run, steps=steps, options=RunOptions(data, max_minutes, progress=False))
 
 
 def sample_then_evaluate(checkpoint: Path, data: Path, tmp_path: Path, monkeypatch) -> dict:

@@ -98,12 +98,12 @@ def test_grey_and_rgba_png_folders_warn_once(tmp_path):
 
 
 def test_resuming_an_unfinished_run_with_new_steps_says_it_is_no_longer_bit_for_bit(tiny_npz, tmp_path):
-    from bloodgen.training import train
+    from bloodgen.training import RunOptions, resume
 
     run = train_tiny("gan", tiny_npz, tmp_path, max_minutes=1e-9).run_dir  # stops after its first step
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert train(resume=run, data=tiny_npz, steps=6, progress=False).step == 6
+        assert resume(run, steps=6, options=RunOptions(tiny_npz, progress=False)).step == 6
     assert any("no longer bit-for-bit" in str(w.message) for w in caught)
 
 

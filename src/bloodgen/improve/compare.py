@@ -251,18 +251,19 @@ def _regime(s: _Setting, regime: str, data) -> dict:
 
 def _train_arm(s: _Setting, regime: str, arm: str, data, proto_path: Path) -> Path:
     from bloodgen.training import checkpoint as ck
-    from bloodgen.training import train
+    from bloodgen.training import RunOptions, resume, train
 
     run_dir = s.out / "runs" / f"{regime}-{arm}"
     if (run_dir / ck.EXPORT_WEIGHTS).is_file():
         return run_dir
+    options = RunOptions(data=data.path, progress=s.progress)
     if (run_dir / ck.CHECKPOINT_DIR / ck.CHECKPOINT_NAME).is_file():
-        result = train(resume=run_dir, data=data.path, progress=s.progress)
+        result = resume(run_dir, options=options)
     else:
         overrides = {**s.budget.diffusion_overrides, "class_embedding": arm,
                      "prototypes": str(proto_path) if arm == PROTOTYPES else ""}
         result = train(MODEL, preset=s.budget.diffusion_preset, overrides=overrides, seed=s.seed, run_dir=run_dir,
-                       data=data.path, progress=s.progress)
+                       options=options)
     if result.export is None:
         raise UserError(f"the {regime}/{arm} diffusion run stopped ({result.status}) at step {result.step}; "
                         f"run the comparison again to continue it")

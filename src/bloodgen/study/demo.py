@@ -137,7 +137,7 @@ def utility_stage(settings: DemoSettings, name: str, images: np.ndarray, labels:
 
 def train_stage(settings: DemoSettings, name: str) -> dict:
     """A short quick-preset run of one family: the machinery at work (loss log, grids, export)."""
-    from bloodgen.training import train
+    from bloodgen.training import RunOptions, resume, train
     from bloodgen.training.loop import SUMMARY_FILE
 
     run_dir = settings.out / "runs" / name
@@ -147,12 +147,12 @@ def train_stage(settings: DemoSettings, name: str) -> dict:
         if summary.status == COMPLETED and summary.steps == settings.train_steps:
             return summary.to_dict()
     log(f"training {name} for {settings.train_steps} steps (a demonstration of the machinery, not of quality)")
-    resume = run_dir if (run_dir / "checkpoints").is_dir() else None
-    if resume is not None:
-        result = train(resume=resume, data=settings.data, progress=settings.progress)
+    options = RunOptions(data=settings.data, progress=settings.progress)
+    if (run_dir / "checkpoints").is_dir():
+        result = resume(run_dir, options=options)
     else:
         result = train(name, preset="quick", overrides=_short_run(name, settings.train_steps), seed=0,
-                       run_dir=run_dir, data=settings.data, progress=settings.progress)
+                       run_dir=run_dir, options=options)
     return result.summary.to_dict()
 
 

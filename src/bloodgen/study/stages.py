@@ -69,7 +69,7 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: Dat
     """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
     which names a run on derived data). None when `max_minutes` stopped it (with a checkpoint to resume)."""
     from bloodgen.models.config import resolve_config
-    from bloodgen.training.loop import SUMMARY_FILE, train
+    from bloodgen.training.loop import SUMMARY_FILE, RunOptions, resume, train
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
 
     overrides = preset.config_overrides.get(model) or None
@@ -84,13 +84,14 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: Dat
             return RunRef(model, seed, run_dir, summary)
     if max_minutes is not None and max_minutes <= 0:
         return None  # out of time: finished runs only
+    options = RunOptions(data=data.path, max_minutes=max_minutes, progress=progress)
     if (run_dir / CHECKPOINT_DIR).is_dir():
         log(f"{model} seed {seed}: resuming the interrupted run in {run_dir}")
-        result = train(resume=run_dir, data=data.path, progress=progress, max_minutes=max_minutes)
+        result = resume(run_dir, options=options)
     else:
         log(f"{model} seed {seed}: training ({preset.train_preset} preset, {config['steps']} steps)")
         result = train(model, preset=preset.train_preset, overrides=overrides, seed=seed, run_dir=run_dir,
-                       data=data.path, progress=progress, max_minutes=max_minutes)
+                       options=options)
     if result.status == TIME_LIMIT and max_minutes is not None:
         log(f"{model} seed {seed}: stopped by the time limit at step {result.step}; a re-run resumes it")
         return None

@@ -1,9 +1,10 @@
-"""The one training loop for every family: `train(...)` -> a run folder (see `loop` for its layout).
+"""The one training loop for every family: `train(...)` -> a run folder, `resume(run)` continues one (see
+`loop` for the folder's layout).
 
 Names are imported on first use so that `bloodgen --help` (which imports the `cli` modules) needs no torch.
 """
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["RunOptions", "TrainResult", "TrainingDiverged", "resume", "train"]
 
 
 def __getattr__(name):

@@ -65,16 +65,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bloodgen.models.config import parse_assignments
-    from bloodgen.training.loop import train
     from bloodgen.training.records import COMPLETED, INTERRUPTED, TIME_LIMIT
 
     EXIT_CODES = {COMPLETED: 0, TIME_LIMIT: 3, INTERRUPTED: 130}
 
-    result = train(args.model, preset=args.preset, config_file=args.config,
-                   overrides=parse_assignments(args.assignments), seed=args.seed, out=args.out, data=args.data,
-                   resume=args.resume, steps=args.steps, max_minutes=args.max_minutes, cpu=args.cpu,
-                   progress=not args.no_progress)
+    result = _train_or_resume(args)
     if _is_main():
         s = result.summary
         print(f"{s.model} s{s.seed}: {result.status} at step {result.step}/{s.steps} "
@@ -83,6 +78,28 @@ def run(args: argparse.Namespace) -> int:
             print(f"EMA weights: {result.export}; sample with: bloodgen sample {result.run_dir} -n 1000 --out samples.npz")
     _end_distributed()
     return EXIT_CODES[result.status]
+
+
+def _train_or_resume(args: argparse.Namespace):
+    from bloodgen.errors import UserError
+    from bloodgen.models.config import parse_assignments
+    from bloodgen.training.loop import RunOptions, resume, train
+
+    options = RunOptions(args.data, args.max_minutes, args.cpu, not args.no_progress)
+    if args.resume is not None:
+        if args.model is not None or args.config is not None or args.assignments:
+            raise UserError("--resume continues a run with its saved config; drop --model, --config and --set "
+                            "(only --steps may change, to extend the run)")
+        return resume(args.resume, steps=args.steps, options=options)
+    if args.model is None:
+        raise UserError("give --model NAME (or --resume RUN_DIR to continue a run)")
+    overrides = parse_assignments(args.assignments)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UserError(f"--steps must be >= 1, got {args.steps}")
+        overrides["steps"] = args.steps
+    return train(args.model, preset=args.preset, config_file=args.config, overrides=overrides or None,
+                 seed=args.seed, out=args.out, options=options)
 
 
 def _is_main() -> bool:

@@ -71,54 +71,62 @@ class TrainResult:
     summary: RunSummary
 
 
-def train(model: str | None = None, *, preset: str = "quick", config_file: str | Path | None = None,
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, apart from what it trains: the data file (None: the default location), a
+    wall-time limit, the device and progress bars."""
+
+    data: str | Path | None = None
+    max_minutes: float | None = None
+    cpu: bool = False
+    progress: bool = True
+
+
+def train(model: str, *, preset: str = "quick", config_file: str | Path | None = None,
           overrides: dict[str, Any] | None = None, seed: int = 0, out: str | Path = "runs",
-          run_dir: str | Path | None = None, data: str | Path | None = None, resume: str | Path | None = None,
-          steps: int | None = None, max_minutes: float | None = None, cpu: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train `model` (a registry name) and return where its run folder is and how it ended.
+          run_dir: str | Path | None = None, options: RunOptions = RunOptions()) -> TrainResult:
+    """Train `model` (a registry name) in a new run folder (`out/<time>-...`, or exactly `run_dir`) and
+    return where it is and how it ended."""
+    from bloodgen.models.config import resolve_config
 
-    `resume` (a run folder or checkpoint) continues that run with its saved spec; only `steps` (a new
-    total) may change then. `run_dir` puts a new run in that exact folder instead of `out/<time>-...`.
-    """
-    if resume is not None:
-        if model is not None or config_file is not None or overrides:
-            raise UserError("--resume continues a run with its saved config; drop --model, --config and --set "
-                            "(only --steps may change, to extend the run)")
-        ckpt_path = ck.find_checkpoint(resume)
-        ckpt = ck.load_checkpoint(ckpt_path)
-        spec = ckpt[ck.K_SPEC]
-        run_path = ckpt_path.parent.parent if ckpt_path.parent.name == ck.CHECKPOINT_DIR else ckpt_path.parent
-    else:
-        from bloodgen.models.config import resolve_config
+    checks.seed(seed)
+    if run_dir is None:
+        checks.output_folder(out, "--out")
+    spec = {ck.S_MODEL: model, ck.S_PRESET: preset, ck.S_SEED: int(seed),
+            ck.S_CONFIG: resolve_config(model, preset, config_file, overrides)}
+    return _start(spec, None, Path(run_dir) if run_dir is not None else None, out, options)
 
-        if model is None:
-            raise UserError("give --model NAME (or --resume RUN_DIR to continue a run)")
-        checks.seed(seed)
-        if run_dir is None:
-            checks.output_folder(out, "--out")
-        ckpt = None
-        spec = {ck.S_MODEL: model, ck.S_PRESET: preset, ck.S_SEED: int(seed),
-                ck.S_CONFIG: resolve_config(model, preset, config_file, overrides)}
-        run_path = Path(run_dir) if run_dir is not None else None
+
+def resume(run: str | Path, *, steps: int | None = None, options: RunOptions = RunOptions()) -> TrainResult:
+    """Continue a run (its folder or a checkpoint) with its saved spec, bit for bit; `steps`, a new total,
+    extends it."""
+    ckpt_path = ck.find_checkpoint(run)
+    ckpt = ck.load_checkpoint(ckpt_path)
+    spec = ckpt[ck.K_SPEC]
+    run_path = ckpt_path.parent.parent if ckpt_path.parent.name == ck.CHECKPOINT_DIR else ckpt_path.parent
+    total = spec[ck.S_CONFIG]["steps"]
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}")
-        if ckpt is not None and ckpt[ck.K_STEP] < spec[ck.S_CONFIG]["steps"] != steps:
-            warnings.warn(f"--steps {steps} changes the run's length from {spec[ck.S_CONFIG]['steps']}: the learning-"
-                          f"rate schedule is recomputed for {steps} steps, so from here on the run is no longer "
-                          f"bit-for-bit the run of its original length")
-        spec[ck.S_CONFIG]["steps"] = int(steps)
-    if ckpt is not None and ckpt[ck.K_STEP] >= spec[ck.S_CONFIG]["steps"]:
-        raise UserError(f"the run in {run_path} already reached step {ckpt[ck.K_STEP]} of "
-                        f"{spec[ck.S_CONFIG]['steps']}; pass --steps N > {ckpt[ck.K_STEP]} to train it further")
-    if max_minutes is not None and max_minutes <= 0:
-        raise UserError(f"--max-minutes must be > 0, got {max_minutes}")
+        if ckpt[ck.K_STEP] < total != steps:
+            warnings.warn(f"--steps {steps} changes the run's length from {total}: the learning-rate schedule is "
+                          f"recomputed for {steps} steps, so from here on the run is no longer bit-for-bit the run "
+                          f"of its original length")
+        spec[ck.S_CONFIG]["steps"] = total = int(steps)
+    if ckpt[ck.K_STEP] >= total:
+        raise UserError(f"the run in {run_path} already reached step {ckpt[ck.K_STEP]} of {total}; pass --steps N > "
+                        f"{ckpt[ck.K_STEP]} to train it further")
+    return _start(spec, ckpt, run_path, None, options)
+
+
+def _start(spec: dict, ckpt: dict | None, run_path: Path | None, out, options: RunOptions) -> TrainResult:
+    if options.max_minutes is not None and options.max_minutes <= 0:
+        raise UserError(f"--max-minutes must be > 0, got {options.max_minutes}")
     # An existing run folder is locked before anything in it changes (resuming truncates logs and
     # removes a finished run's export); DDP's other processes leave the lock to the main one.
     existing = run_path is not None and run_path.is_dir() and int(os.environ.get("RANK", "0")) == 0
     with RunLock(run_path) if existing else contextlib.nullcontext():
-        return _Run(spec, ckpt, run_path, out, data, max_minutes, cpu, progress).run()
+        return _Run(spec, ckpt, run_path, out, options).run()
 
 
 def make_accelerator(cpu: bool, mixed_precision: str, find_unused_parameters: bool = False):
@@ -207,19 +215,19 @@ class Stepper:
 
 
 class _Run:
-    def __init__(self, spec, ckpt, run_path, out, data, max_minutes, cpu, progress):
+    def __init__(self, spec, ckpt, run_path, out, options: RunOptions):
         from bloodgen.data import N_CLASSES, load_bloodmnist, to_model_range
         from bloodgen.models.config import validate
         from bloodgen.models.registry import get_family
 
         self.spec, self.config = spec, spec[ck.S_CONFIG]
         validate(spec[ck.S_MODEL], self.config)
-        self.ckpt, self.max_minutes, self.progress = ckpt, max_minutes, progress
-        self.accelerator = make_accelerator(cpu, self.config["mixed_precision"],
+        self.ckpt, self.max_minutes, self.progress = ckpt, options.max_minutes, options.progress
+        self.accelerator = make_accelerator(options.cpu, self.config["mixed_precision"],
                                             get_family(spec[ck.S_MODEL]).ddp_find_unused_parameters)
         acc = self.accelerator
         self.main = acc.is_main_process
-        self.data = load_bloodmnist(data)  # before the run folder: a bad --data leaves no empty folder behind
+        self.data = load_bloodmnist(options.data)  # before the run folder: a bad --data leaves no empty folder behind
         self.run_dir = self._run_folder(run_path, out)
         images, labels = self.data.split("train")
         self.class_counts = np.bincount(labels, minlength=N_CLASSES)
