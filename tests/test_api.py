@@ -54,8 +54,9 @@ def test_evaluate_in_memory_gives_typed_figures_matching_the_record(tiny_data, t
     images, labels = tiny_data.split("all")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bg.evaluate(images[:60], labels[:60], n=30, seeds=2, data=tiny_data.path, cache_dir=tmp_path,
-                             extractor=ProjectionExtractor(), progress=False, metrics=["fid", "kid", "per-class"])
+        setup = bg.Setup(data=tiny_data.path, cache_dir=tmp_path, extractor=ProjectionExtractor(), progress=False)
+        result = bg.evaluate(images[:60], labels[:60], n=30, seeds=2, metrics=["fid", "kid", "per-class"],
+                             setup=setup)
     record = result.record
     assert result.n == 30 and result.seeds == (0, 1)
     assert result.samples.fid.per_seed == tuple(record["fid"]["per_seed"]) and result.samples.fid.mean > 0

@@ -216,8 +216,8 @@ def test_comparison_runs_both_arms_in_both_regimes_resumes_and_samples_without_p
     def run(budget=budget):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return cmp.compare(tmp_path, budget, data=tiny_npz, cache_dir=tmp_path / "cache", progress=False,
-                               extractor=PooledPixels())
+            return cmp.compare(tmp_path, cmp.Comparison(budget, data=tiny_npz), cache_dir=tmp_path / "cache",
+                               progress=False, extractor=PooledPixels())
 
     results = run()
     for regime in cmp.REGIMES:

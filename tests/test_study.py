@@ -431,8 +431,8 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
 
     calls = {}
 
-    def fake_compare(out, **kwargs):
-        calls["prototypes"] = (out, kwargs)
+    def fake_compare(out, comparison, **kwargs):
+        calls["prototypes"] = (out, comparison)
         return {"marker": "prototypes"}
 
     def fake_evaluation(cfg):
@@ -449,7 +449,7 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, preset, models=["ddpm"],
                            experiments=["prototypes", "diffusion-classifier"])
-    assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1]["preset"] == "quick"
+    assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1].preset == "quick"
     cfg = calls["diffusion-classifier"]
     ddpm = results["families"]["ddpm"]["runs"][0]
     assert Path(cfg.checkpoint) == tmp_path / ddpm["run_dir"] / ddpm["train"]["export"] and cfg.n_test == 5

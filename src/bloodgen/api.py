@@ -26,7 +26,7 @@ from bloodgen.data import CLASS_NAMES
 from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
 from bloodgen.provenance import write_json
 
-__all__ = ["Evaluation", "Figure", "Model", "Samples", "Scores", "evaluate", "load"]
+__all__ = ["Evaluation", "Figure", "Model", "Samples", "Scores", "Setup", "evaluate", "load"]
 
 
 @dataclass(frozen=True)
@@ -178,17 +178,28 @@ class Evaluation:
         return write_json(path, self.record)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where an evaluation finds its data and networks and what runs them; None: the defaults of `bloodgen
+    evaluate` (environment variables, then the usual locations). extractor: a ready feature extractor in
+    place of the FID InceptionV3 (`bloodgen.metrics.features`)."""
+
+    data: str | os.PathLike | None = None
+    inception_weights: str | os.PathLike | None = None
+    device: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    progress: bool = True
+    extractor: Any = None
+
+
 def evaluate(images: np.ndarray | None, labels: np.ndarray | None = None, *, n: int | None = None,
              seeds: int | Sequence[int] = 5, floor: bool = True, metrics: Sequence[str] | None = None,
-             data: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
-             device: str | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True,
-             extractor=None) -> Evaluation:
+             setup: Setup = Setup()) -> Evaluation:
     """`images` (uint8 (N, 28, 28, 3), labels optional) against the real BloodMNIST images with the protocol
     of `bloodgen evaluate`, in memory. n: images per side and seed (default: all given images, at most
     10,000); seeds: S for seeds 0..S-1 or the seeds; images None with floor=True: the floor alone;
     metrics: names from `bloodgen.metrics.registry.METRICS` (default fid, kid, prdc, per-class; 'classifier'
-    loads the reference classifier for its feature space);
-    extractor: a ready feature extractor in place of the FID InceptionV3 (`bloodgen.metrics.features`)."""
+    loads the reference classifier for its feature space)."""
     from bloodgen.metrics.inputs import ImageSet
     from bloodgen.metrics.protocol import calculate_metrics
     from bloodgen.metrics.registry import CLASSIFIER, METRICS, Options, default_metrics
@@ -202,9 +213,10 @@ def evaluate(images: np.ndarray | None, labels: np.ndarray | None = None, *, n: 
         from bloodgen.classify.features import classifier_extractor
         from bloodgen.data import load_bloodmnist
 
-        extractors[CLASSIFIER] = classifier_extractor(load_bloodmnist(data), cache_dir=cache_dir, device=device,
-                                                      progress=progress)
-    record = calculate_metrics(samples, n=n, seeds=seeds, floor=floor, metrics=metrics, data=data,
-                               inception_weights=inception_weights, device=device, cache_dir=cache_dir,
-                               progress=progress, extractor=extractor, extractors=extractors)
+        extractors[CLASSIFIER] = classifier_extractor(load_bloodmnist(setup.data), cache_dir=setup.cache_dir,
+                                                      device=setup.device, progress=setup.progress)
+    record = calculate_metrics(samples, n=n, seeds=seeds, floor=floor, metrics=metrics, data=setup.data,
+                               inception_weights=setup.inception_weights, device=setup.device,
+                               cache_dir=setup.cache_dir, progress=setup.progress, extractor=setup.extractor,
+                               extractors=extractors)
     return Evaluation.from_record(record)

@@ -204,14 +204,15 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     return report
 
 
-def evaluate_utility(images: np.ndarray, labels: np.ndarray | None, data, *, recipe: ClassifierRecipe | None = None,
+def evaluate_utility(generated: tuple[np.ndarray, np.ndarray | None], data, *, recipe: ClassifierRecipe | None = None,
                      cache_dir=None, extractor=None, seed: int = 0, memorisation_n: int | None = 5000,
                      step: Step = _run_now) -> dict:
-    """`utility_report` with the cached reference classifier and, given an extractor, Inception features
-    (the dataset's from the feature cache; the generated images' computed now, first `memorisation_n`,
-    only when that part runs)."""
+    """`utility_report` of the `generated` (images, labels or None) with the cached reference classifier and,
+    given an extractor, Inception features (the dataset's from the feature cache; the generated images'
+    computed now, first `memorisation_n`, only when that part runs)."""
     from bloodgen.classify.reference import reference_classifier
 
+    images, labels = generated
     model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
 
     def features() -> dict[str, np.ndarray]:

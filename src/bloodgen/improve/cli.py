@@ -116,15 +116,16 @@ def run_learn(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from bloodgen import checks
-    from bloodgen.improve.compare import (ARMS, K_F1, K_FID, K_REGIMES, K_ROWS, REAL, RESULTS_FILE, compare)
+    from bloodgen.improve.compare import (ARMS, K_F1, K_FID, K_REGIMES, K_ROWS, REAL, RESULTS_FILE, Comparison,
+                                          compare)
 
     checks.output_folder(args.out, "--out")
     checks.seed(args.seed)
     checks.positive(args.steps, "--steps")
 
-    results = compare(args.out, args.preset, data=args.data, seed=args.seed, regimes=tuple(args.regimes),
-                      cache_dir=args.cache_dir, encoder=args.encoder, steps=args.steps,
-                      classifier_epochs=args.classifier_epochs, progress=not args.quiet)
+    comparison = Comparison(args.preset, data=args.data, seed=args.seed, regimes=tuple(args.regimes),
+                            encoder=args.encoder, steps=args.steps, classifier_epochs=args.classifier_epochs)
+    results = compare(args.out, comparison, cache_dir=args.cache_dir, progress=not args.quiet)
     for regime, block in results[K_REGIMES].items():
         rows = block[K_ROWS]
         parts = [f"{arm}: FID {rows[arm][K_FID]:.1f}, TSTR F1 {rows[arm][K_F1]:.3f}" for arm in ARMS]

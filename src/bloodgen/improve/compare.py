@@ -131,9 +131,27 @@ def _cap(split: tuple[np.ndarray, np.ndarray], per_class: int | None, seed: int)
     return split[0][keep], split[1][keep]
 
 
-def compare(out: str | Path, preset: str | Budget = "quick", data: str | Path | None = None, seed: int = 0,
-            regimes: tuple[str, ...] = tuple(REGIMES), cache_dir: str | Path | None = None,
-            encoder: str = "reference", steps: int | None = None, classifier_epochs: int | None = None,
+@dataclass(frozen=True)
+class Comparison:
+    """What one comparison is: a preset's budget (or a Budget of its own) with the `--steps` and
+    `--classifier-epochs` adjustments, the data file, the seed, the regimes and the prototype encoder."""
+
+    preset: str | Budget = "quick"
+    data: str | Path | None = None
+    seed: int = 0
+    regimes: tuple[str, ...] = tuple(REGIMES)
+    encoder: str = "reference"
+    steps: int | None = None
+    classifier_epochs: int | None = None
+
+    def budget(self) -> tuple[str, Budget]:
+        """(the preset's name, or "custom", and the budget)."""
+        if isinstance(self.preset, Budget):
+            return "custom", self.preset
+        return self.preset, budget_for(self.preset, self.steps, self.classifier_epochs)
+
+
+def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: str | Path | None = None,
             progress: bool = True, extractor=None) -> dict:
     """Run (or continue) the comparison in `out`; returns results.json's content and writes the report.
 
@@ -145,10 +163,8 @@ def compare(out: str | Path, preset: str | Budget = "quick", data: str | Path | 
     from bloodgen.provenance import environment, write_json
 
     started = time.perf_counter()
-    if isinstance(preset, Budget):
-        preset_name, budget = "custom", preset
-    else:
-        preset_name, budget = preset, budget_for(preset, steps, classifier_epochs)
+    preset_name, budget = comparison.budget()
+    regimes, seed, encoder = comparison.regimes, comparison.seed, comparison.encoder
     unknown = sorted(set(regimes) - set(REGIMES))
     if unknown or not regimes:
         raise UserError(f"unknown regime(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(REGIMES)}")
@@ -156,7 +172,7 @@ def compare(out: str | Path, preset: str | Budget = "quick", data: str | Path | 
         raise UserError(f"unknown classifier recipe {budget.classifier!r}: choose one of {', '.join(RECIPES)}")
     out = Path(out)
     _claim(out, budget, seed, encoder)
-    full = _quiet_load(data)
+    full = _quiet_load(comparison.data)
     files = {FULL: full.path}
     for name, per_class in REGIMES.items():
         if per_class is not None:

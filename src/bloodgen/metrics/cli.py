@@ -176,7 +176,7 @@ def _utility(args: argparse.Namespace) -> dict:
 
         extractor = inception_extractor(args.inception_weights, device=args.device, batch_size=args.batch_size,
                                         progress=not args.quiet)
-    report = evaluate_utility(samples.images, samples.labels, data,
+    report = evaluate_utility((samples.images, samples.labels), data,
                               recipe=RECIPES[args.classifier_recipe] if args.classifier_recipe else None,
                               cache_dir=args.cache_dir, extractor=extractor, memorisation_n=args.memorisation_n)
     out = Path(args.utility_dir)

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -199,25 +199,40 @@ def calculate_metrics(
     reference_side, timing = _reference_features(data_set, ref_images, ref_labels, spaces, options, floor,
                                                  cache_dir, progress)
     sample_side, sample_info = _sample_features(source, spaces, options, progress)
-    per_seed, floor_same, floor_disjoint = [], [], []
+    scores = _score_seeds(reference_side, sample_side, len(ref_images), options, floor, logits_weight, progress)
+    return _result(scores, options, len(ref_images), spaces, ref_provenance, source,
+                   {**timing, **sample_info, "seconds": round(time.perf_counter() - started, 1)})
+
+
+@dataclass
+class _SeedScores:
+    """Every seed's figures: the samples against the real draw, and the two floors (empty when not asked)."""
+
+    samples: list[dict] = field(default_factory=list)
+    same_pool: list[dict] = field(default_factory=list)
+    disjoint: list[dict] = field(default_factory=list)
+
+
+def _score_seeds(reference_side, sample_side, pool_size: int, options: Options, floor: bool, logits_weight,
+                 progress: bool) -> _SeedScores:
+    scores = _SeedScores()
     for s in options.seeds:
         seed_started = time.perf_counter()
-        real, line = reference_side(real_draw(len(ref_images), options.n, s)), []
-        if source is not None:
-            scores = compare(real, sample_side(s), options, s)
+        real, line = reference_side(real_draw(pool_size, options.n, s)), []
+        if sample_side is not None:
+            figures = compare(real, sample_side(s), options, s)
             if logits_weight is not None:
-                scores[KEY_ISC], scores[KEY_ISC_SPLIT_STD] = inception_score(
+                figures[KEY_ISC], figures[KEY_ISC_SPLIT_STD] = inception_score(
                     sample_side(s).features, logits_weight, options.isc_splits)
-            per_seed.append(scores)
-            line.append(_brief(scores, "samples"))
+            scores.samples.append(figures)
+            line.append(_brief(figures, "samples"))
         if floor:
-            floor_same.append(compare(real, reference_side(same_pool_draw(len(ref_images), options.n, s)), options, s))
-            a, b = disjoint_halves(len(ref_images), options.n, s)
-            floor_disjoint.append(compare(reference_side(a), reference_side(b), options, s))
-            line += [_brief(floor_same[-1], "same-pool floor"), _brief(floor_disjoint[-1], "disjoint floor")]
+            scores.same_pool.append(compare(real, reference_side(same_pool_draw(pool_size, options.n, s)), options, s))
+            a, b = disjoint_halves(pool_size, options.n, s)
+            scores.disjoint.append(compare(reference_side(a), reference_side(b), options, s))
+            line += [_brief(scores.same_pool[-1], "same-pool floor"), _brief(scores.disjoint[-1], "disjoint floor")]
         _log(progress, f"seed {s}: {'; '.join(line)} ({time.perf_counter() - seed_started:.0f} s)")
-    return _result(per_seed, floor_same, floor_disjoint, options, floor, len(ref_images), spaces, ref_provenance,
-                   source, {**timing, **sample_info, "seconds": round(time.perf_counter() - started, 1)})
+    return scores
 
 
 def _checked_source(samples, floor: bool, isc: bool):
@@ -346,11 +361,12 @@ def _warn_overlap(source, options: Options, overlap: float) -> None:
                   f"{options.n * len(options.seeds):,} images for independent sample draws", stacklevel=2)
 
 
-def _result(per_seed, floor_same, floor_disjoint, options: Options, floor: bool, pool_size: int, spaces: dict,
-            ref_provenance: dict, source, timing: dict) -> dict:
+def _result(scores: _SeedScores, options: Options, pool_size: int, spaces: dict, ref_provenance: dict, source,
+            timing: dict) -> dict:
     result: dict = {"schema": SCHEMA}
-    if per_seed:
-        result.update(summarise_seeds(per_seed))
+    floor = bool(scores.same_pool)
+    if scores.samples:
+        result.update(summarise_seeds(scores.samples))
         if KEY_SAMPLE_OVERLAP in timing:
             overlap = timing.pop(KEY_SAMPLE_OVERLAP)
             result["spread"] = {KEY_SAMPLE_OVERLAP: overlap, "note": (
@@ -358,7 +374,7 @@ def _result(per_seed, floor_same, floor_disjoint, options: Options, floor: bool,
                 if overlap == 1.0 else f"std over seeds: real draws and sample draws sharing {overlap:.0%} of "
                                        f"their images on average")}
     if floor:
-        result[KEY_FLOOR] = _floor_block(floor_same, floor_disjoint, options.n, pool_size)
+        result[KEY_FLOOR] = _floor_block(scores.same_pool, scores.disjoint, options.n, pool_size)
     result.update({
         "protocol": _protocol_record(options, floor, pool_size),
         "network": spaces[INCEPTION].provenance(),

@@ -60,11 +60,11 @@ def _check_prototypes(preset: StudyPreset, models: Sequence[str]) -> None:
 
 def _run_prototypes(ctx: ExperimentContext) -> dict:
     """The IMPROVE comparison at the study's train preset; it skips its finished stages."""
-    from bloodgen.improve.compare import compare
+    from bloodgen.improve.compare import Comparison, compare
 
     budget, folder = prototypes_budget(ctx.preset), ctx.out / PROTOTYPES.folder
     log(f"prototypes experiment ({budget} budget) in {folder}")
-    return compare(folder, preset=budget, data=str(ctx.dataset.path), cache_dir=ctx.cache_dir,
+    return compare(folder, Comparison(budget, data=str(ctx.dataset.path)), cache_dir=ctx.cache_dir,
                    progress=ctx.progress, extractor=ctx.extractor)
 
 

@@ -315,7 +315,7 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
         log(f"{run.model} seed {run.seed}: utility checks ({n} samples, classifier width {recipe.width}, "
             f"{recipe.epochs} epochs)")
         images = utility_samples(loaded, labels, n, options, samples_path, key)
-        report = evaluate_utility(images, labels, dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
+        report = evaluate_utility((images, labels), dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
                                   seed=run.seed, memorisation_n=preset.memorisation_n,
                                   step=saved_parts(parts, f"{run.model} seed {run.seed} utility"))
         parts.unlink(missing_ok=True)  # the whole report is saved next
