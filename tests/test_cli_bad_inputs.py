@@ -85,6 +85,11 @@ DATA = [
     ("data-out-a-file", "data --data {data} --out {file}", "is a file; give a folder"),
     ("data-negative-seed", "data --data {data} --seed -1 --out {out}/report", "--seed must be"),
     ("data-random-bytes", "data --data {rand_npz} --out {out}/report", "is not an .npz file"),
+    ("domains-unknown", "domains make --data {data} --out {out}/d --domains stain lab2",
+     "unknown domain(s) lab2: choose from artificial, stain, scope"),
+    ("domains-named-twice", "domains make --data {data} --out {out}/d --domains stain stain", "a domain is named twice"),
+    ("domains-out-a-file", "domains make --data {data} --out {file}", "is a file; give a folder"),
+    ("domains-negative-seed", "domains make --data {data} --out {out}/d --seed -1", "--seed must be"),
 ]
 
 STUDY = [

@@ -17,6 +17,7 @@ from bloodgen.errors import EXIT_USER_ERROR, UserError
 
 SUBCOMMAND_MODULES = (
     "bloodgen.data.cli",
+    "bloodgen.data.domains_cli",
     "bloodgen.training.cli",
     "bloodgen.sampling.cli",
     "bloodgen.metrics.cli",

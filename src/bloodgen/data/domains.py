@@ -1,0 +1,171 @@
+"""Shifted domains built from BloodMNIST itself: the same cells as another lab would image them.
+
+No second blood-cell dataset can be installed here, so each domain is a deterministic transform of
+BloodMNIST images, documented by its parameters:
+
+- `artificial`: inverted, then blurred (the AGGAN study's artificial domain);
+- `stain`: a haematoxylin/eosin shift by colour deconvolution (scikit-image's Ruifrok-Johnston HED
+  matrix): more haematoxylin, less eosin, as from another staining protocol;
+- `scope`: another microscope and camera: warmer illumination, lower contrast, a softer optic and a
+  coarser sensor (resampled down to 20 x 20 pixels and back).
+
+`make_domains` cuts the official train split, class by class with a seeded permutation, into disjoint
+parts: part 0 stays domain A (the original images), part j becomes the j-th shifted domain, so a
+translation model never sees the same cell in two domains. Val and test are transformed whole, so the
+same test cells exist in every domain and their labels are known. Each domain is written as a
+BloodMNIST-format .npz that every command accepts, with a JSON sidecar that says how it was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bloodgen.data.bloodmnist import CLASS_NAMES, N_CLASSES, SPLITS, BloodMNIST
+from bloodgen.errors import UserError
+
+SOURCE_DOMAIN = "A"
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of (N, H, W, C) floats over the two image axes only."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="nearest")
+
+
+ARTIFICIAL = {"blur_sigma": 1.0}
+
+
+def artificial(images: np.ndarray) -> np.ndarray:
+    return _to_uint8(_blur(1.0 - images / 255.0, ARTIFICIAL["blur_sigma"]))
+
+
+STAIN = {"haematoxylin_scale": 1.6, "eosin_scale": 0.45}
+
+
+def stain(images: np.ndarray) -> np.ndarray:
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(images)  # optical densities of haematoxylin, eosin and DAB
+    hed[..., 0] *= STAIN["haematoxylin_scale"]
+    hed[..., 1] *= STAIN["eosin_scale"]
+    return _to_uint8(hed2rgb(hed))
+
+
+SCOPE = {"rgb_gain": (1.06, 1.0, 0.86), "contrast": 0.8, "blur_sigma": 0.6, "sensor_pixels": 20}
+
+
+def scope(images: np.ndarray) -> np.ndarray:
+    from skimage.transform import resize
+
+    x = images / 255.0 * np.asarray(SCOPE["rgb_gain"])
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = _blur(mean + SCOPE["contrast"] * (x - mean), SCOPE["blur_sigma"])
+    n, h, w, c = x.shape
+    small = resize(x, (n, SCOPE["sensor_pixels"], SCOPE["sensor_pixels"], c), order=1, anti_aliasing=True)
+    return _to_uint8(resize(small, (n, h, w, c), order=1))
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A shifted domain: a deterministic transform of uint8 (N, 28, 28, 3) images and its parameters."""
+
+    name: str
+    description: str
+    transform: Callable[[np.ndarray], np.ndarray]
+    parameters: dict[str, Any]
+
+
+DOMAINS: dict[str, Domain] = {d.name: d for d in (
+    Domain("artificial", "inverted, then Gaussian blur (the AGGAN study's artificial domain)", artificial, ARTIFICIAL),
+    Domain("stain", "haematoxylin up, eosin down by colour deconvolution (another staining protocol)", stain, STAIN),
+    Domain("scope", "warmer light, lower contrast, softer optic, coarser sensor (another microscope and camera)",
+           scope, SCOPE),
+)}
+
+
+def get_domains(names: Sequence[str]) -> list[Domain]:
+    unknown = [n for n in names if n not in DOMAINS]
+    if unknown or not names:
+        raise UserError(f"unknown domain(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(DOMAINS)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"a domain is named twice in {', '.join(names)}")
+    return [DOMAINS[n] for n in names]
+
+
+def train_parts(labels: np.ndarray, parts: int, seed: int) -> list[np.ndarray]:
+    """`parts` disjoint, sorted index sets covering `labels`, each holding about 1/parts of every class."""
+    rng = np.random.default_rng(seed)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(parts)]
+    for c in range(N_CLASSES):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for j, chunk in enumerate(np.array_split(idx, parts)):
+            pieces[j].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in pieces]
+
+
+def _write(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], train_indices: np.ndarray) -> None:
+    from bloodgen.provenance import atomic_path
+
+    arrays = {"train_source_indices": train_indices}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # np.savez would append ".npz" to a bare temporary name
+            np.savez_compressed(f, **arrays)
+
+
+def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: int = 0) -> dict[str, Path]:
+    """Write domain A and every named domain into `out` (A.npz, <name>.npz, each with its .json); returns
+    their paths by domain name."""
+    from bloodgen.provenance import write_json
+
+    domains = get_domains(names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_images, train_labels = data.split("train")
+    parts = train_parts(train_labels, 1 + len(domains), seed)
+    paths = {}
+    for j, domain in enumerate([None, *domains]):
+        name = SOURCE_DOMAIN if domain is None else domain.name
+        transform = (lambda x: x) if domain is None else domain.transform
+        splits = {"train": (transform(train_images[parts[j]]), train_labels[parts[j]])}
+        splits.update({s: (transform(data.split(s)[0]), data.split(s)[1]) for s in SPLITS if s != "train"})
+        paths[name] = out / f"{name}.npz"
+        _write(paths[name], splits, parts[j])
+        write_json(paths[name].with_suffix(".json"), {
+            "domain": name, "description": "the original images" if domain is None else domain.description,
+            "parameters": {} if domain is None else domain.parameters, "source": data.provenance(),
+            "train": f"part {j} of {len(parts)} of the official train split, cut class by class with "
+                     f"numpy.random.default_rng({seed}).permutation; its official indices in train_source_indices",
+            "val_test": "the whole official val and test splits, transformed alike in every domain",
+            "seed": seed, "split_sizes": {s: int(len(v[1])) for s, v in splits.items()},
+        })
+    return paths
+
+
+def domains_figure(paths: dict[str, Path], out: Path, per_class: int = 3) -> Path:
+    """The same test cells in every domain: one panel per domain, one row per class."""
+    import warnings
+
+    from bloodgen.data.bloodmnist import load_bloodmnist
+    from bloodgen.report.plots import class_rows, plot_side_by_side
+
+    panels = {}
+    for name, path in paths.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a domain file is not the official BloodMNIST, by design
+            images, labels = load_bloodmnist(path).split("test")
+        panels[name] = class_rows(images, labels, N_CLASSES, per_class, np.random.default_rng(0))
+    figure = out / "domains.png"
+    plot_side_by_side(panels, per_class, list(CLASS_NAMES), figure,
+                      title="The same test cells in every domain")
+    return figure
