@@ -27,9 +27,9 @@ FAST = dc.ClassifierOptions(min_draws=4, max_draws=8, draws_per_round=4, batch_s
 def random_model(conditional: bool = True, prediction: str = "epsilon", class_counts=None, network=None):
     """An untrained tiny ddpm as `load_model` returns it: enough to check the bookkeeping."""
     from bloodgen.models.ddpm import DDPM
-    from bloodgen.sampling.api import LoadedModel
-
     from bloodgen.models.config import load_presets
+    from bloodgen.sampling.api import LoadedModel
+    from bloodgen.training.checkpoint import RunSpec
 
     cfg = {**load_presets("ddpm")["quick"],
            **tiny_config("ddpm"), "conditional": conditional, "prediction": prediction}
@@ -37,7 +37,7 @@ def random_model(conditional: bool = True, prediction: str = "epsilon", class_co
     torch.manual_seed(0)
     net = network or family.build()["unet"].eval().requires_grad_(False)
     counts = np.full(8, 10) if class_counts is None else np.asarray(class_counts)
-    return LoadedModel(family=family, network=net, spec={"model": "ddpm", "config": cfg}, class_counts=counts,
+    return LoadedModel(family=family, network=net, spec=RunSpec("ddpm", "quick", 0, cfg), class_counts=counts,
                        step=0, source=Path("random-model"))
 
 

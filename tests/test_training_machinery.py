@@ -32,7 +32,7 @@ def family_class(model):
 def learned_state(checkpoint_path):
     """Everything a resumed run must reproduce exactly (not wall-clock times)."""
     c = ck.load_checkpoint(checkpoint_path)
-    return {k: c[k] for k in (ck.K_STEP, ck.K_NETWORKS, ck.K_EMA, ck.K_OPTIMIZERS, ck.K_SCHEDULERS, ck.K_RNG)}
+    return {k: getattr(c, k) for k in ("step", "networks", "ema", "optimizers", "lr_schedulers", "rng")}
 
 
 @pytest.mark.parametrize("model", ["vae", "cgan", "ddpm", "ldm"])
@@ -53,7 +53,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(model, tiny_npz, tmp_pat
     stopped = train_tiny(model, tiny_npz, tmp_path / "parts", overrides={"steps": 8})
     monkeypatch.setattr(cls, "train_step", original)
     assert stopped.status == "interrupted" and stopped.step == 3 and stopped.export is None
-    assert ck.load_checkpoint(stopped.checkpoint)[ck.K_STEP] == 3
+    assert ck.load_checkpoint(stopped.checkpoint).step == 3
 
     resumed = resume_tiny(stopped.run_dir, tiny_npz)
     assert resumed.status == "completed" and resumed.run_dir == stopped.run_dir
@@ -94,14 +94,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_npz, tmp_
         train_tiny("vae", tiny_npz, tmp_path, overrides={"steps": 8, "ckpt_every": 4})
     assert "\n" not in str(err.value)
     run_dir = next(tmp_path.iterdir())
-    assert ck.load_checkpoint(run_dir)[ck.K_STEP] == 4
+    assert ck.load_checkpoint(run_dir).step == 4
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
 
 
 def test_time_limit_stops_with_a_checkpoint(tiny_npz, tmp_path):
     result = train_tiny("gan", tiny_npz, tmp_path, overrides={"steps": 50}, max_minutes=1e-9)
     assert result.status == "time_limit" and result.step == 1
-    assert ck.load_checkpoint(result.checkpoint)[ck.K_STEP] == 1
+    assert ck.load_checkpoint(result.checkpoint).step == 1
 
 
 # ldm: each of its two phases leaves half the network's parameters unused, which DDP must be told.
@@ -118,10 +118,10 @@ def test_two_process_cpu_run_saves_one_state_on_every_rank(model, tiny_npz, tmp_
     run_dirs = list(tmp_path.iterdir())
     assert len(run_dirs) == 1  # both ranks agreed on one run folder
     c = ck.load_checkpoint(run_dirs[0])
-    assert c[ck.K_WORLD_SIZE] == 2 and c[ck.K_STEP] == 4
-    digests = c[ck.K_RANK_DIGESTS]
+    assert c.world_size == 2 and c.step == 4
+    digests = c.rank_digests
     assert len(digests) == 2 and digests[0] == digests[1]
-    assert c[ck.K_RNG][0]["torch"].ne(c[ck.K_RNG][1]["torch"]).any()  # ranks draw different noise
+    assert c.rng[0]["torch"].ne(c.rng[1]["torch"]).any()  # ranks draw different noise
     summary = json.loads((run_dirs[0] / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["status"] == "completed"
 

@@ -171,7 +171,7 @@ def test_shipped_pretrained_models_sample_right_after_install(name):
 
     assert name in pretrained_names()
     loaded = load_model(f"pretrained:{name}", device="cpu")
-    assert loaded.spec["model"] == name
+    assert loaded.spec.model == name
     images, labels = sample(loaded, 6, seed=2, steps=2) if name == "ddpm" else sample(loaded, 6, seed=2)
     assert images.shape == (6, 28, 28, 3) and images.dtype == np.uint8 and images.std() > 0
     assert (labels is None) == (name == "gan")

@@ -67,7 +67,7 @@ class Model:
 
     @property
     def family(self) -> str:
-        return self.loaded.spec["model"]
+        return self.loaded.spec.model
 
     @property
     def conditional(self) -> bool:

@@ -63,10 +63,10 @@ class ClassifyResult:
 def candidate_classes(loaded) -> list[int]:
     """Classes the model can score: conditional models only, classes it saw in training only."""
     if not loaded.conditional:
-        raise UserError(f"{loaded.spec['model']} model in {loaded.source} is unconditional: a diffusion classifier "
+        raise UserError(f"{loaded.spec.model} model in {loaded.source} is unconditional: a diffusion classifier "
                         f"needs a class-conditional model (train with --set conditional=true)")
-    if loaded.spec["model"] not in noise_classifiers():
-        raise UserError(f"{loaded.source} is a {loaded.spec['model']} model: only {', '.join(noise_classifiers())} "
+    if loaded.spec.model not in noise_classifiers():
+        raise UserError(f"{loaded.source} is a {loaded.spec.model} model: only {', '.join(noise_classifiers())} "
                         f"models can classify")
     classes = [int(c) for c in np.flatnonzero(loaded.class_counts > 0)]
     if len(classes) < 2:

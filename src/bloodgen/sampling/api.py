@@ -24,6 +24,7 @@ from torch import nn
 from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.sampling.pretrained import resolve_model_path
+from bloodgen.training.checkpoint import RunSpec
 
 PRIOR, BALANCED = "prior", "balanced"
 # Images per forward pass when the caller gives none. On 2 CPU cores the record ddpm's U-Net costs 1.3-1.8x
@@ -44,7 +45,7 @@ class LoadedModel:
 
     family: Any  # bloodgen.models.base.Family
     network: nn.Module
-    spec: dict[str, Any]  # model, preset, seed, config
+    spec: RunSpec
     class_counts: np.ndarray
     step: int
     source: Path
@@ -71,25 +72,24 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
         path = path / ck.EXPORT_WEIGHTS if (path / ck.EXPORT_WEIGHTS).is_file() else ck.find_checkpoint(path)
     if path.suffix in (".safetensors", ".json"):
         meta, state = ck.load_export(path)
-        step = meta[ck.K_STEP]
     else:
-        ckpt = ck.load_checkpoint(path)
-        meta, state, step = ckpt, ckpt[ck.K_EMA], ckpt[ck.K_STEP]
-    spec = meta[ck.K_SPEC]
+        meta = ck.load_checkpoint(path)
+        state = meta.ema
+    spec = meta.spec
     try:
-        validate(spec[ck.S_MODEL], spec[ck.S_CONFIG])
+        validate(spec.model, spec.config)
     except UserError as err:
         raise UserError(f"{path}: the model's saved config is not valid for this bloodgen ({err})") from None
-    family = get_family(spec[ck.S_MODEL])(spec[ck.S_MODEL], spec[ck.S_CONFIG], N_CLASSES)
+    family = get_family(spec.model)(spec.model, spec.config, N_CLASSES)
     network = family.build()[family.sampling_network]
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise UserError(f"{path}: weights do not fit the {spec[ck.S_MODEL]} network its config describes "
+        raise UserError(f"{path}: weights do not fit the {spec.model} network its config describes "
                         f"({str(err).splitlines()[0]})") from None
     network.to(checks.device(device)).eval().requires_grad_(False)
-    return LoadedModel(family=family, network=network, spec=spec, step=int(step), source=path,
-                       class_counts=np.asarray(meta[ck.K_CLASS_COUNTS], dtype=np.int64))
+    return LoadedModel(family=family, network=network, spec=spec, step=int(meta.step), source=path,
+                       class_counts=np.asarray(meta.class_counts, dtype=np.int64))
 
 
 def parse_class(value: int | str, class_names: tuple[str, ...] | None = None) -> int:
@@ -224,7 +224,7 @@ def sample(model: LoadedModel, n: int, seed: int, classes: int | str | Sequence[
     if model.conditional:
         labels = draw_labels(int(n), seed, classes, model.class_counts)
     elif not (isinstance(classes, str) and classes in (PRIOR, BALANCED)):
-        raise UserError(f"{model.spec['model']} model in {model.source} is unconditional: it cannot sample "
+        raise UserError(f"{model.spec.model} model in {model.source} is unconditional: it cannot sample "
                         f"a given class (drop --class)")
     images = generate(model.family, model.network, labels, int(n), seed, batch_size, progress, **options)
     return images, labels

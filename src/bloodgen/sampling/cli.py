@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, device)
     classes = args.klass if args.klass is not None else (BALANCED if args.balanced else PRIOR)
     if args.balanced and not model.conditional:
-        warnings.warn(f"{model.spec['model']} is unconditional: --balanced has no effect (labels are {UNLABELLED})")
+        warnings.warn(f"{model.spec.model} is unconditional: --balanced has no effect (labels are {UNLABELLED})")
     batch_size = default_batch_size(model.device) if args.batch_size is None else args.batch_size
     options = model.family.check_sampler_options({name: getattr(args, name) for name in sampler_flags()})
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     write_samples(out, images, labels)
     source = model.source
     write_json(record, {
-        "model": model.spec, "source": str(source), "source_sha256": file_digests(source, ("sha256",))["sha256"],
+        "model": model.spec.to_dict(), "source": str(source), "source_sha256": file_digests(source, ("sha256",))["sha256"],
         "step": model.step, "n": args.n, "seed": args.seed, "classes": classes, "batch_size": batch_size,
         "sampler_options": options, "device": str(model.device),
         "sampling_time_s": round(seconds, 3), "environment": environment()})
@@ -109,6 +109,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             save_grid(images[:64], grid, ncol=8)
         written.append(grid)
-    print(f"wrote {args.n} samples of {model.spec['model']} (step {model.step}) in {seconds:.1f} s on "
+    print(f"wrote {args.n} samples of {model.spec.model} (step {model.step}) in {seconds:.1f} s on "
           f"{model.device}: {', '.join(map(str, written))}")
     return 0

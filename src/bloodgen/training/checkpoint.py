@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +29,76 @@ FORMAT = "bloodgen-checkpoint"
 EXPORT_FORMAT = "bloodgen-export"
 VERSION = 1
 
-# Checkpoint and export keys.
-K_FORMAT = "format"
-K_VERSION = "version"
-K_SPEC = "spec"
-K_STEP = "step"
-K_NETWORKS = "networks"
-K_EMA = "ema"
-K_OPTIMIZERS = "optimizers"
-K_SCHEDULERS = "lr_schedulers"
-K_SCALER = "grad_scaler"
-K_RNG = "rng"
-K_WORLD_SIZE = "world_size"
-K_CLASS_COUNTS = "class_counts"
-K_DATA = "data"
-K_TRAIN_TIME = "train_time_s"
-K_RANK_DIGESTS = "rank_digests"
-K_PARAMETERS = "parameters"
-K_LOG_ACCUMULATOR = "log_accumulator"
+FORMAT_KEY, VERSION_KEY = "format", "version"
 
-# Run spec keys: what a run is, independent of how far it got.
-S_MODEL, S_PRESET, S_SEED, S_CONFIG = "model", "preset", "seed", "config"
+
+@dataclass
+class RunSpec:
+    """What a run is, independent of how far it got: config.json, and part of every checkpoint and export."""
+
+    model: str
+    preset: str
+    seed: int
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "RunSpec":
+        return cls(record["model"], record["preset"], int(record["seed"]), record["config"])
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a run bit for bit. Written with `torch.save` as a dict of tensors and
+    plain containers (the field names as keys), so it loads with `weights_only=True`."""
+
+    spec: RunSpec
+    step: int
+    networks: dict[str, Any]
+    ema: dict[str, Any]
+    optimizers: dict[str, Any]
+    lr_schedulers: dict[str, Any]
+    grad_scaler: dict[str, Any] | None
+    rng: list[dict[str, Any]]  # one state per process, by rank
+    world_size: int
+    class_counts: list[int]
+    data: dict[str, Any]  # the data file's provenance
+    train_time_s: float
+    rank_digests: list[str]  # per rank: a digest of its network weights (DDP replicas must agree)
+    parameters: dict[str, int]
+    log_accumulator: dict[str, Any]  # losses summed since the last log line, and over how many steps
+
+    def payload(self) -> dict[str, Any]:
+        fields_ = {f.name: getattr(self, f.name) for f in fields(self)}  # no deep copy of the tensors
+        return {FORMAT_KEY: FORMAT, VERSION_KEY: VERSION, **fields_, "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Checkpoint":
+        values = {f.name: payload.get(f.name) for f in fields(cls)}
+        return cls(**{**values, "spec": RunSpec.from_dict(payload["spec"])})
+
+
+@dataclass
+class ExportMeta:
+    """model.json beside an export's weights: the run spec, the step, the training class counts (sampling
+    with the class prior) and provenance."""
+
+    spec: RunSpec
+    step: int
+    class_counts: list[int]
+    data: dict[str, Any]
+    parameters: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {FORMAT_KEY: EXPORT_FORMAT, VERSION_KEY: VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "ExportMeta":
+        return cls(RunSpec.from_dict(record["spec"]), int(record["step"]), list(record["class_counts"]),
+                   record.get("data") or {}, record.get("parameters") or {})
+
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -80,9 +130,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     with atomic_path(path) as tmp:
-        torch.save({K_FORMAT: FORMAT, K_VERSION: VERSION, **payload}, tmp)
+        torch.save(checkpoint.payload(), tmp)
     return path
 
 
@@ -99,30 +149,30 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> Checkpoint:
     path = find_checkpoint(path)
     ckpt = checks.torch_file(path, "bloodgen checkpoint", "give a run folder, another checkpoint .pt or a "
                                                            "model.safetensors export")
-    if not isinstance(ckpt, dict) or ckpt.get(K_FORMAT) != FORMAT:
-        raise UserError(f"{path} is not a bloodgen checkpoint (no '{K_FORMAT}: {FORMAT}' entry)")
-    if ckpt.get(K_VERSION) != VERSION:
-        raise UserError(f"{path} has checkpoint format version {ckpt.get(K_VERSION)}; this bloodgen reads {VERSION}")
-    return ckpt
+    if not isinstance(ckpt, dict) or ckpt.get(FORMAT_KEY) != FORMAT:
+        raise UserError(f"{path} is not a bloodgen checkpoint (no '{FORMAT_KEY}: {FORMAT}' entry)")
+    if ckpt.get(VERSION_KEY) != VERSION:
+        raise UserError(f"{path} has checkpoint format version {ckpt.get(VERSION_KEY)}; this bloodgen reads {VERSION}")
+    return Checkpoint.from_payload(ckpt)
 
 
-def export_model(run_dir: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+def export_model(run_dir: Path, state: dict[str, torch.Tensor], meta: ExportMeta) -> Path:
     """Write `model.safetensors` (+ `model.json`); returns the weights' path."""
     from safetensors.torch import save_file
 
     weights = run_dir / EXPORT_WEIGHTS
     with atomic_path(weights) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
-                  metadata={K_FORMAT: EXPORT_FORMAT})
-    write_json(run_dir / EXPORT_META, {K_FORMAT: EXPORT_FORMAT, K_VERSION: VERSION, **meta})
+                  metadata={FORMAT_KEY: EXPORT_FORMAT})
+    write_json(run_dir / EXPORT_META, meta.to_dict())
     return weights
 
 
-def load_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_export(path: Path) -> tuple[ExportMeta, dict[str, torch.Tensor]]:
     """(meta, state) from `X.safetensors` + `X.json` (or either path of the pair)."""
     from safetensors.torch import load_file
 
@@ -135,14 +185,14 @@ def load_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{meta_path} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get(K_FORMAT) != EXPORT_FORMAT:
-        raise UserError(f"{meta_path} is not a bloodgen model description (no '{K_FORMAT}: {EXPORT_FORMAT}')")
+    if not isinstance(meta, dict) or meta.get(FORMAT_KEY) != EXPORT_FORMAT:
+        raise UserError(f"{meta_path} is not a bloodgen model description (no '{FORMAT_KEY}: {EXPORT_FORMAT}')")
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types for truncated or foreign files
         raise UserError(f"{weights} is not a readable safetensors file ({type(err).__name__}: "
                         f"{_first_line(err)})") from None
-    return meta, state
+    return ExportMeta.from_dict(meta), state
 
 
 def _first_line(err: Exception) -> str:

@@ -92,8 +92,7 @@ def train(model: str, *, preset: str = "quick", config_file: str | Path | None =
     checks.seed(seed)
     if run_dir is None:
         checks.output_folder(out, "--out")
-    spec = {ck.S_MODEL: model, ck.S_PRESET: preset, ck.S_SEED: int(seed),
-            ck.S_CONFIG: resolve_config(model, preset, config_file, overrides)}
+    spec = ck.RunSpec(model, preset, int(seed), resolve_config(model, preset, config_file, overrides))
     return _start(spec, None, Path(run_dir) if run_dir is not None else None, out, options)
 
 
@@ -102,24 +101,24 @@ def resume(run: str | Path, *, steps: int | None = None, options: RunOptions = R
     extends it."""
     ckpt_path = ck.find_checkpoint(run)
     ckpt = ck.load_checkpoint(ckpt_path)
-    spec = ckpt[ck.K_SPEC]
+    spec = ckpt.spec
     run_path = ckpt_path.parent.parent if ckpt_path.parent.name == ck.CHECKPOINT_DIR else ckpt_path.parent
-    total = spec[ck.S_CONFIG]["steps"]
+    total = spec.config["steps"]
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}")
-        if ckpt[ck.K_STEP] < total != steps:
+        if ckpt.step < total != steps:
             warnings.warn(f"--steps {steps} changes the run's length from {total}: the learning-rate schedule is "
                           f"recomputed for {steps} steps, so from here on the run is no longer bit-for-bit the run "
                           f"of its original length")
-        spec[ck.S_CONFIG]["steps"] = total = int(steps)
-    if ckpt[ck.K_STEP] >= total:
-        raise UserError(f"the run in {run_path} already reached step {ckpt[ck.K_STEP]} of {total}; pass --steps N > "
-                        f"{ckpt[ck.K_STEP]} to train it further")
+        spec.config["steps"] = total = int(steps)
+    if ckpt.step >= total:
+        raise UserError(f"the run in {run_path} already reached step {ckpt.step} of {total}; pass --steps N > "
+                        f"{ckpt.step} to train it further")
     return _start(spec, ckpt, run_path, None, options)
 
 
-def _start(spec: dict, ckpt: dict | None, run_path: Path | None, out, options: RunOptions) -> TrainResult:
+def _start(spec: ck.RunSpec, ckpt: ck.Checkpoint | None, run_path: Path | None, out, options: RunOptions) -> TrainResult:
     if options.max_minutes is not None and options.max_minutes <= 0:
         raise UserError(f"--max-minutes must be > 0, got {options.max_minutes}")
     # An existing run folder is locked before anything in it changes (resuming truncates logs and
@@ -220,29 +219,29 @@ class _Run:
         from bloodgen.models.config import validate
         from bloodgen.models.registry import get_family
 
-        self.spec, self.config = spec, spec[ck.S_CONFIG]
-        validate(spec[ck.S_MODEL], self.config)
+        self.spec, self.config = spec, spec.config
+        validate(spec.model, self.config)
         self.ckpt, self.max_minutes, self.progress = ckpt, options.max_minutes, options.progress
         self.accelerator = make_accelerator(options.cpu, self.config["mixed_precision"],
-                                            get_family(spec[ck.S_MODEL]).ddp_find_unused_parameters)
+                                            get_family(spec.model).ddp_find_unused_parameters)
         acc = self.accelerator
         self.main = acc.is_main_process
         self.data = load_bloodmnist(options.data)  # before the run folder: a bad --data leaves no empty folder behind
         self.run_dir = self._run_folder(run_path, out)
         images, labels = self.data.split("train")
         self.class_counts = np.bincount(labels, minlength=N_CLASSES)
-        if ckpt is not None and ckpt[ck.K_DATA]["sha256"] != self.data.sha256:
+        if ckpt is not None and ckpt.data["sha256"] != self.data.sha256:
             warnings.warn(f"resuming on a different data file ({self.data.path}, sha256 {self.data.sha256[:12]}) "
-                          f"than the run started with (sha256 {ckpt[ck.K_DATA]['sha256'][:12]})")
+                          f"than the run started with (sha256 {ckpt.data['sha256'][:12]})")
         self.images = to_model_range(images).to(acc.device)
         self.labels = torch.as_tensor(labels, device=acc.device)
-        self.batches = EpochBatches(len(labels), self.config["batch_size"], spec[ck.S_SEED],
+        self.batches = EpochBatches(len(labels), self.config["batch_size"], spec.seed,
                                     acc.process_index, acc.num_processes)
         self.real_diversity = monitor.real_diversity(images, labels, N_CLASSES)
 
         # Same seed on every process: identical initial weights (DDP would broadcast rank 0's anyway).
-        self._seed_everything(derived_seed(spec[ck.S_SEED], 0))
-        self.family = get_family(spec[ck.S_MODEL])(spec[ck.S_MODEL], self.config, N_CLASSES)
+        self._seed_everything(derived_seed(spec.seed, 0))
+        self.family = get_family(spec.model)(spec.model, self.config, N_CLASSES)
         raw = {name: net.to(acc.device) for name, net in self.family.build().items()}
         self.raw = raw
         self.ema = EMA(raw[self.family.sampling_network], self.config["ema_decay"])
@@ -259,7 +258,7 @@ class _Run:
             self._restore(ckpt, raw, optimizers, schedulers)
         else:
             # Each process draws its own noise, augmentations and time steps from here on.
-            self._seed_everything(derived_seed(spec[ck.S_SEED], 1, acc.process_index))
+            self._seed_everything(derived_seed(spec.seed, 1, acc.process_index))
         prepared = acc.prepare(*raw.values(), *optimizers.values())
         self.networks = dict(zip(raw, prepared[:len(raw)]))
         self.optimizers = dict(zip(optimizers, prepared[len(raw):]))
@@ -276,7 +275,7 @@ class _Run:
 
         if run_path is None and self.main:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = Path(out) / f"{stamp}-{self.spec[ck.S_MODEL]}-s{self.spec[ck.S_SEED]}"
+            base = Path(out) / f"{stamp}-{self.spec.model}-s{self.spec.seed}"
             base.parent.mkdir(parents=True, exist_ok=True)
             run_path, k = base, 1
             while True:  # mkdir claims the name, so two runs started in the same second get two folders
@@ -307,21 +306,21 @@ class _Run:
     def _restore(self, ckpt, raw, optimizers, schedulers) -> None:
         acc = self.accelerator
         for name, net in raw.items():
-            net.load_state_dict(ckpt[ck.K_NETWORKS][name])
-        self.ema.load_state_dict(ckpt[ck.K_EMA])
+            net.load_state_dict(ckpt.networks[name])
+        self.ema.load_state_dict(ckpt.ema)
         for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt[ck.K_OPTIMIZERS][name])
-            schedulers[name].load_state_dict(ckpt[ck.K_SCHEDULERS][name])
-        if ckpt.get(ck.K_SCALER) is not None and acc.scaler is not None:
-            acc.scaler.load_state_dict(ckpt[ck.K_SCALER])
-        self.step, self.train_time = int(ckpt[ck.K_STEP]), float(ckpt[ck.K_TRAIN_TIME])
-        self.log_sums, self.log_steps = dict(ckpt[ck.K_LOG_ACCUMULATOR]["sums"]), ckpt[ck.K_LOG_ACCUMULATOR]["steps"]
-        if ckpt[ck.K_WORLD_SIZE] == acc.num_processes:
-            ck.set_rng_state(ckpt[ck.K_RNG][acc.process_index])
+            opt.load_state_dict(ckpt.optimizers[name])
+            schedulers[name].load_state_dict(ckpt.lr_schedulers[name])
+        if ckpt.grad_scaler is not None and acc.scaler is not None:
+            acc.scaler.load_state_dict(ckpt.grad_scaler)
+        self.step, self.train_time = int(ckpt.step), float(ckpt.train_time_s)
+        self.log_sums, self.log_steps = dict(ckpt.log_accumulator["sums"]), ckpt.log_accumulator["steps"]
+        if ckpt.world_size == acc.num_processes:
+            ck.set_rng_state(ckpt.rng[acc.process_index])
         else:
-            warnings.warn(f"checkpoint was written by {ckpt[ck.K_WORLD_SIZE]} process(es), this run has "
+            warnings.warn(f"checkpoint was written by {ckpt.world_size} process(es), this run has "
                           f"{acc.num_processes}: training continues, but not bit-for-bit")
-            self._seed_everything(derived_seed(self.spec[ck.S_SEED], 3, self.step, acc.process_index))
+            self._seed_everything(derived_seed(self.spec.seed, 3, self.step, acc.process_index))
         if self.main:
             # Log lines written after the checkpoint belong to the lost part of the run.
             for name in (LOG_JSONL, SNAPSHOTS_FILE):
@@ -331,7 +330,7 @@ class _Run:
 
     def _write_run_files(self) -> None:
         acc = self.accelerator
-        write_json(self.run_dir / CONFIG_FILE, self.spec)
+        write_json(self.run_dir / CONFIG_FILE, self.spec.to_dict())
         env = environment()
         env.update({"device": str(acc.device), "processes": acc.num_processes,
                     "mixed_precision": acc.mixed_precision, "data": self.data.provenance(),
@@ -377,9 +376,9 @@ class _Run:
                         self._log({k: v / self.log_steps for k, v in self.log_sums.items()}, speed)
                         self.log_sums, self.log_steps, interval_start = {}, 0, time.perf_counter()
                     if (c["sample_every"] and self.step % c["sample_every"] == 0) or self.step == total:
-                        bar.set_description_str(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]} (sample grid)")
+                        bar.set_description_str(f"{self.spec.model} s{self.spec.seed} (sample grid)")
                         self._snapshot(bar)
-                        bar.set_description_str(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}")
+                        bar.set_description_str(f"{self.spec.model} s{self.spec.seed}")
                     if stop:
                         status = INTERRUPTED if self.stop_requested else TIME_LIMIT
                         break
@@ -391,7 +390,7 @@ class _Run:
         finally:
             bar.close()
         if status == COMPLETED and self.main and self.progress:
-            print(f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}: exporting the EMA weights and writing the "
+            print(f"{self.spec.model} s{self.spec.seed}: exporting the EMA weights and writing the "
                   f"family's final figures", flush=True)
         export = self._finish() if status == COMPLETED else None
         summary = self._summary(status, checkpoint, export)
@@ -458,7 +457,7 @@ class _Run:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
-                    desc=f"{self.spec[ck.S_MODEL]} s{self.spec[ck.S_SEED]}",
+                    desc=f"{self.spec.model} s{self.spec.seed}",
                     disable=not (self.main and self.progress))
 
     # ---- outputs -----------------------------------------------------------------------------------
@@ -505,15 +504,13 @@ class _Run:
         if self.main:
             if len(set(digests)) != 1:
                 raise RuntimeError(f"processes disagree on the model state at step {self.step}: {digests}")
-            ck.save_checkpoint(path, {
-                ck.K_SPEC: self.spec, ck.K_STEP: self.step, ck.K_NETWORKS: networks, ck.K_EMA: self.ema.state_dict(),
-                ck.K_OPTIMIZERS: optimizers,
-                ck.K_SCHEDULERS: {name: s.state_dict() for name, s in self.schedulers.items()},
-                ck.K_SCALER: acc.scaler.state_dict() if acc.scaler is not None else None,
-                ck.K_RNG: rngs, ck.K_WORLD_SIZE: acc.num_processes, ck.K_CLASS_COUNTS: self.class_counts.tolist(),
-                ck.K_DATA: self.data.provenance(), ck.K_TRAIN_TIME: self.train_time, ck.K_RANK_DIGESTS: digests,
-                ck.K_PARAMETERS: self.parameters(),
-                ck.K_LOG_ACCUMULATOR: {"sums": self.log_sums, "steps": self.log_steps}})
+            ck.save_checkpoint(path, ck.Checkpoint(
+                spec=self.spec, step=self.step, networks=networks, ema=self.ema.state_dict(), optimizers=optimizers,
+                lr_schedulers={name: s.state_dict() for name, s in self.schedulers.items()},
+                grad_scaler=acc.scaler.state_dict() if acc.scaler is not None else None,
+                rng=rngs, world_size=acc.num_processes, class_counts=self.class_counts.tolist(),
+                data=self.data.provenance(), train_time_s=self.train_time, rank_digests=digests,
+                parameters=self.parameters(), log_accumulator={"sums": self.log_sums, "steps": self.log_steps}))
             _jsonl_to_csv(self.run_dir / LOG_JSONL, self.run_dir / LOG_CSV)
         acc.wait_for_everyone()
         return path
@@ -522,19 +519,19 @@ class _Run:
         """Export the EMA weights and run the family's extras (main process)."""
         if not self.main:
             return None
-        meta = {ck.K_SPEC: self.spec, ck.K_STEP: self.step, ck.K_CLASS_COUNTS: self.class_counts.tolist(),
-                ck.K_DATA: self.data.provenance(), ck.K_PARAMETERS: self.parameters()}
+        meta = ck.ExportMeta(self.spec, self.step, self.class_counts.tolist(), self.data.provenance(),
+                             self.parameters())
         export = ck.export_model(self.run_dir, self.ema.state_dict(), meta)
         self.extras = self.family.extras(self.ema.network, self.data, self.run_dir / EXTRAS_DIR,
-                                         self.spec[ck.S_SEED])
+                                         self.spec.seed)
         return export
 
     def _summary(self, status, checkpoint, export) -> RunSummary:
         from bloodgen.models.base import count_parameters
 
         summary = RunSummary.make(
-            self.run_dir, checkpoint, export, status=status, model=self.spec[ck.S_MODEL],
-            preset=self.spec[ck.S_PRESET], seed=self.spec[ck.S_SEED], step=self.step, steps=self.config["steps"],
+            self.run_dir, checkpoint, export, status=status, model=self.spec.model,
+            preset=self.spec.preset, seed=self.spec.seed, step=self.step, steps=self.config["steps"],
             train_time_s=round(self.train_time, 3),
             steps_per_s=round(self.step / self.train_time, 3) if self.train_time else None,
             parameters=self.parameters(), sampling_parameters=count_parameters(self.ema.network),
