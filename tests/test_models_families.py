@@ -303,3 +303,15 @@ def test_a_summary_written_with_absolute_paths_still_finds_its_weights(tmp_path)
     summary = RunSummary.from_dict(record)
     assert summary.export_in(tmp_path) == tmp_path / "model.safetensors"
     assert summary.checkpoint == "checkpoints/checkpoint.pt"
+
+
+def test_a_config_saved_before_a_key_existed_gets_the_value_it_was_trained_with():
+    from bloodgen.training.checkpoint import RunSpec
+
+    old = {k: v for k, v in resolve_config("ddpm", "record").items() if k not in ("eta", "snr_gamma")}
+    spec = RunSpec.from_dict({"model": "ddpm", "preset": "record", "seed": 1, "config": old})
+    assert spec.config["eta"] == 0.0 and spec.config["snr_gamma"] == 0.0 and spec.seed == 1
+    kept = RunSpec.from_dict({"model": "ddpm", "preset": "record", "seed": 1, "config": {**old, "eta": 0.5}})
+    assert kept.config["eta"] == 0.5
+    gan = resolve_config("gan", "quick")
+    assert RunSpec.from_dict({"model": "gan", "preset": "quick", "seed": 0, "config": gan}).config == gan

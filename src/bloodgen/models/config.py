@@ -51,6 +51,19 @@ def resolve_config(model: str, preset: str = "quick", file: str | Path | None = 
     return config
 
 
+# Keys a family's config gained after runs had been saved without them, with the value that reproduces how
+# those runs trained and sampled (snr_gamma 0: the uniform loss weighting; eta 0: deterministic DDIM).
+_DIFFUSION_UPGRADES = {"snr_gamma": 0.0, "eta": 0.0}
+UPGRADES: dict[str, dict[str, Any]] = {"ddpm": _DIFFUSION_UPGRADES, "ldm": _DIFFUSION_UPGRADES,
+                                       "proto-ddpm": _DIFFUSION_UPGRADES}
+
+
+def upgrade(model: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added since it was saved, at the values it was trained with: the one place
+    old configs get defaults, so family code reads every key as present."""
+    return {**UPGRADES.get(model, {}), **config}
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:

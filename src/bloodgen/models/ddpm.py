@@ -150,7 +150,7 @@ class DDPM(Family):
         With SNR = abar / (1 - abar), an epsilon loss equals SNR times the x0 loss and a v loss (SNR + 1)
         times it, so dividing min(SNR, gamma) by those factors gives every step the x0 weight min(SNR, gamma).
         """
-        gamma = self.config.get("snr_gamma", 0.0)  # configs saved before the key existed: uniform
+        gamma = self.config["snr_gamma"]
         if not gamma:
             return torch.ones_like(t, dtype=torch.float32)
         abar = scheduler.alphas_cumprod.to(t.device)[t].float()
@@ -185,7 +185,7 @@ class DDPM(Family):
             if options.get("eta"):
                 raise UserError(f"--eta is the ddim sampler's noise level; the {sampler} sampler has none")
             return {"sampler": sampler, "steps": steps, "guidance": guidance}
-        eta = options.get("eta", c.get("eta", 0.0))  # configs saved before eta existed sampled with 0
+        eta = options.get("eta", c["eta"])
         if not 0 <= eta <= 1:
             raise UserError(f"--eta must be in [0, 1] (0 deterministic DDIM, 1 ancestral noise), got {eta}")
         return {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}

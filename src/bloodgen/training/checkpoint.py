@@ -23,6 +23,7 @@ import torch
 
 from bloodgen import checks
 from bloodgen.errors import UserError
+from bloodgen.models.config import upgrade
 from bloodgen.provenance import atomic_path, write_json
 
 FORMAT = "bloodgen-checkpoint"
@@ -46,7 +47,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "RunSpec":
-        return cls(record["model"], record["preset"], int(record["seed"]), record["config"])
+        """A saved spec; its config gains the keys added since it was saved (`models.config.upgrade`)."""
+        model = record["model"]
+        return cls(model, record["preset"], int(record["seed"]), upgrade(model, record["config"]))
 
 
 @dataclass
