@@ -320,6 +320,32 @@ def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
     assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
 
 
+def test_eval_scores_the_shifted_domains_on_the_same_images(toy_run, tmp_path):
+    """The corruptions part scores both classifiers on the first --n-corrupt test images in every shifted
+    domain (bloodgen.data.domains), beside clean, and the report gets a table of them."""
+    from dataclasses import replace
+
+    from bloodgen.classify.diffusion_eval import EvalConfig, report_blocks, run_evaluation
+    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.report.document import Document, to_markdown
+
+    path, run_dir = toy_run
+    cfg = EvalConfig(checkpoint=str(run_dir), out=str(tmp_path / "eval"), data=str(path), parts=("corruptions",),
+                     n_corrupt=6, corruptions=(), domains=("stain", "artificial"), options=FAST,
+                     recipe=replace(RECIPES["cpu"], epochs=1), cache_dir=str(tmp_path / "cache"), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        part = run_evaluation(cfg)["parts"]["corruptions"]
+    assert part["n_images"] == 6 and not part["corrupted"] and list(part["domains"]) == ["stain", "artificial"]
+    for shift in part["domains"].values():
+        for scores in shift.values():
+            assert 0 <= scores["balanced_accuracy"] <= 1
+    text = to_markdown(Document("x", report_blocks({"parts": {"corruptions": part}}, tmp_path / "eval")))
+    assert "| stain |" in text and "| artificial |" in text
+    with pytest.raises(UserError, match="unknown domain"):
+        EvalConfig(checkpoint="", out="", parts=("corruptions",), domains=("lab2",)).check()
+
+
 def test_stratified_test_images_hold_k_of_each_class(tiny_data):
     from bloodgen.classify.diffusion_eval import EvalConfig, _test_indices
 

@@ -72,6 +72,7 @@ def add_parser(subparsers) -> None:
     from bloodgen.classify.diffusion_eval import PARTS
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
+    from bloodgen.data.domains import DOMAINS
 
     p = subparsers.add_parser(
         "classify", help="classify cells with a conditional ddpm (CytoDiffusion)",
@@ -116,6 +117,9 @@ def add_parser(subparsers) -> None:
     e.add_argument("--corruptions", nargs="+", default=list(BLOODMNIST_CORRUPTIONS), metavar="NAME",
                    help="medmnistc BloodMNIST corruptions")
     e.add_argument("--severities", nargs="+", type=int, default=[1, 3, 5], metavar="S", help="corruption severities (1-5)")
+    e.add_argument("--domains", nargs="*", default=list(DOMAINS), metavar="NAME",
+                   help=f"shifted domains (`bloodgen domains make`) scored on the same images in the corruptions "
+                        f"part: any of {', '.join(DOMAINS)}; none with a bare --domains")
     e.add_argument("--no-prune-draws", type=int, default=100, help="draws of every class in the no-pruning comparison")
     e.add_argument("--heatmap-draws", type=int, default=100, help="draws per class for each heat map")
     e.add_argument("--classifier-recipe", choices=("full", "cpu"), default=None,
@@ -240,7 +244,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      n_val=args.n_val, n_anomaly=args.n_anomaly,
                      n_corrupt=args.n_corrupt,
                      corruptions=tuple(args.corruptions), severities=tuple(args.severities),
-                     no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws, seed=args.seed,
+                     domains=tuple(args.domains), no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws, seed=args.seed,
                      options=options, recipe=recipe, device=args.device, cache_dir=args.cache_dir,
                      progress=not args.no_progress)
     results = run_evaluation(cfg)

@@ -26,6 +26,7 @@ import numpy as np
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
 from bloodgen.classify.diffusion_options import ClassifierOptions
 from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.data.domains import DOMAINS, get_domains
 from bloodgen.errors import UserError
 
 PARTS = ("accuracy", "calibration", "anomaly", "corruptions", "heatmaps")
@@ -70,6 +71,7 @@ KEY_WALL_SECONDS = "wall_seconds"
 KEY_CHECKPOINT_STEP = "checkpoint_step"
 KEY_DATA = "data"
 ECE_BINS = 10
+DOMAIN_SEVERITY = "domain"  # a shifted domain's place among the corruptions' severities
 
 
 @dataclass
@@ -89,6 +91,7 @@ class EvalConfig:
     n_corrupt: int = 50
     corruptions: tuple[str, ...] = BLOODMNIST_CORRUPTIONS
     severities: tuple[int, ...] = (1, 3, 5)
+    domains: tuple[str, ...] = tuple(DOMAINS)  # shifted domains (bloodgen.data.domains) scored beside them
     no_prune_draws: int = 100
     heatmap_draws: int = 100
     seed: int = 0
@@ -110,6 +113,8 @@ class EvalConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.no_prune_draws < 2:
             raise UserError(f"--no-prune-draws must be >= 2, got {self.no_prune_draws}")
+        if self.domains:
+            get_domains(self.domains)  # an unknown or repeated name fails before any work
         if "anomaly" in self.parts and not self.holdout_checkpoint:
             raise UserError("the anomaly part needs --holdout-checkpoint (a ddpm trained without one class); "
                             "leave it out with --parts")
@@ -426,7 +431,10 @@ def part_corruptions(ctx: _Context) -> dict:
     images, labels = ctx.test
     images, labels = images[: ctx.cfg.n_corrupt], labels[: ctx.cfg.n_corrupt]
     sets = corrupt_all(images, tuple(ctx.cfg.corruptions), tuple(ctx.cfg.severities), seed=ctx.cfg.seed)
-    named = {("clean", 0): images, **sets.images}
+    # A shifted domain's test split is its transform of the same test cells, so the transform here scores
+    # exactly the cells `bloodgen domains make` writes.
+    shifted = {(name, DOMAIN_SEVERITY): DOMAINS[name].transform(images) for name in ctx.cfg.domains}
+    named = {("clean", 0): images, **sets.images, **shifted}
 
     def balanced(proba: np.ndarray) -> float:
         return classification_report(labels, proba)[KEY_BALANCED_ACCURACY]
@@ -439,14 +447,17 @@ def part_corruptions(ctx: _Context) -> dict:
     scores = {key: {KEY_DIFFUSION: diffusion[key], KEY_RESNET: balanced(predict_proba(resnet, x))}
               for key, x in named.items()}
     clean = scores.pop(("clean", 0))
-    corrupted = {}
+    corrupted, domains = {}, {}
     for (name, severity), s in scores.items():
-        corrupted.setdefault(name, {})[str(severity)] = {k: {KEY_BALANCED: v, KEY_DROP: clean[k] - v}
-                                                         for k, v in s.items()}
+        shifts = {k: {KEY_BALANCED: v, KEY_DROP: clean[k] - v} for k, v in s.items()}
+        if severity == DOMAIN_SEVERITY:
+            domains[name] = shifts
+        else:
+            corrupted.setdefault(name, {})[str(severity)] = shifts
     drops = {k: float(np.mean([sev[k][KEY_DROP] for c in corrupted.values() for sev in c.values()]))
              if corrupted else None for k in clean}
     return {KEY_N_IMAGES: int(len(labels)), KEY_CLEAN: clean, KEY_CORRUPTED: corrupted, KEY_SKIPPED: sets.skipped,
-            KEY_MEAN_DROP: drops, KEY_SEVERITIES: list(ctx.cfg.severities)}
+            KEY_MEAN_DROP: drops, KEY_SEVERITIES: list(ctx.cfg.severities), "domains": domains}
 
 
 def part_heatmaps(ctx: _Context) -> dict:
@@ -645,6 +656,13 @@ def _corruption_blocks(co: dict, figure: _Figures) -> list:
                                   f"{_draws_text(co[KEY_CONFIG]['options'])}")]
     if co[KEY_SKIPPED]:
         blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co[KEY_SKIPPED].items())))
+    if co.get("domains"):  # results made before the domains were scored have none
+        blocks.append(Table(["domain", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
+                            [[name, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
+                              _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])]
+                             for name, r in co["domains"].items()],
+                            caption="The same test images in the shifted domains of `bloodgen domains make` "
+                                    "(docs/domains.md); both classifiers were trained in the original domain"))
     return blocks
 
 
