@@ -98,6 +98,32 @@ def test_learn_prototypes_with_a_plugged_in_encoder_writes_file_and_json(tiny_da
     assert saved["options"]["per_class"] == 2 and saved["environment"]["versions"]["torch"]
 
 
+def test_the_inception_encoder_reads_the_evaluation_feature_cache_split_by_split(tiny_data, tmp_path, monkeypatch):
+    """--encoder inception: each split's rows of the dataset's cached Inception features (a projection stands in
+    for the network here), the train split capped per class, and a record that says it never saw BloodMNIST."""
+    from bloodgen.classify import prototypes
+    from bloodgen.metrics import inception
+    from test_metrics_protocol import ProjectionExtractor
+
+    extractor = ProjectionExtractor()
+    monkeypatch.setattr(inception, "inception_extractor", lambda *args, **kwargs: extractor)
+    seen = {}
+    fit = prototypes.fit_prototypes
+
+    def spy(train, val, n_classes, options):
+        seen["train"], seen["val"] = train, val
+        return fit(train, val, n_classes, options)
+
+    monkeypatch.setattr(prototypes, "fit_prototypes", spy)
+    info = prototypes.learn_prototypes(tiny_data, tmp_path, PrototypeOptions(dim=DIM, epochs=5, batch_size=32),
+                                       encoder="inception", cache_dir=tmp_path / "cache", max_per_class=3)
+    val_images, val_labels = tiny_data.split("val")
+    assert np.allclose(seen["val"][0], extractor(val_images), atol=1e-5) and (seen["val"][1] == val_labels).all()
+    assert np.bincount(seen["train"][1], minlength=8).tolist() == [3] * 8
+    assert info["encoder"]["feature_dim"] == extractor.dim and "no BloodMNIST" in info["encoder"]["trained_on"]["images"]
+    assert list((tmp_path / "cache" / "features").glob("*.npz"))  # shared with the evaluation's cache
+
+
 def build_proto(path, mode="prototypes", **extra):
     from bloodgen.models.config import resolve_config
     from bloodgen.models.registry import get_family

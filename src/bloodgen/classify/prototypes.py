@@ -9,10 +9,12 @@ trained with the distance-based cross-entropy plus lambda times the prototype lo
 to the closest prototype of the true class (it pulls features onto their class's prototypes, so the
 prototypes become class centres rather than mere decision boundaries).
 
-IMPROVE uses CLIP as f; offline, the default f is the reference classifier's ResNet-18 backbone (its
-512-d penultimate features), and any encoder can be plugged in as "module:function", a callable that
-returns a torch module mapping float images (N, 3, 28, 28) in [-1, 1] to vectors (N, D). Since f is
-frozen, its features are computed once and only g and the prototypes train, which is cheap on a CPU.
+IMPROVE uses CLIP as f. Here f is one of: "reference", the reference classifier's ResNet-18 backbone (its
+512-d penultimate features; it saw the labels of the file it was trained on, which the record says);
+"inception", the FID InceptionV3's 2048-d pool3 features (ImageNet-trained, it never saw BloodMNIST; the
+features come from the evaluation's feature cache); or "module:function", a callable that returns a torch
+module mapping float images (N, 3, 28, 28) in [-1, 1] to vectors (N, D). Since f is frozen, its features
+are computed once and only g and the prototypes train, which is cheap on a CPU.
 
 Output: `prototypes.safetensors` (the prototypes (C, K, dim), the head and the feature standardisation)
 and `prototypes.json` beside it (options, encoder, accuracies, data hash, versions).
@@ -36,6 +38,7 @@ from bloodgen.models.prototype_file import PROTOTYPES_FILE, prototypes_path
 from bloodgen.errors import UserError
 
 REFERENCE_ENCODER = "reference"
+INCEPTION_ENCODER = "inception"
 
 # prototypes.json keys.
 KEY_OPTIONS = "options"
@@ -134,7 +137,7 @@ def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None
         return model.eval().requires_grad_(False)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"--encoder must be 'reference' or 'module:function', got {spec!r}")
+        raise UserError(f"--encoder must be 'reference', 'inception' or 'module:function', got {spec!r}")
     try:
         factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
@@ -189,16 +192,16 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
     options.check()
     path = Path(out) if Path(out).suffix == ".safetensors" else Path(out) / PROTOTYPES_FILE
     started = time.perf_counter()
-    net = load_encoder(encoder, encoder_data if encoder_data is not None else data, classifier_recipe, cache_dir)
+    encoder_data = encoder_data if encoder_data is not None else data
+    embed, trained_on = _embedder(encoder, data, encoder_data, classifier_recipe, cache_dir)
     splits = {}
     for split in ("train", "val", "test"):
-        images, labels = data.split(split)
+        index = np.arange(data.split_sizes[split])
         if split == "train" and max_per_class is not None:
             from bloodgen.data.subset import subset_indices
 
-            keep = subset_indices(labels, per_class=max_per_class, seed=options.seed)
-            images, labels = images[keep], labels[keep]
-        splits[split] = (encode(net, images), labels.astype(np.int64))
+            index = subset_indices(data.labels(split), per_class=max_per_class, seed=options.seed)
+        splits[split] = (embed(split, index), data.labels(split)[index].astype(np.int64))
     model, fit = fit_prototypes(splits["train"], splits["val"], N_CLASSES, options)
     info = {
         KEY_SHAPE: list(model.prototypes.shape),
@@ -207,8 +210,7 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
         KEY_OPTIONS: asdict(options),
         KEY_ENCODER: {"spec": encoder, "feature_dim": int(splits["train"][0].shape[1]),
                       "classifier_recipe": asdict(classifier_recipe) if classifier_recipe is not None else None,
-                      "trained_on": (encoder_data if encoder_data is not None else data).provenance()
-                      if encoder == REFERENCE_ENCODER else None},
+                      "trained_on": trained_on},
         KEY_DATA: {**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
         KEY_HISTORY: fit[KEY_HISTORY],
         KEY_SECONDS: round(time.perf_counter() - started, 1),
@@ -216,6 +218,24 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
     }
     write_prototypes(model, info, path)
     return {**info, "path": str(path)}
+
+
+def _embedder(encoder: str, data, encoder_data, recipe, cache_dir) -> tuple[Callable, Any]:
+    """`embed(split, indices) -> (n, D) features` of `data`'s images, and what the encoder was trained on."""
+    if encoder == INCEPTION_ENCODER:
+        from bloodgen.metrics.features import dataset_feature_store
+        from bloodgen.metrics.inception import inception_extractor
+
+        extractor = inception_extractor(progress=False)
+        store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
+        offsets = {"train": 0, "val": data.split_sizes["train"],
+                   "test": data.split_sizes["train"] + data.split_sizes["val"]}
+        return (lambda split, index: store.features(offsets[split] + index),
+                {"images": "ImageNet (pytorch-fid's InceptionV3 weights): no BloodMNIST image or label",
+                 "weights_sha256": extractor.weights_sha256})
+    net = load_encoder(encoder, encoder_data, recipe, cache_dir)
+    trained_on = encoder_data.provenance() if encoder == REFERENCE_ENCODER else None
+    return lambda split, index: encode(net, data.split(split)[0][index]), trained_on
 
 
 def read_info(path: str | Path) -> dict:

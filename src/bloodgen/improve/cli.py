@@ -8,6 +8,7 @@ EXAMPLES = """\
 examples:
   bloodgen prototypes learn --out protos/                      # reference-classifier encoder, K=1, dim 64
   bloodgen prototypes learn --out protos/ --per-class 3 --gamma 0.5 --lam 0.05
+  bloodgen prototypes learn --out protos/ --encoder inception --max-per-class 100   # ImageNet features
   bloodgen prototypes learn --out protos/ --encoder torch.nn:Flatten   # any module:function -> torch module
   bloodgen train --model proto-ddpm --set prototypes=protos/prototypes.safetensors
   bloodgen train --model proto-ddpm --set class_embedding=learned      # the baseline arm
@@ -70,7 +71,8 @@ def add_parser(subparsers) -> None:
     comp.add_argument("--classifier-epochs", type=int, default=None,
                       help="epochs of the reference classifier (judge and encoder; default: its recipe's)")
     comp.add_argument("--seed", type=int, default=0, help="seed of every training and sampling of the comparison")
-    comp.add_argument("--encoder", default="reference", help="prototype encoder: 'reference' or module:function")
+    comp.add_argument("--encoder", default="reference",
+                      help="prototype encoder: 'reference', 'inception' or module:function (see prototypes learn)")
     comp.add_argument("--cache-dir", default=None,
                       help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -81,8 +83,11 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
     from bloodgen.classify.recipe import RECIPES
 
     p.add_argument("--encoder", default="reference",
-                   help="'reference' (the reference classifier's ResNet-18 features, trained and cached if needed) or "
-                        "module:function returning a torch module from images (N, 3, 28, 28) in [-1, 1] to (N, D)")
+                   help="'reference' (the reference classifier's ResNet-18 features, trained and cached if needed), "
+                        "'inception' (the FID InceptionV3's pool3 features: ImageNet-trained, never saw BloodMNIST; "
+                        "cached with the evaluation's features; weights from $BLOODGEN_INCEPTION_WEIGHTS or the torch "
+                        "hub cache) or module:function returning a torch module from images (N, 3, 28, 28) in "
+                        "[-1, 1] to (N, D)")
     p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
                    help="recipe of the reference classifier behind --encoder reference (default: full with a GPU, "
                         "cpu without; cached per recipe)")
