@@ -30,7 +30,8 @@ from bloodgen.classify.prototype_options import PrototypeOptions  # noqa: E402
 from bloodgen.classify.prototypes import learn_prototypes  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.data.subset import write_subset  # noqa: E402
-from bloodgen.provenance import default_cache_dir, environment, write_json, write_text  # noqa: E402
+from bloodgen.metrics.features import default_cache_dir  # noqa: E402
+from bloodgen.provenance import environment, write_json, write_text  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "prototypes"
 REGIMES = {"all": None, "100 per class": 100}
