@@ -47,7 +47,7 @@ from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.models.config import resolve_config  # noqa: E402
 from bloodgen.models.registry import study_families  # noqa: E402
 from bloodgen.sampling.api import generate, load_model  # noqa: E402
-from bloodgen.study.stages import UTILITY_SAMPLE_SEED, saved_parts, train_stage  # noqa: E402
+from bloodgen.study.stages import UTILITY_SAMPLE_SEED, DataFile, saved_parts, train_stage  # noqa: E402
 from bloodgen.study.presets import PRESETS  # noqa: E402
 
 RECORD = PRESETS["record"]
@@ -108,7 +108,7 @@ def run_unit(family: str, k: int, args, data, out: Path, cache: Path, deadline: 
     recipe = RECIPES["cpu"]
     minutes = None if deadline is None else (deadline - time.monotonic()) / 60
     preset = generator_preset(family, len(train[1]), args.generator_steps)
-    run = train_stage(family, GENERATOR_SEED, preset, out, str(subset.path), subset.sha256,
+    run = train_stage(family, GENERATOR_SEED, preset, out, DataFile(str(subset.path), subset.sha256),
                       progress=True, tag=f"k{k}", max_minutes=minutes)
     if run is None:
         return False

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bloodgen.errors import UserError
-from bloodgen.models.config import PRESETS, resolve_config
+from bloodgen.models.config import PRESETS, resolve_config, upgrade
 from bloodgen.models.registry import REGISTRY
 from bloodgen.models.registry import get_family
 from bloodgen.training.records import RunSummary
@@ -221,7 +221,7 @@ def test_ddim_eta_adds_per_sample_noise_and_old_configs_stay_deterministic():
     tail = family.sample(unet, y[1:], noise_generators(0, 1, 3), sampler="ddim", steps=4)
     assert torch.allclose(tail, stochastic[1:], atol=1e-4)
     saved = {k: v for k, v in family.config.items() if k != "eta"}  # an export from before eta existed
-    assert DDPM("ddpm", saved, 8).check_sampler_options({"sampler": "ddim"})["eta"] == 0.0
+    assert DDPM("ddpm", upgrade("ddpm", saved), 8).check_sampler_options({"sampler": "ddim"})["eta"] == 0.0
     assert "eta" not in family.check_sampler_options({"sampler": "dpm"})
     with pytest.raises(UserError, match="eta must be in"):
         family.check_sampler_options({"sampler": "ddim", "eta": 1.5})

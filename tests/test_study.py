@@ -87,7 +87,7 @@ def test_rerun_redoes_nothing(finished_study, tiny_npz, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     monkeypatch.setattr("bloodgen.metrics.calculate_metrics", forbidden)
     again = study(out, tiny_npz)
     assert again["families"]["ddpm"]["runs"][0]["eval"] == results["families"]["ddpm"]["runs"][0]["eval"]
@@ -100,7 +100,7 @@ def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, 
     out, _ = finished_study
     partial = tmp_path / "study"
     shutil.copytree(out / "runs", partial / "runs")  # every training finished, no evaluation yet
-    real_calc, real_train = bloodgen.metrics.calculate_metrics, bloodgen.training.loop.train
+    real_calc, real_train = bloodgen.metrics.calculate_metrics, bloodgen.training.loop._start
     calls = {"train": 0, "metrics": 0}
 
     def interrupt_second_eval(samples, **kwargs):
@@ -123,7 +123,7 @@ def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, 
         return real_calc(samples, **kwargs)
 
     calls["metrics"] = 0
-    monkeypatch.setattr("bloodgen.training.loop.train", counting_train)
+    monkeypatch.setattr("bloodgen.training.loop._start", counting_train)
     monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
     study(partial, tiny_npz)
     assert calls == {"train": 0, "metrics": len(FAMILIES) - 1}
@@ -164,7 +164,7 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
         raise AssertionError("a finished training ran again")
 
     monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
-    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     # Out of time from the start: the finished units are reported, the lost one waits.
     with pytest.raises(StudyIncomplete) as stop:
         study(moved, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS, max_minutes=1e-9)
@@ -216,7 +216,7 @@ def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, t
         raise AssertionError("a trained unit was trained again")
 
     monkeypatch.setattr("bloodgen.metrics.calculate_metrics", real_calc)
-    monkeypatch.setattr("bloodgen.training.loop.train", forbidden_training)
+    monkeypatch.setattr("bloodgen.training.loop._start", forbidden_training)
     results = study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
     assert results["pending_units"] == []
     assert {m: [r["seed"] for r in f["runs"]] for m, f in results["families"].items()} == {"gan": [0, 1],
@@ -228,7 +228,7 @@ def test_parallel_trainings_are_reused_by_the_unit_loop(tiny_npz, tmp_path, monk
         raise AssertionError("the unit loop trained again in the main process")
 
     # The workers are fresh processes: the patch reaches only the main process's unit loop.
-    monkeypatch.setattr("bloodgen.training.loop.train", forbidden)
+    monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     preset = replace(TINY_STUDY, train_jobs=2)
     results = study(tmp_path, tiny_npz, preset=preset, models=RECORD_MODELS)
     for family in results["families"].values():

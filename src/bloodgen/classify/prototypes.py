@@ -127,8 +127,9 @@ def fit_prototypes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
 # ---- encoders ---------------------------------------------------------------------------------------
 
 def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None = None) -> nn.Module:
-    """The frozen image encoder: 'reference' (the backbone of the reference classifier trained with `recipe`,
-    by default `default_recipe()`) or 'module:function'."""
+    """The frozen image encoder as a torch module: 'reference' (the backbone of the reference classifier
+    trained with `recipe`, by default `default_recipe()`) or 'module:function'. ('inception' is read from the
+    feature cache by `learn_prototypes`, not run here.)"""
     if spec == REFERENCE_ENCODER:
         from bloodgen.classify.reference import reference_classifier
 
@@ -137,7 +138,7 @@ def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None
         return model.eval().requires_grad_(False)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"--encoder must be 'reference', 'inception' or 'module:function', got {spec!r}")
+        raise UserError(f"--encoder must be 'reference', '{INCEPTION_ENCODER}' or 'module:function', got {spec!r}")
     try:
         factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bloodgen.errors import UserError
+from bloodgen.models.config import TrainerConfig
 from bloodgen.models.registry import get_spec
 
 
@@ -65,11 +66,15 @@ class Family(abc.ABC):
     def build(self) -> dict[str, nn.Module]:
         """Fresh networks by name; the global torch RNG decides their initial weights."""
 
+    @property
+    def trainer(self) -> TrainerConfig:
+        """The config's training-loop keys (learning rate, betas, steps, ...)."""
+        return TrainerConfig.of(self.config)
+
     def optimizers(self, networks: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         """One Adam per network by default, named after it."""
-        c = self.config
-        return {name: torch.optim.Adam(net.parameters(), lr=c["lr"], betas=tuple(c["betas"]),
-                                       weight_decay=c["weight_decay"])
+        t = self.trainer
+        return {name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
                 for name, net in networks.items()}
 
     @abc.abstractmethod

@@ -11,6 +11,7 @@ own in `Family.check` and `Family.choices`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,41 @@ def _type_name(reference: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(reference)]
 
 
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The keys of every family's config that belong to the training loop (the rest is the family's own):
+    the same names in every preset file, read through this record by the loop and the optimisers."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    lr_schedule: str
+    warmup_steps: int
+    grad_clip: float
+    ema_decay: float
+    log_every: int
+    sample_every: int  # 0: no sample grids during training
+    ckpt_every: int
+    mixed_precision: str
+    augment: bool  # random dihedral transforms of every batch
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> "TrainerConfig":
+        return cls(**{f.name: tuple(config[f.name]) if f.name == "betas" else config[f.name] for f in fields(cls)})
+
+    def check(self, config: dict[str, Any]) -> None:
+        for key in ("steps", "batch_size", "log_every", "ckpt_every"):
+            require(getattr(self, key) >= 1, key, "must be >= 1", config)
+        for key in ("sample_every", "warmup_steps", "weight_decay", "grad_clip"):
+            require(getattr(self, key) >= 0, key, "must be >= 0 (0 turns it off)", config)
+        require(self.lr > 0, "lr", "must be > 0", config)
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+                "must be two numbers in [0, 1)", config)
+        require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)", config)
+
+
 def validate(model: str, config: dict[str, Any]) -> None:
     """Check ranges and choices; the family is instantiated (cheaply, no networks) for its own checks."""
     from bloodgen.data import N_CLASSES
@@ -144,14 +180,7 @@ def validate(model: str, config: dict[str, Any]) -> None:
     for key, allowed in {**COMMON_CHOICES, **family.choices}.items():
         if config[key] not in allowed:
             raise UserError(f"config key {key!r} must be one of {', '.join(map(str, allowed))}, got {config[key]!r}")
-    for key in ("steps", "batch_size", "log_every", "ckpt_every"):
-        require(config[key] >= 1, key, "must be >= 1", config)
-    for key in ("sample_every", "warmup_steps", "weight_decay", "grad_clip"):
-        require(config[key] >= 0, key, "must be >= 0 (0 turns it off)", config)
-    require(config["lr"] > 0, "lr", "must be > 0", config)
-    require(len(config["betas"]) == 2 and all(0 <= b < 1 for b in config["betas"]), "betas",
-            "must be two numbers in [0, 1)", config)
-    require(0 <= config["ema_decay"] < 1, "ema_decay", "must be in [0, 1)", config)
+    TrainerConfig.of(config).check(config)
     family.check()
 
 

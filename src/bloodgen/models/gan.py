@@ -166,8 +166,8 @@ class GAN(Family):
     def optimizers(self, networks):
         # Two time-scale update rule: D gets its own (usually larger) learning rate.
         c = self.config
-        return {name: torch.optim.Adam(networks[name].parameters(), lr=lr, betas=tuple(c["betas"]),
-                                       weight_decay=c["weight_decay"])
+        t = self.trainer
+        return {name: torch.optim.Adam(networks[name].parameters(), lr=lr, betas=t.betas, weight_decay=t.weight_decay)
                 for name, lr in (("generator", c["lr"]), ("discriminator", c["lr_d"]))}
 
     def train_step(self, networks, x, y, ctx: StepContext) -> dict[str, torch.Tensor]:

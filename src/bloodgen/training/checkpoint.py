@@ -24,6 +24,7 @@ import torch
 from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.models.config import upgrade
+from bloodgen.training.records import CHECKPOINT_DIR
 from bloodgen.provenance import atomic_path, write_json
 
 FORMAT = "bloodgen-checkpoint"
@@ -103,7 +104,6 @@ class ExportMeta:
                    record.get("data") or {}, record.get("parameters") or {})
 
 
-CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_META = "model.json"

@@ -216,13 +216,14 @@ class Stepper:
 class _Run:
     def __init__(self, spec, ckpt, run_path, out, options: RunOptions):
         from bloodgen.data import N_CLASSES, load_bloodmnist, to_model_range
-        from bloodgen.models.config import validate
+        from bloodgen.models.config import TrainerConfig, validate
         from bloodgen.models.registry import get_family
 
         self.spec, self.config = spec, spec.config
         validate(spec.model, self.config)
+        self.trainer = TrainerConfig.of(self.config)
         self.ckpt, self.max_minutes, self.progress = ckpt, options.max_minutes, options.progress
-        self.accelerator = make_accelerator(options.cpu, self.config["mixed_precision"],
+        self.accelerator = make_accelerator(options.cpu, self.trainer.mixed_precision,
                                             get_family(spec.model).ddp_find_unused_parameters)
         acc = self.accelerator
         self.main = acc.is_main_process
@@ -235,7 +236,7 @@ class _Run:
                           f"than the run started with (sha256 {ckpt.data['sha256'][:12]})")
         self.images = to_model_range(images).to(acc.device)
         self.labels = torch.as_tensor(labels, device=acc.device)
-        self.batches = EpochBatches(len(labels), self.config["batch_size"], spec.seed,
+        self.batches = EpochBatches(len(labels), self.trainer.batch_size, spec.seed,
                                     acc.process_index, acc.num_processes)
         self.real_diversity = monitor.real_diversity(images, labels, N_CLASSES)
 
@@ -244,11 +245,11 @@ class _Run:
         self.family = get_family(spec.model)(spec.model, self.config, N_CLASSES)
         raw = {name: net.to(acc.device) for name, net in self.family.build().items()}
         self.raw = raw
-        self.ema = EMA(raw[self.family.sampling_network], self.config["ema_decay"])
+        self.ema = EMA(raw[self.family.sampling_network], self.trainer.ema_decay)
         optimizers = self.family.optimizers(raw)
-        c = self.config
+        t = self.trainer
         schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, c["warmup_steps"], c["steps"], c["lr_schedule"]))
+            opt, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.lr_schedule))
             for name, opt in optimizers.items()}
         self.step, self.train_time = 0, 0.0
         # Losses summed since the last log line; checkpointed so a resumed run logs what the whole run would.
@@ -263,7 +264,7 @@ class _Run:
         self.networks = dict(zip(raw, prepared[:len(raw)]))
         self.optimizers = dict(zip(optimizers, prepared[len(raw):]))
         self.schedulers = schedulers
-        self.stepper = Stepper(acc, self.networks, self.optimizers, schedulers, c["grad_clip"])
+        self.stepper = Stepper(acc, self.networks, self.optimizers, schedulers, self.trainer.grad_clip)
         self.stop_requested = False
         self.warned_collapse = False
         self.extras: dict[str, Any] = {}  # the family's final figures, filled by _finish
@@ -346,10 +347,10 @@ class _Run:
     # ---- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
-        c, acc = self.config, self.accelerator
+        c, acc = self.trainer, self.accelerator
         if self.main:
             self._write_run_files()
-        status, total = RUNNING, c["steps"]
+        status, total = RUNNING, c.steps
         interval_start = time.perf_counter()
         session_start = time.perf_counter()
         bar = self._progress_bar(total)
@@ -371,18 +372,18 @@ class _Run:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if not k.startswith("grad_norm")},
                                     refresh=False)
-                    if self.step % c["log_every"] == 0 or self.step == total:
+                    if self.step % c.log_every == 0 or self.step == total:
                         speed = self.log_steps / max(time.perf_counter() - interval_start, 1e-9)
                         self._log({k: v / self.log_steps for k, v in self.log_sums.items()}, speed)
                         self.log_sums, self.log_steps, interval_start = {}, 0, time.perf_counter()
-                    if (c["sample_every"] and self.step % c["sample_every"] == 0) or self.step == total:
+                    if (c.sample_every and self.step % c.sample_every == 0) or self.step == total:
                         bar.set_description_str(f"{self.spec.model} s{self.spec.seed} (sample grid)")
                         self._snapshot(bar)
                         bar.set_description_str(f"{self.spec.model} s{self.spec.seed}")
                     if stop:
                         status = INTERRUPTED if self.stop_requested else TIME_LIMIT
                         break
-                    if self.step % c["ckpt_every"] == 0 and self.step != total:
+                    if self.step % c.ckpt_every == 0 and self.step != total:
                         self._checkpoint()
             if status == RUNNING:
                 status = COMPLETED
@@ -404,7 +405,7 @@ class _Run:
 
         idx = self.batches.indices(self.step).to(self.accelerator.device)
         x, y = self.images[idx], self.labels[idx]
-        if self.config["augment"]:
+        if self.trainer.augment:
             x = random_dihedral(x)
         self.stepper.step = self.step
         self.stepper.grad_norms = {}
@@ -531,7 +532,7 @@ class _Run:
 
         summary = RunSummary.make(
             self.run_dir, checkpoint, export, status=status, model=self.spec.model,
-            preset=self.spec.preset, seed=self.spec.seed, step=self.step, steps=self.config["steps"],
+            preset=self.spec.preset, seed=self.spec.seed, step=self.step, steps=self.trainer.steps,
             train_time_s=round(self.train_time, 3),
             steps_per_s=round(self.step / self.train_time, 3) if self.train_time else None,
             parameters=self.parameters(), sampling_parameters=count_parameters(self.ema.network),

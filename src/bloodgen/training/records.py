@@ -8,6 +8,8 @@ from typing import Any
 
 from bloodgen.provenance import portable_path
 
+CHECKPOINT_DIR = "checkpoints"  # the run folder's checkpoint folder
+
 # Status values in summary.json and TrainResult.
 COMPLETED, INTERRUPTED, TIME_LIMIT, DIVERGED, RUNNING = "completed", "interrupted", "time_limit", "diverged", "running"
 
@@ -46,12 +48,13 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, record: dict) -> "RunSummary":
-        """Also reads summaries written with absolute paths: only the file names inside the run folder count."""
+        """Also reads summaries that kept other forms of the paths (absolute, or relative to another folder):
+        only the file names inside the run folder count."""
         values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
-        for name, parent in (("checkpoint", "checkpoints"), ("export", None)):
-            if values.get(name) and Path(values[name]).is_absolute():
-                path = Path(values[name])
-                values[name] = str(Path(parent, path.name) if parent else Path(path.name))
+        for name, folder in (("checkpoint", CHECKPOINT_DIR), ("export", None)):
+            if values.get(name):
+                file = Path(values[name]).name
+                values[name] = str(Path(folder, file)) if folder else file
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
