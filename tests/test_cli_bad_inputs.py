@@ -90,6 +90,10 @@ DATA = [
     ("domains-named-twice", "domains make --data {data} --out {out}/d --domains stain stain", "a domain is named twice"),
     ("domains-out-a-file", "domains make --data {data} --out {file}", "is a file; give a folder"),
     ("domains-negative-seed", "domains make --data {data} --out {out}/d --seed -1", "--seed must be"),
+    ("domains-normalise-missing-reference", "domains normalise {data} --to {out}/A.npz --out {out}/n.npz",
+     "not found: give a domain file of `bloodgen domains make`"),
+    ("domains-normalise-unknown-method", "domains normalise {data} --to {data} --method vahadane --out {out}/n.npz",
+     "argument --method: invalid choice: 'vahadane'"),
 ]
 
 STUDY = [

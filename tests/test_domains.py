@@ -60,3 +60,34 @@ def test_domains_make_writes_loadable_files_with_the_same_test_cells(tiny_npz, t
         assert (data.images("test") == expected).all()
     assert len(np.unique(np.concatenate(seen))) == sum(len(s) for s in seen) == 80  # disjoint, all of train
     assert (out / "domains.png").stat().st_size > 10_000 and "domains.png" in capsys.readouterr().out
+
+
+def test_normalisation_moves_a_shifted_domain_back_towards_the_reference_colours(tiny_data, tmp_path):
+    from skimage.color import rgb2lab
+
+    from bloodgen.data.domains import histogram_match, reinhard
+
+    reference = tiny_data.images("train")
+    shifted = stain(tiny_data.images("test"))
+    gap = lambda x: np.abs(x.mean(axis=(0, 1, 2)) - reference.mean(axis=(0, 1, 2))).max()
+    lab_gap = lambda x: np.abs(rgb2lab(x).mean(axis=(0, 1, 2)) - rgb2lab(reference).mean(axis=(0, 1, 2))).max()
+    for method in (reinhard, histogram_match):
+        moved = method(shifted, reference)
+        assert moved.dtype == np.uint8 and moved.shape == shifted.shape and (moved == method(shifted, reference)).all()
+        assert gap(moved) < 0.5 * gap(shifted) and lab_gap(moved) < 0.5 * lab_gap(shifted), method.__name__
+
+
+def test_domains_normalise_writes_a_loadable_file_of_the_same_cells(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "domains"
+    assert main(["domains", "make", "--data", str(tiny_npz), "--out", str(out), "--domains", "scope"]) == 0
+    target = tmp_path / "scope-histogram.npz"
+    assert main(["domains", "normalise", str(out / "scope.npz"), "--to", str(out / "A.npz"), "--method",
+                 "histogram", "--out", str(target)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scope_data, normalised = load_bloodmnist(out / "scope.npz"), load_bloodmnist(target)
+    assert normalised.split_sizes == scope_data.split_sizes
+    assert (normalised.labels("test") == scope_data.labels("test")).all()
+    assert not (normalised.images("test") == scope_data.images("test")).all()
+    record = json.loads(target.with_suffix(".json").read_text())
+    assert record["normalisation"] == "histogram" and record["reference"]["sha256"] != record["source"]["sha256"]

@@ -14,10 +14,14 @@ parts: part 0 stays domain A (the original images), part j becomes the j-th shif
 translation model never sees the same cell in two domains. Val and test are transformed whole, so the
 same test cells exist in every domain and their labels are known. Each domain is written as a
 BloodMNIST-format .npz that every command accepts, with a JSON sidecar that says how it was made.
+
+`normalise_file` is the classical answer to such a shift, and the baseline a translation model must beat:
+a domain's images moved to domain A's colours by Reinhard's L*a*b* statistics or by histogram matching.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -112,10 +116,10 @@ def train_parts(labels: np.ndarray, parts: int, seed: int) -> list[np.ndarray]:
     return [np.sort(np.concatenate(p)) for p in pieces]
 
 
-def _write(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], train_indices: np.ndarray) -> None:
+def _write(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], train_indices: np.ndarray | None) -> None:
     from bloodgen.provenance import atomic_path
 
-    arrays = {"train_source_indices": train_indices}
+    arrays = {} if train_indices is None else {"train_source_indices": train_indices}
     for split, (images, labels) in splits.items():
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
     with atomic_path(path) as tmp:
@@ -154,8 +158,6 @@ def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: 
 
 def domains_figure(paths: dict[str, Path], out: Path, per_class: int = 3) -> Path:
     """The same test cells in every domain: one panel per domain, one row per class."""
-    import warnings
-
     from bloodgen.data.bloodmnist import load_bloodmnist
     from bloodgen.report.plots import class_rows, plot_side_by_side
 
@@ -169,3 +171,65 @@ def domains_figure(paths: dict[str, Path], out: Path, per_class: int = 3) -> Pat
     plot_side_by_side(panels, per_class, list(CLASS_NAMES), figure,
                       title="The same test cells in every domain")
     return figure
+
+
+# ---- colour normalisation: the classical answer to a stain or scope shift ------------------------------
+
+def _lab_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(images)
+    return lab.mean(axis=(0, 1, 2)), lab.std(axis=(0, 1, 2))
+
+
+def reinhard(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Reinhard et al. (2001): each image's L*a*b* channels moved to the reference images' mean and spread."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    target_mean, target_std = _lab_statistics(reference)
+    lab = rgb2lab(images)
+    mean = lab.mean(axis=(1, 2), keepdims=True)
+    std = lab.std(axis=(1, 2), keepdims=True)
+    lab = (lab - mean) / np.maximum(std, 1e-6) * target_std + target_mean
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # colours moved outside sRGB are clipped, as Reinhard's method implies
+        return _to_uint8(lab2rgb(lab))
+
+
+def histogram_match(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each image's channel histograms mapped onto the pooled histograms of the reference images.
+
+    What skimage.exposure.match_histograms does for one image pair, written out because here the reference
+    is thousands of images: its 256-level CDF per channel is computed once, not once per image.
+    """
+    levels = np.arange(256)
+    out = np.empty_like(images)
+    for c in range(images.shape[-1]):
+        ref_cdf = np.cumsum(np.bincount(reference[..., c].ravel(), minlength=256)) / reference[..., c].size
+        for i, image in enumerate(images[..., c]):
+            cdf = np.cumsum(np.bincount(image.ravel(), minlength=256)) / image.size
+            out[i, ..., c] = np.rint(np.interp(cdf, ref_cdf, levels))[image]
+    return out
+
+
+NORMALISERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "reinhard": reinhard, "histogram": histogram_match}
+
+
+def normalise_file(source: BloodMNIST, reference: BloodMNIST, method: str, path: str | Path) -> Path:
+    """Every split of `source` normalised to the colours of `reference`'s train images, as a BloodMNIST file
+    with a JSON sidecar."""
+    from bloodgen.provenance import write_json
+
+    if method not in NORMALISERS:
+        raise UserError(f"unknown normalisation {method!r}: choose from {', '.join(NORMALISERS)}")
+    target = reference.images("train")
+    splits = {s: (NORMALISERS[method](source.images(s), target), source.labels(s)) for s in SPLITS}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, splits, None)
+    write_json(path.with_suffix(".json"), {
+        "normalisation": method, "source": source.provenance(), "reference": reference.provenance(),
+        "what": f"every split of the source, {method} colour normalisation to the reference's train images",
+        "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}})
+    return path
