@@ -92,6 +92,9 @@ DATA = [
     ("domains-negative-seed", "domains make --data {data} --out {out}/d --seed -1", "--seed must be"),
     ("domains-normalise-missing-reference", "domains normalise {data} --to {out}/A.npz --out {out}/n.npz",
      "not found: give a domain file of `bloodgen domains make`"),
+    ("domains-eval-no-domains", "domains eval --folder {out}/none --out {out}/e",
+     "A.npz not found: make the domains first with `bloodgen domains make"),
+    ("domains-eval-unknown-domain", "domains eval --folder {out} --domains lab2 --out {out}/e", "unknown domain(s) lab2"),
     ("domains-normalise-unknown-method", "domains normalise {data} --to {data} --method vahadane --out {out}/n.npz",
      "argument --method: invalid choice: 'vahadane'"),
 ]

@@ -91,3 +91,28 @@ def test_domains_normalise_writes_a_loadable_file_of_the_same_cells(tiny_npz, tm
     assert not (normalised.images("test") == scope_data.images("test")).all()
     record = json.loads(target.with_suffix(".json").read_text())
     assert record["normalisation"] == "histogram" and record["reference"]["sha256"] != record["source"]["sha256"]
+
+
+def test_domain_shift_study_scores_the_same_cells_in_every_domain(tiny_npz, tmp_path):
+    from dataclasses import replace
+
+    from bloodgen.classify.domain_shift import domain_shift_study, markdown_table
+    from bloodgen.classify.recipe import RECIPES
+
+    folder = tmp_path / "domains"
+    assert main(["domains", "make", "--data", str(tiny_npz), "--out", str(folder), "--domains", "stain",
+                 "artificial"]) == 0
+    recipe = replace(RECIPES["cpu"], epochs=1, width=8, batch_size=16)
+    study = domain_shift_study(folder, ("stain", "artificial"), (0, 1), recipe, cache_dir=tmp_path / "cache")
+    results = study["results"]
+    assert set(results) == {"A", "stain", "artificial"}
+    for name in ("stain", "artificial"):
+        assert set(results[name]) == {"before", "reinhard", "histogram", "oracle"}
+        for row in results[name].values():
+            assert 0 <= row["macro_f1"]["mean"] <= 1 and len(row["macro_f1"]["per_seed"]) == 2
+        assert 0 <= results[name]["before"]["class_flips"]["mean"] <= 1 and "class_flips" not in results[name]["oracle"]
+    assert len(list((tmp_path / "cache" / "classifier").iterdir())) == 2 * 3  # S_A and two oracles, per seed
+    table = markdown_table(study)
+    assert table.count("\n") == 3 and "| stain |" in table and "S_A reinhard" in table
+    again = domain_shift_study(folder, ("stain",), (0,), recipe, cache_dir=tmp_path / "cache")  # all cached
+    assert again["results"]["stain"]["before"]["macro_f1"]["per_seed"][0] == results["stain"]["before"]["macro_f1"]["per_seed"][0]

@@ -1,0 +1,116 @@
+"""How far a classifier of one lab falls in another, and what colour normalisation gives back (the layout of
+the AGGAN study's Table 3, with a cell-type classifier as the application).
+
+S_A, the reference ResNet-18 recipe trained on domain A's train part alone (`bloodgen domains make`), is
+scored on A's test cells (its ceiling) and, for each shifted domain B, on the same test cells as B images
+(before), after each colour normalisation to A (`bloodgen.data.domains.NORMALISERS`), and beside an oracle
+trained on B's own train part. Because the test cells are the same in every domain, the class flips are
+counted too: test cells whose S_A prediction in B (or normalised B) differs from its prediction in A. Every
+classifier is cached by data file and recipe (seed included), so a rerun scores without training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.classify.reference import classification_report, predict_proba, reference_classifier
+from bloodgen.data.domains import DOMAINS, NORMALISERS, SOURCE_DOMAIN
+from bloodgen.errors import UserError
+
+BEFORE, ORACLE = "before", "oracle"
+
+
+def _load(path: Path):
+    from bloodgen.data import load_bloodmnist
+
+    if not path.is_file():
+        raise UserError(f"{path} not found: make the domains first with `bloodgen domains make --out {path.parent}`")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
+        return load_bloodmnist(path)
+
+
+def _scores(labels: np.ndarray, proba: np.ndarray, reference_pred: np.ndarray | None) -> dict:
+    report = classification_report(labels, proba)
+    out = {k: report[k] for k in ("balanced_accuracy", "macro_f1", "accuracy")}
+    if reference_pred is not None:
+        out["class_flips"] = float(np.mean(proba.argmax(1) != reference_pred))
+    return out
+
+
+def evaluate_domain_shift(folder: str | Path, domains: tuple[str, ...], recipe: ClassifierRecipe,
+                          seed: int = 0, cache_dir: str | Path | None = None) -> dict:
+    """Every row of the table for one classifier seed: {"A": scores, domain: {before, <normaliser>..., oracle}}."""
+    folder = Path(folder)
+    recipe = replace(recipe, seed=seed)
+    source = _load(folder / f"{SOURCE_DOMAIN}.npz")
+    s_a, _ = reference_classifier(source, recipe, cache_dir=cache_dir)
+    test_labels = source.labels("test")
+    a_proba = predict_proba(s_a, source.images("test"))
+    a_pred = a_proba.argmax(1)
+    results: dict = {SOURCE_DOMAIN: _scores(test_labels, a_proba, None)}
+    reference_images = source.images("train")
+    for name in domains:
+        shifted = _load(folder / f"{name}.npz")
+        if not np.array_equal(shifted.labels("test"), test_labels):
+            raise UserError(f"{folder / name}.npz holds other test cells than {SOURCE_DOMAIN}.npz: make both with "
+                            f"one `bloodgen domains make`")
+        images = shifted.images("test")
+        rows = {BEFORE: _scores(test_labels, predict_proba(s_a, images), a_pred)}
+        for method, normalise in NORMALISERS.items():
+            rows[method] = _scores(test_labels, predict_proba(s_a, normalise(images, reference_images)), a_pred)
+        oracle, _ = reference_classifier(shifted, recipe, cache_dir=cache_dir)
+        rows[ORACLE] = _scores(test_labels, predict_proba(oracle, images), None)
+        results[name] = rows
+    return results
+
+
+def domain_shift_study(folder: str | Path, domains: tuple[str, ...] = tuple(DOMAINS), seeds: tuple[int, ...] = (0,),
+                       recipe: ClassifierRecipe | None = None, cache_dir: str | Path | None = None) -> dict:
+    """`evaluate_domain_shift` for every seed, with mean and std over seeds of every figure."""
+    from bloodgen.classify.reference import default_recipe
+    from bloodgen.data.domains import get_domains
+
+    get_domains(domains)
+    recipe = recipe or default_recipe()
+    per_seed = {s: evaluate_domain_shift(folder, domains, recipe, s, cache_dir) for s in seeds}
+    first = per_seed[seeds[0]]
+
+    def summary(path: tuple[str, ...]) -> dict:
+        values = [_dig(per_seed[s], path) for s in seeds]
+        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "per_seed": values}
+
+    table = {SOURCE_DOMAIN: {k: summary((SOURCE_DOMAIN, k)) for k in first[SOURCE_DOMAIN]}}
+    for name in domains:
+        table[name] = {row: {k: summary((name, row, k)) for k in first[name][row]} for row in first[name]}
+    return {"domains": list(domains), "seeds": list(seeds), "recipe": asdict(recipe), "results": table}
+
+
+def _dig(record: dict, path: tuple[str, ...]):
+    for key in path:
+        record = record[key]
+    return record
+
+
+def markdown_table(study: dict) -> str:
+    """Table 3's layout: one row per domain, S_A before and after each normalisation, the oracle, the ceiling."""
+    def cell(block: dict) -> str:
+        return f"{100 * block['mean']:.1f}" + ("" if block["std"] is None else f" ± {100 * block['std']:.1f}")
+
+    results = study["results"]
+    columns = [BEFORE, *NORMALISERS, ORACLE]
+    lines = ["| domain | S_A on A (ceiling) | " + " | ".join(f"S_A {c}" if c != ORACLE else "oracle" for c in columns)
+             + " | class flips before | " + " | ".join(f"flips {m}" for m in NORMALISERS) + " |",
+             "|---" * (3 + len(columns) + len(NORMALISERS)) + "|"]
+    for name in study["domains"]:
+        rows = results[name]
+        lines.append(f"| {name} | {cell(results[SOURCE_DOMAIN]['macro_f1'])} | "
+                     + " | ".join(cell(rows[c]["macro_f1"]) for c in columns) + " | "
+                     + " | ".join(cell(rows[c]["class_flips"]) for c in [BEFORE, *NORMALISERS]) + " |")
+    return "\n".join(lines)
