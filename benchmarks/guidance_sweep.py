@@ -37,6 +37,9 @@ from bloodgen.sampling.api import load_model, sample  # noqa: E402
 from bloodgen.study.stages import file_sha256, saved_parts  # noqa: E402
 
 
+DEFAULT_SCALES = (1.0, 1.5, 2.0, 3.0)
+
+
 def scale_samples(model, scale: float, n: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """The scale's samples, from the cache when an earlier run made them with the same weights and N."""
     path = cache / f"{file_sha256(model.source)[:16]}-g{scale}-n{n}.npz"
@@ -103,7 +106,7 @@ def _missing(scales: list[float], results: dict[float, dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="pretrained:ddpm", help="the ddpm: pretrained:ddpm or a run folder")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_SCALES))
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--out", default=str(ROOT / "results" / "record" / "guidance"))
     parser.add_argument("--max-minutes", type=float, default=None, help="start no scale after this many minutes")
@@ -111,21 +114,20 @@ def main() -> int:
     args = parser.parse_args()
     out, started = Path(args.out), time.monotonic()
     data, model = load_bloodmnist(args.data), load_model(args.run)
-    results = {}
     for scale in args.scales:
-        done = out / f"g{scale}.json"
         if args.max_minutes is not None and (time.monotonic() - started) / 60 > args.max_minutes:
             print(f"guidance {scale}: not started (--max-minutes {args.max_minutes} reached)")
         else:
-            results[scale] = run_scale(model, scale, args.n, data, out, default_cache_dir() / "guidance")
-            continue
-        if done.is_file() and len(json.loads(done.read_text())) == 3:
-            results[scale] = json.loads(done.read_text())
+            run_scale(model, scale, args.n, data, out, default_cache_dir() / "guidance")
+    # The table holds every finished scale in the folder, this run's and earlier runs'.
+    results = {float(p.stem[1:]): json.loads(p.read_text()) for p in sorted(out.glob("g*.json"))}
+    results = {scale: r for scale, r in sorted(results.items()) if len(r) == 3}
     if results:
         plot(results, args.n, out / "guidance.png")
         write_text(out / "README.md", "# Guidance sweep of the record ddpm\n\n" + __doc__.split("\n\n", 1)[1]
                    + f"\nModel: `{args.run}`. Command: `python benchmarks/guidance_sweep.py --run {args.run}`.\n\n"
-                   + table(results, reference_classifier(data)[1]["test"]) + _missing(args.scales, results)
+                   + table(results, reference_classifier(data)[1]["test"])
+                   + _missing(sorted({*args.scales, *DEFAULT_SCALES}), results)
                    + "\n\n![guidance](guidance.png)\n")
     return 0
 
