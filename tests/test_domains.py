@@ -113,6 +113,6 @@ def test_domain_shift_study_scores_the_same_cells_in_every_domain(tiny_npz, tmp_
         assert 0 <= results[name]["before"]["class_flips"]["mean"] <= 1 and "class_flips" not in results[name]["oracle"]
     assert len(list((tmp_path / "cache" / "classifier").iterdir())) == 2 * 3  # S_A and two oracles, per seed
     table = markdown_table(study)
-    assert table.count("\n") == 3 and "| stain |" in table and "S_A reinhard" in table
+    assert "| stain |" in table and "| artificial |" in table and "S_A reinhard" in table
     again = domain_shift_study(folder, ("stain",), (0,), recipe, cache_dir=tmp_path / "cache")  # all cached
     assert again["results"]["stain"]["before"]["macro_f1"]["per_seed"][0] == results["stain"]["before"]["macro_f1"]["per_seed"][0]

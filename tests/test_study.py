@@ -288,6 +288,19 @@ def test_a_new_experiment_and_a_new_metric_are_one_record_each(tiny_npz, tmp_pat
     assert row.split(" | ")[column].startswith(f"{gap['mean']:.3f} ± ")
 
 
+def test_the_domain_shift_experiment_cuts_the_study_data_and_reports_the_table(tiny_npz, tmp_path):
+    preset = replace(TINY_STUDY, domain_shift_seeds=1, classifier_recipe={"epochs": 1, "width": 8, "batch_size": 16})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["domain-shift"])
+    shift = results["experiments"]["domain-shift"]
+    assert shift["domains"] == ["artificial", "stain", "scope"] and shift["seeds"] == [0]
+    assert 0 <= shift["results"]["stain"]["reinhard"]["macro_f1"]["mean"] <= 1
+    assert (tmp_path / "domain_shift" / "stain.npz").is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert "A classifier of one lab in another" in report and "| scope |" in report
+
+
 @pytest.mark.parametrize("preset_name", list(PRESETS))
 def test_every_study_preset_plans_every_experiment(preset_name):
     """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every

@@ -123,13 +123,41 @@ def _report_diffusion_classifier(results: dict, out: Path, folder: Path) -> list
     return report_blocks(results, out, results_dir=folder)
 
 
+def _check_domain_shift(preset: StudyPreset, models: Sequence[str]) -> None:
+    if preset.domain_shift_seeds < 1:
+        raise UserError(f"the study preset's domain_shift_seeds must be >= 1, got {preset.domain_shift_seeds}")
+
+
+def _run_domain_shift(ctx: ExperimentContext) -> dict:
+    """The study's data cut into shifted domains, and a domain-A classifier scored under each shift."""
+    from bloodgen.classify.domain_shift import domain_shift_study
+    from bloodgen.data.domains import DOMAINS, make_domains
+
+    folder = ctx.out / DOMAIN_SHIFT.folder
+    if not all((folder / f"{name}.npz").is_file() for name in ("A", *DOMAINS)):
+        make_domains(ctx.dataset, folder, tuple(DOMAINS))
+    log(f"domain-shift experiment ({ctx.preset.domain_shift_seeds} classifier seed(s)) in {folder}")
+    return domain_shift_study(folder, tuple(DOMAINS), tuple(range(ctx.preset.domain_shift_seeds)),
+                              classifier_recipe(ctx.preset), ctx.cache_dir)
+
+
+def _report_domain_shift(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.classify.domain_shift import report_blocks
+
+    return report_blocks(results)
+
+
 # Prototype-guided diffusion vs a learned class embedding (bloodgen.improve).
 PROTOTYPES = Experiment("prototypes", "prototypes", _check_prototypes, _run_prototypes, _report_prototypes)
 # A conditional diffusion model used as a classifier (bloodgen.classify.diffusion_eval).
 DIFFUSION_CLASSIFIER = Experiment("diffusion-classifier", "diffusion_classifier", _check_diffusion_classifier,
                                   _run_diffusion_classifier, _report_diffusion_classifier)
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER)}
+# A domain-A classifier in shifted domains, before and after colour normalisation (bloodgen.classify.domain_shift).
+DOMAIN_SHIFT = Experiment("domain-shift", "domain_shift", _check_domain_shift, _run_domain_shift,
+                          _report_domain_shift)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER, DOMAIN_SHIFT)}
 
 
 def experiments_for(names: Sequence[str], preset: StudyPreset, models: Sequence[str]) -> tuple[Experiment, ...]:
