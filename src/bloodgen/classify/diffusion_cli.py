@@ -68,11 +68,8 @@ def options_from_args(args: argparse.Namespace):
 
 
 def add_parser(subparsers) -> None:
-    from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
-    from bloodgen.classify.diffusion_eval import PARTS
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
-    from bloodgen.data.domains import DOMAINS
 
     p = subparsers.add_parser(
         "classify", help="classify cells with a conditional ddpm (CytoDiffusion)",
@@ -90,11 +87,21 @@ def add_parser(subparsers) -> None:
     add_data_argument(p)
     add_classifier_options(p, max_draws=2000)
     p.set_defaults(func=run_classify)
+    _add_eval_parser(subparsers)
+
+
+def _add_eval_parser(subparsers) -> None:
+    from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
+    from bloodgen.classify.diffusion_eval import PARTS
+    from bloodgen.cli import HelpFormatter
+    from bloodgen.data.cli import add_data_argument
+    from bloodgen.data.domains import DOMAINS
 
     e = subparsers.add_parser(
         "classify-eval", help="evaluate the diffusion classifier against the ResNet-18 reference",
         description="Accuracy and cost with and without pruning, calibration, held-out-class anomaly detection, "
-                    "medmnistc corruptions and counterfactual heat maps; writes OUT/results.json and "
+                    "medmnistc corruptions and shifted domains, and counterfactual heat maps; writes "
+                    "OUT/results.json and "
                     "OUT/report.md/.html with figures.",
         epilog=EVAL_EXAMPLES, formatter_class=HelpFormatter)
     e.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
