@@ -315,3 +315,37 @@ def test_a_config_saved_before_a_key_existed_gets_the_value_it_was_trained_with(
     assert kept.config["eta"] == 0.5
     gan = resolve_config("gan", "quick")
     assert RunSpec.from_dict({"model": "gan", "preset": "quick", "seed": 0, "config": gan}).config == gan
+
+
+def test_paper_augmentation_rotates_jitters_and_mixes_per_image(tiny_data):
+    from bloodgen.data import random_colour_jitter, random_rotation, to_model_range
+    from bloodgen.models.ddpm import MixableEmbedding
+
+    x = to_model_range(tiny_data.images("test")[:1]).repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    turned = random_rotation(x)
+    assert turned.shape == x.shape and not torch.allclose(turned[0], turned[1])  # each image its own angle
+    flat = torch.full((2, 3, 28, 28), 0.3)
+    assert torch.allclose(random_rotation(flat), flat, atol=1e-5)  # reflection padding: no black corners
+    jittered = random_colour_jitter(x, (0.25, 0.25, 0.25, 0.125))
+    assert jittered.min() >= -1 and jittered.max() <= 1 and not torch.allclose(jittered[0], jittered[1])
+    embedding = MixableEmbedding(9, 5)
+    labels = torch.tensor([1, 4])
+    one_hot = torch.nn.functional.one_hot(labels, 9).float()
+    assert torch.allclose(embedding(one_hot), embedding(labels))
+    mixed = 0.3 * one_hot[0] + 0.7 * one_hot[1]
+    assert torch.allclose(embedding(mixed[None])[0], 0.3 * embedding.weight[1] + 0.7 * embedding.weight[4])
+
+
+def test_a_ddpm_trains_with_the_paper_augmentation_deterministically(tiny_npz, tmp_path):
+    paper = {"rotate": True, "colour_jitter": [0.25, 0.25, 0.25, 0.125], "cond_mixup": 0.3}
+    runs = [train_tiny("ddpm", tiny_npz, tmp_path / str(i), overrides=paper) for i in range(2)]
+    logs = [[json.loads(line) for line in (r.run_dir / "log.jsonl").read_text().splitlines()] for r in runs]
+    assert runs[0].status == "completed" and all(math.isfinite(row["loss"]) for row in logs[0])
+    assert [row["loss"] for row in logs[0]] == [row["loss"] for row in logs[1]]  # same seed, same run
+    with pytest.raises(UserError, match="cond_mixup"):
+        resolve_config("proto-ddpm", "quick", None, tiny_config("proto-ddpm", cond_mixup=0.3))
+    with pytest.raises(UserError, match="rotate"):
+        resolve_config("ldm", "quick", None, {"rotate": True})
+    with pytest.raises(UserError, match="colour_jitter"):
+        resolve_config("ddpm", "quick", None, {"colour_jitter": [0.1, 0.1]})

@@ -11,7 +11,8 @@ from bloodgen.data.bloodmnist import (
     resolve_data_path,
 )
 
-_TORCH_NAMES = ("ImageDataset", "dihedral", "make_loader", "random_dihedral", "to_model_range", "to_uint8")
+_TORCH_NAMES = ("ImageDataset", "dihedral", "make_loader", "random_colour_jitter", "random_dihedral",
+                "random_rotation", "to_model_range", "to_uint8")
 
 __all__ = [
     "CLASS_NAMES", "CLASS_NAMES_FULL", "DATA_ENV", "N_CLASSES", "SPLITS", "BloodMNIST", "load_bloodmnist",

@@ -6,6 +6,8 @@ group) keep the class. They are applied to whole batches on the device the batch
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -31,6 +33,28 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     rotations = torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)])
     return rotations[k, torch.arange(n, device=x.device)]
+
+
+def random_rotation(x: torch.Tensor) -> torch.Tensor:
+    """Each image of a (N, C, H, W) batch turned by its own uniform angle in [0, 360), corners filled by
+    reflection (the cell stays centred, the background continues). Written with affine_grid/grid_sample
+    because torchvision rotates a batch by one angle only."""
+    angle = torch.rand(x.shape[0], device=x.device) * 2 * math.pi
+    cos, sin = angle.cos(), angle.sin()
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_colour_jitter(x: torch.Tensor, strengths: tuple[float, float, float, float]) -> torch.Tensor:
+    """torchvision's ColorJitter (brightness, contrast, saturation, hue) drawn anew for each image of a batch
+    in [-1, 1] (one ColorJitter call on a batch would draw one set of factors for all of it)."""
+    from torchvision.transforms import v2
+
+    jitter = v2.ColorJitter(*strengths)
+    images = (x + 1) / 2
+    return torch.stack([jitter(image) for image in images]) * 2 - 1
 
 
 def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:

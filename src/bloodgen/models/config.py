@@ -53,8 +53,10 @@ def resolve_config(model: str, preset: str = "quick", file: str | Path | None = 
 
 
 # Keys a family's config gained after runs had been saved without them, with the value that reproduces how
-# those runs trained and sampled (snr_gamma 0: the uniform loss weighting; eta 0: deterministic DDIM).
-_DIFFUSION_UPGRADES = {"snr_gamma": 0.0, "eta": 0.0}
+# those runs trained and sampled (snr_gamma 0: the uniform loss weighting; eta 0: deterministic DDIM; no
+# rotation, colour jitter or mixup).
+_DIFFUSION_UPGRADES = {"snr_gamma": 0.0, "eta": 0.0, "rotate": False, "colour_jitter": [0.0, 0.0, 0.0, 0.0],
+                       "cond_mixup": 0.0}
 UPGRADES: dict[str, dict[str, Any]] = {"ddpm": _DIFFUSION_UPGRADES, "ldm": _DIFFUSION_UPGRADES,
                                        "proto-ddpm": _DIFFUSION_UPGRADES}
 

@@ -17,6 +17,11 @@ real images' mean-colour range, against 8% at eta = 1; benchmarks/ddpm_colour_dr
 saved before `eta` existed keep their deterministic sampling. v-prediction (`prediction: v`) removes
 that amplification at its root: x0 = sqrt(abar) x_t - sqrt(1 - abar) v needs no division by sqrt(abar).
 
+CytoDiffusion's training augmentation is three options on top of the loop's flips and quarter turns:
+`rotate` (any angle), `colour_jitter` (brightness, contrast, saturation, hue; the paper's 0.25, 0.25, 0.25,
+0.125) and `cond_mixup` (alpha of mixup, the paper's 0.3: pairs of images mixed with lambda ~ Beta(alpha,
+alpha) and their class embeddings mixed with the same lambda, through `MixableEmbedding`).
+
 `snr_gamma` > 0 weights the loss by Min-SNR-gamma (Hang et al. 2023, the weighting CytoDiffusion
 trains with): each time step's loss is scaled so that its effective x0-loss weight is min(SNR, gamma),
 which stops the many nearly noise-free steps from dominating the gradient and speeds convergence.
@@ -37,6 +42,17 @@ from bloodgen.models.base import Family, StepContext, norm_groups, randn
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction"}
 SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+class MixableEmbedding(nn.Embedding):
+    """The U-Net's class embedding that also takes mixing weights: integer labels (N,) look rows up as
+    nn.Embedding does; float weights (N, classes) return the weighted sums of the rows (mixup of the
+    conditioning). Same parameter, same state-dict key as the nn.Embedding it replaces."""
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.is_floating_point():
+            return labels.to(self.weight.dtype) @ self.weight
+        return super().forward(labels)
 
 
 class DDPM(Family):
@@ -76,10 +92,18 @@ class DDPM(Family):
             require(0 <= c["eta"] <= 1, "eta", "must be in [0, 1]", c)
         if "snr_gamma" in c:
             require(c["snr_gamma"] >= 0, "snr_gamma", "must be >= 0 (0: every time step weighted equally)", c)
+        require(len(c["colour_jitter"]) == 4 and all(v >= 0 for v in c["colour_jitter"]) and c["colour_jitter"][3] <= 0.5,
+                "colour_jitter", "must be 4 numbers >= 0: brightness, contrast, saturation, hue (hue at most 0.5)", c)
+        require(c["cond_mixup"] >= 0, "cond_mixup", "must be >= 0 (the alpha of mixup; 0 turns it off)", c)
 
     def build(self) -> dict[str, nn.Module]:
         # Class n_classes is the "no label" class of classifier-free guidance.
-        return {"unet": self.unet(num_class_embeds=self.n_classes + 1 if self.conditional else None)}
+        unet = self.unet(num_class_embeds=self.n_classes + 1 if self.conditional else None)
+        if self.conditional:
+            embedding = unet.class_embedding
+            unet.class_embedding = MixableEmbedding(embedding.num_embeddings, embedding.embedding_dim)
+            unet.class_embedding.load_state_dict(embedding.state_dict())
+        return {"unet": unet}
 
     def unet(self, **class_conditioning: Any) -> nn.Module:
         """The config's U-Net; subclasses (proto-ddpm) pass their own class-conditioning arguments."""
@@ -126,12 +150,32 @@ class DDPM(Family):
         return unet(x, t, class_labels=labels if self.conditional else None).sample
 
     def train_step(self, networks, x, y, ctx: StepContext) -> dict[str, torch.Tensor]:
+        x, y = self.augment(x, y)
         loss = self.diffusion_loss(networks["unet"], x, y)
         ctx.update(loss, "unet")
         return {"loss": loss.detach()}
 
+    def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The config's rotation, colour jitter and mixup (see the module doc); y becomes (N, classes + 1)
+        mixing weights under mixup."""
+        from bloodgen.data import random_colour_jitter, random_rotation
+
+        c = self.config
+        if c["rotate"]:
+            x = random_rotation(x)
+        if any(c["colour_jitter"]):
+            x = random_colour_jitter(x, tuple(c["colour_jitter"]))
+        if c["cond_mixup"] and self.conditional:
+            lam = torch.distributions.Beta(c["cond_mixup"], c["cond_mixup"]).sample((x.shape[0],)).to(x.device)
+            pair = torch.randperm(x.shape[0], device=x.device)
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[pair]
+            one_hot = nn.functional.one_hot(y, self.n_classes + 1).float()
+            y = lam[:, None] * one_hot + (1 - lam[:, None]) * one_hot[pair]
+        return x, y
+
     def diffusion_loss(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The denoising loss of `network` on clean samples x (images, or latents in `ldm`) of classes y."""
+        """The denoising loss of `network` on clean samples x (images, or latents in `ldm`) of classes y
+        (labels (N,), or mixing weights (N, classes + 1))."""
         scheduler = self.train_scheduler
         noise = torch.randn_like(x)
         t = torch.randint(0, self.config["timesteps"], (x.shape[0],), device=x.device)
@@ -140,7 +184,11 @@ class DDPM(Family):
         labels = None
         if self.conditional:
             drop = torch.rand(x.shape[0], device=x.device) < self.config["cfg_dropout"]
-            labels = torch.where(drop, torch.full_like(y, self.null_class), y)
+            if y.is_floating_point():
+                null = nn.functional.one_hot(torch.tensor(self.null_class), y.shape[1]).to(y)
+                labels = torch.where(drop[:, None], null, y)
+            else:
+                labels = torch.where(drop, torch.full_like(y, self.null_class), y)
         per_image = (self.denoise(network, x_t, t, labels).float() - target).square().mean((1, 2, 3))
         return (per_image * self.loss_weights(scheduler, t)).mean()
 

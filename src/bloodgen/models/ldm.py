@@ -96,6 +96,9 @@ class LDM(DDPM):
 
         super().check()
         c = self.config
+        for key in ("rotate", "colour_jitter", "cond_mixup"):  # image-space options of the pixel ddpm
+            require(not any(c[key]) if isinstance(c[key], list) else not c[key], key,
+                    "is a ddpm option: the latent model does not apply it", c)
         require(0 <= c["ae_steps"] < c["steps"], "ae_steps",
                 f"must be in 0..steps-1 ({c['steps'] - 1}): the U-Net needs steps after the autoencoder's", c)
         for key in ("ae_channels", "latent_channels"):

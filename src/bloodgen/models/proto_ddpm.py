@@ -100,6 +100,7 @@ class ProtoDDPM(DDPM):
         c = self.config
         require(c["conditional"], "conditional", "must be true: proto-ddpm conditions on classes", c)
         require(c["class_dim"] >= 1, "class_dim", "must be >= 1", c)
+        require(not c["cond_mixup"], "cond_mixup", "is not available for proto-ddpm: its class vectors are frozen", c)
 
     def build(self) -> dict[str, nn.Module]:
         c = self.config
