@@ -75,6 +75,7 @@ def domain_shift_study(folder: str | Path, domains: tuple[str, ...] = tuple(DOMA
     """`evaluate_domain_shift` for every seed, with mean and std over seeds of every figure."""
     from bloodgen.classify.reference import default_recipe
     from bloodgen.data.domains import get_domains
+    from bloodgen.metrics.protocol import summarise
 
     get_domains(domains)
     recipe = recipe or default_recipe()
@@ -82,9 +83,7 @@ def domain_shift_study(folder: str | Path, domains: tuple[str, ...] = tuple(DOMA
     first = per_seed[seeds[0]]
 
     def summary(path: tuple[str, ...]) -> dict:
-        values = [_dig(per_seed[s], path) for s in seeds]
-        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                "per_seed": values}
+        return summarise([_dig(per_seed[s], path) for s in seeds])
 
     table = {SOURCE_DOMAIN: {k: summary((SOURCE_DOMAIN, k)) for k in first[SOURCE_DOMAIN]}}
     for name in domains:

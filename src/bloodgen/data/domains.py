@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bloodgen.data.bloodmnist import CLASS_NAMES, N_CLASSES, SPLITS, BloodMNIST
+from bloodgen.data.subset import write_splits
 from bloodgen.errors import UserError
 
 SOURCE_DOMAIN = "A"
@@ -116,17 +117,6 @@ def train_parts(labels: np.ndarray, parts: int, seed: int) -> list[np.ndarray]:
     return [np.sort(np.concatenate(p)) for p in pieces]
 
 
-def _write(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], train_indices: np.ndarray | None) -> None:
-    from bloodgen.provenance import atomic_path
-
-    arrays = {} if train_indices is None else {"train_source_indices": train_indices}
-    for split, (images, labels) in splits.items():
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # np.savez would append ".npz" to a bare temporary name
-            np.savez_compressed(f, **arrays)
-
-
 def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: int = 0) -> dict[str, Path]:
     """Write domain A and every named domain into `out` (A.npz, <name>.npz, each with its .json); returns
     their paths by domain name."""
@@ -144,7 +134,7 @@ def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: 
         splits = {"train": (transform(train_images[parts[j]]), train_labels[parts[j]])}
         splits.update({s: (transform(data.split(s)[0]), data.split(s)[1]) for s in SPLITS if s != "train"})
         paths[name] = out / f"{name}.npz"
-        _write(paths[name], splits, parts[j])
+        write_splits(paths[name], splits, train_source_indices=parts[j])
         write_json(paths[name].with_suffix(".json"), {
             "domain": name, "description": "the original images" if domain is None else domain.description,
             "parameters": {} if domain is None else domain.parameters, "source": data.provenance(),
@@ -227,7 +217,7 @@ def normalise_file(source: BloodMNIST, reference: BloodMNIST, method: str, path:
     splits = {s: (NORMALISERS[method](source.images(s), target), source.labels(s)) for s in SPLITS}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, splits, None)
+    write_splits(path, splits)
     write_json(path.with_suffix(".json"), {
         "normalisation": method, "source": source.provenance(), "reference": reference.provenance(),
         "what": f"every split of the source, {method} colour normalisation to the reference's train images",

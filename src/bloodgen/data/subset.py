@@ -40,7 +40,7 @@ def write_subset(data: BloodMNIST, path: str | Path, *, exclude_classes: Iterabl
 
     Returns `path`. The sidecar `path.json` records the source file's hash and the filter.
     """
-    from bloodgen.provenance import atomic_path, write_json
+    from bloodgen.provenance import write_json
 
     exclude = sorted(set(int(c) for c in exclude_classes))
     if any(not 0 <= c < N_CLASSES for c in exclude):
@@ -53,23 +53,34 @@ def write_subset(data: BloodMNIST, path: str | Path, *, exclude_classes: Iterabl
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
         raise UserError(f"unknown split(s) {', '.join(unknown)}: choose from {', '.join(SPLITS)}")
-    arrays, sizes = {}, {}
+    parts = {}
     for split in SPLITS:
         images, labels = data.split(split)
         if split in splits:
             idx = subset_indices(labels, exclude, per_class, seed)
             images, labels = images[idx], labels[idx]
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
-        sizes[split] = int(len(labels))
+        parts[split] = images, labels
+    sizes = {split: int(len(labels)) for split, (_, labels) in parts.items()}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # np.savez would append ".npz" to a bare temporary name
-            np.savez_compressed(f, **arrays)
+    write_splits(path, parts)
     write_json(path.with_suffix(".json"), {
         "source": data.provenance(), "exclude_classes": exclude, "per_class": per_class,
         "filtered_splits": list(splits), "seed": seed, "split_sizes": sizes,
     })
     return path
+
+
+def write_splits(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], **extra: np.ndarray) -> None:
+    """A BloodMNIST-format .npz (`<split>_images`, `<split>_labels` as (N, 1) uint8) written atomically, with
+    `extra` arrays beside the splits."""
+    from bloodgen.provenance import atomic_path
+
+    arrays = dict(extra)
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # np.savez would append ".npz" to a bare temporary name
+            np.savez_compressed(f, **arrays)
 
 
 def describe_subset(path: str | Path) -> dict | None:
