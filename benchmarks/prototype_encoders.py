@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bloodgen.classify.prototype_options import PrototypeOptions  # noqa: E402
+from bloodgen.classify.prototype_options import PrototypeOptions, PrototypeRecord  # noqa: E402
 from bloodgen.classify.prototypes import learn_prototypes  # noqa: E402
 from bloodgen.classify.reference import default_recipe  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
@@ -42,7 +42,7 @@ REGIMES = {"all": None, "100 per class": 100}
 ENCODERS = ("reference", "inception", "reference-subset")
 
 
-def run_unit(data, encoder: str, per_class: int | None, seed: int, work: Path) -> dict:
+def run_unit(data, encoder: str, per_class: int | None, seed: int, work: Path) -> PrototypeRecord:
     options = PrototypeOptions(seed=seed)
     if encoder == "reference-subset":
         if per_class is None:
@@ -55,9 +55,9 @@ def run_unit(data, encoder: str, per_class: int | None, seed: int, work: Path) -
         base = default_recipe()
         recipe = replace(base, epochs=math.ceil(base.epochs * data.split_sizes["train"] / encoder_data.split_sizes["train"]))
         return learn_prototypes(data, work / f"{encoder}-{seed}", options, encoder="reference",
-                                encoder_data=encoder_data, classifier_recipe=recipe, max_per_class=per_class)
+                                encoder_data=encoder_data, classifier_recipe=recipe, max_per_class=per_class)[1]
     return learn_prototypes(data, work / f"{encoder}-{per_class}-{seed}", options, encoder=encoder,
-                            max_per_class=per_class)
+                            max_per_class=per_class)[1]
 
 
 def table(results: dict) -> str:
@@ -91,10 +91,10 @@ def main() -> int:
             for seed in args.seeds:
                 if str(seed) in units:
                     continue
-                info = run_unit(data, encoder, per_class, seed, work)
-                units[str(seed)] = {k: info[k] for k in ("val_accuracy", "test_accuracy", "seconds")}
-                units[str(seed)]["feature_dim"] = info["encoder"]["feature_dim"]
-                print(f"{encoder}, {regime}, seed {seed}: test accuracy {info['test_accuracy']:.3f}", flush=True)
+                record = run_unit(data, encoder, per_class, seed, work)
+                units[str(seed)] = {"val_accuracy": record.val_accuracy, "test_accuracy": record.test_accuracy,
+                                    "seconds": record.seconds, "feature_dim": record.encoder.feature_dim}
+                print(f"{encoder}, {regime}, seed {seed}: test accuracy {record.test_accuracy:.3f}", flush=True)
                 results["environment"] = environment()
                 write_json(path, results)
                 write_text(OUT / "encoders.md", "# Prototype-classifier accuracy per encoder\n\n"

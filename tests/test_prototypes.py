@@ -36,7 +36,7 @@ def fitted():
 def proto_file(fitted, tmp_path_factory):
     from bloodgen.classify.prototypes import write_prototypes
 
-    model, info = fitted
+    model, _ = fitted
     return write_prototypes(model, {"toy": True}, tmp_path_factory.mktemp("protos") / "prototypes.safetensors")
 
 
@@ -55,8 +55,8 @@ def test_prototype_loss_is_dce_plus_lambda_times_distance_to_closest_true_protot
 def test_prototypes_of_separable_toy_classes_separate(fitted):
     from bloodgen.classify.prototypes import prototype_accuracy
 
-    model, info = fitted
-    assert info["val_accuracy"] > 0.95
+    model, fit = fitted
+    assert fit.val_accuracy > 0.95 and len(fit.history) == 15
     assert prototype_accuracy(model, *toy_features(10, 2)) > 0.95
     # Each class's mean projected feature lies nearest to one of its own class's prototypes.
     x, y = toy_features(20, 3)
@@ -85,14 +85,15 @@ def test_bad_prototype_options_and_files_are_one_line_user_errors(tmp_path):
 
 
 def test_learn_prototypes_with_a_plugged_in_encoder_writes_file_and_json(tiny_data, tmp_path):
-    from bloodgen.classify.prototypes import learn_prototypes
+    from bloodgen.classify.prototypes import learn_prototypes, read_info
     from bloodgen.models.prototype_file import read_prototypes
 
-    info = learn_prototypes(tiny_data, tmp_path, PrototypeOptions(per_class=2, dim=DIM, epochs=20, batch_size=32),
-                            encoder="torch.nn:Flatten")
-    assert read_prototypes(tmp_path).shape == (8, 2, DIM)
+    options = PrototypeOptions(per_class=2, dim=DIM, epochs=20, batch_size=32)
+    path, record = learn_prototypes(tiny_data, tmp_path, options, encoder="torch.nn:Flatten")
+    assert path == tmp_path / "prototypes.safetensors" and read_prototypes(tmp_path).shape == (8, 2, DIM)
     saved = json.loads((tmp_path / "prototypes.json").read_text())
-    assert saved["test_accuracy"] == info["test_accuracy"] and 0 <= info["test_accuracy"] <= 1
+    assert saved == json.loads(json.dumps(record.to_json())) and read_info(tmp_path) == record
+    assert saved["test_accuracy"] == record.test_accuracy and 0 <= record.test_accuracy <= 1
     assert saved["test_accuracy"] > 0.25  # twice chance: raw pixels of 80 images, but colour tells the classes
     assert saved["encoder"]["feature_dim"] == 28 * 28 * 3 and len(saved["data"]["sha256"]) == 64
     assert saved["options"]["per_class"] == 2 and saved["environment"]["versions"]["torch"]
@@ -115,12 +116,12 @@ def test_the_inception_encoder_reads_the_evaluation_feature_cache_split_by_split
         return fit(train, val, n_classes, options)
 
     monkeypatch.setattr(prototypes, "fit_prototypes", spy)
-    info = prototypes.learn_prototypes(tiny_data, tmp_path, PrototypeOptions(dim=DIM, epochs=5, batch_size=32),
-                                       encoder="inception", cache_dir=tmp_path / "cache", max_per_class=3)
+    _, record = prototypes.learn_prototypes(tiny_data, tmp_path, PrototypeOptions(dim=DIM, epochs=5, batch_size=32),
+                                            encoder="inception", cache_dir=tmp_path / "cache", max_per_class=3)
     val_images, val_labels = tiny_data.split("val")
     assert np.allclose(seen["val"][0], extractor(val_images), atol=1e-5) and (seen["val"][1] == val_labels).all()
     assert np.bincount(seen["train"][1], minlength=8).tolist() == [3] * 8
-    assert info["encoder"]["feature_dim"] == extractor.dim and "no BloodMNIST" in info["encoder"]["trained_on"]["images"]
+    assert record.encoder.feature_dim == extractor.dim and "no BloodMNIST" in record.encoder.trained_on["images"]
     assert list((tmp_path / "cache" / "features").glob("*.npz"))  # shared with the evaluation's cache
 
 
@@ -247,13 +248,16 @@ def test_comparison_runs_both_arms_in_both_regimes_resumes_and_samples_without_p
 
     results = run()
     for regime in cmp.REGIMES:
-        rows = results[cmp.K_REGIMES][regime][cmp.K_ROWS]
-        assert set(rows) == {cmp.REAL, *cmp.ARMS}
-        for arm in cmp.ARMS:
-            assert np.isfinite(rows[arm][cmp.K_FID]) and 0 <= rows[arm][cmp.K_FIDELITY] <= 1
-            assert 0 <= rows[arm][cmp.K_F1] <= 1 and rows[arm][cmp.K_N_SAMPLES] == 16
-        assert (tmp_path / results[cmp.K_REGIMES][regime][cmp.K_GRID]).is_file()
-        assert 0 <= results[cmp.K_REGIMES][regime][cmp.K_PROTOTYPES][cmp.K_TEST_ACCURACY] <= 1
+        block = results.regimes[regime]
+        assert tuple(block.arms) == cmp.ARMS and 0 <= block.real.f1 <= 1
+        for row in block.arms.values():
+            assert np.isfinite(row.fid) and 0 <= row.class_fidelity <= 1
+            assert 0 <= row.tstr.f1 <= 1 and row.n_samples == 16
+        assert (tmp_path / block.grid).is_file()
+        assert 0 <= block.prototypes.test_accuracy <= 1
+    saved = json.loads((tmp_path / cmp.RESULTS_FILE).read_text())
+    assert set(saved["regimes"]["low"]["rows"]) == {cmp.REAL, *cmp.ARMS}
+    assert cmp.ComparisonResult.from_json(saved).to_json() == saved
     configs = [json.loads((tmp_path / "runs" / f"full-{arm}" / "config.json").read_text())["config"]
                for arm in cmp.ARMS]
     assert {k for k in configs[0] if configs[0][k] != configs[1][k]} == {"class_embedding", "prototypes"}
@@ -274,7 +278,7 @@ def test_comparison_runs_both_arms_in_both_regimes_resumes_and_samples_without_p
     # Resumable: a second call finds every stage done and trains nothing.
     monkeypatch.setattr("bloodgen.training.train", lambda *a, **k: pytest.fail("retrained a finished run"))
     monkeypatch.setattr("bloodgen.classify.prototypes.learn_prototypes", lambda *a, **k: pytest.fail("relearned"))
-    assert run()[cmp.K_REGIMES] == results[cmp.K_REGIMES]
+    assert run().regimes == results.regimes
     with pytest.raises(UserError, match="another budget"):
         run(cmp.replace(budget, fid_n=4))
 

@@ -13,6 +13,7 @@ import subprocess
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -446,13 +447,14 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
 
     def fake_compare(out, comparison, **kwargs):
         calls["prototypes"] = (out, comparison)
-        return {"marker": "prototypes"}
+        return SimpleNamespace(to_json=lambda: {"marker": "prototypes"})
 
     def fake_evaluation(cfg):
         calls["diffusion-classifier"] = cfg
         return {"marker": "diffusion classifier"}
 
     monkeypatch.setattr(improve, "compare", fake_compare)
+    monkeypatch.setattr(improve.ComparisonResult, "from_json", lambda record: record)
     monkeypatch.setattr(diffusion_eval, "run_evaluation", fake_evaluation)
     monkeypatch.setattr(improve, "report_blocks", lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
     monkeypatch.setattr(diffusion_eval, "report_blocks",

@@ -17,7 +17,7 @@ module mapping float images (N, 3, 28, 28) in [-1, 1] to vectors (N, D). Since f
 are computed once and only g and the prototypes train, which is cheap on a CPU.
 
 Output: `prototypes.safetensors` (the prototypes (C, K, dim), the head and the feature standardisation)
-and `prototypes.json` beside it (options, encoder, accuracies, data hash, versions).
+and `prototypes.json` beside it (options, encoder, accuracies, data hash, versions: a `PrototypeRecord`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,24 +33,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from bloodgen.classify.prototype_options import PrototypeOptions
+from bloodgen.classify.prototype_options import EpochLog, PrototypeEncoder, PrototypeOptions, PrototypeRecord
 from bloodgen.models.prototype_file import PROTOTYPES_FILE, prototypes_path
 from bloodgen.errors import UserError
 
 REFERENCE_ENCODER = "reference"
 INCEPTION_ENCODER = "inception"
 
-# prototypes.json keys.
-KEY_OPTIONS = "options"
-KEY_ENCODER = "encoder"
-KEY_VAL_ACCURACY = "val_accuracy"
-KEY_TEST_ACCURACY = "test_accuracy"
-KEY_TRAIN_ACCURACY = "train_accuracy"
-KEY_HISTORY = "history"
-KEY_DATA = "data"
-KEY_SHAPE = "prototypes_shape"
-KEY_ENVIRONMENT = "environment"
-KEY_SECONDS = "seconds"
+
+@dataclass(frozen=True)
+class PrototypeFit:
+    """How `fit_prototypes` went: the kept epoch's val accuracy, the train accuracy, every epoch."""
+
+    val_accuracy: float
+    train_accuracy: float
+    history: list[EpochLog]
 
 
 class PrototypeClassifier(nn.Module):
@@ -92,7 +89,7 @@ def prototype_accuracy(model: PrototypeClassifier, features: np.ndarray, labels:
 
 
 def fit_prototypes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], n_classes: int,
-                   options: PrototypeOptions = PrototypeOptions()) -> tuple[PrototypeClassifier, dict]:
+                   options: PrototypeOptions = PrototypeOptions()) -> tuple[PrototypeClassifier, PrototypeFit]:
     """Train head and prototypes on features (N, D) with Adam; keep the epoch with the best val accuracy."""
     options.check()
     x, y = (torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(train[1], dtype=torch.long))
@@ -115,13 +112,12 @@ def fit_prototypes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
             optimizer.step()
             losses.append(loss.item())
         val_acc = prototype_accuracy(model, *val)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), KEY_VAL_ACCURACY: val_acc})
+        history.append(EpochLog(epoch + 1, float(np.mean(losses)), val_acc))
         if val_acc > best or best_state is None:
             best, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
-    return model, {KEY_VAL_ACCURACY: best, KEY_TRAIN_ACCURACY: prototype_accuracy(model, *train),
-                   KEY_HISTORY: history}
+    return model, PrototypeFit(best, prototype_accuracy(model, *train), history)
 
 
 # ---- encoders ---------------------------------------------------------------------------------------
@@ -166,6 +162,7 @@ def encode(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.
 # ---- files ------------------------------------------------------------------------------------------
 
 def write_prototypes(model: PrototypeClassifier, info: dict, path: str | Path) -> Path:
+    """The model's tensors in `path` and `info` (a JSON object, normally a `PrototypeRecord`'s) beside it."""
     from safetensors.torch import save_file
 
     from bloodgen.provenance import atomic_path, write_json
@@ -179,13 +176,14 @@ def write_prototypes(model: PrototypeClassifier, info: dict, path: str | Path) -
 
 def learn_prototypes(data, out: str | Path, options: PrototypeOptions = PrototypeOptions(),
                      encoder: str = REFERENCE_ENCODER, encoder_data=None, classifier_recipe=None,
-                     cache_dir: str | Path | None = None, max_per_class: int | None = None) -> dict:
+                     cache_dir: str | Path | None = None,
+                     max_per_class: int | None = None) -> tuple[Path, PrototypeRecord]:
     """Learn prototypes on `data`'s train split (val for selection, test for the reported accuracy).
 
     encoder_data: the file the reference encoder is trained on (default `data`); the study uses the full
     file for it so both data regimes share one encoder, as both would share CLIP. max_per_class caps the
     training images whose features are computed (a CPU budget). Writes `out` (a .safetensors path or a
-    folder) and its .json; returns the JSON record.
+    folder) and its .json; returns the prototypes file's path and the record in the .json.
     """
     from bloodgen.data import N_CLASSES
     from bloodgen.provenance import environment
@@ -204,21 +202,19 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
             index = subset_indices(data.labels(split), per_class=max_per_class, seed=options.seed)
         splits[split] = (embed(split, index), data.labels(split)[index].astype(np.int64))
     model, fit = fit_prototypes(splits["train"], splits["val"], N_CLASSES, options)
-    info = {
-        KEY_SHAPE: list(model.prototypes.shape),
-        KEY_TRAIN_ACCURACY: fit[KEY_TRAIN_ACCURACY], KEY_VAL_ACCURACY: fit[KEY_VAL_ACCURACY],
-        KEY_TEST_ACCURACY: prototype_accuracy(model, *splits["test"]),
-        KEY_OPTIONS: asdict(options),
-        KEY_ENCODER: {"spec": encoder, "feature_dim": int(splits["train"][0].shape[1]),
-                      "classifier_recipe": asdict(classifier_recipe) if classifier_recipe is not None else None,
-                      "trained_on": trained_on},
-        KEY_DATA: {**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
-        KEY_HISTORY: fit[KEY_HISTORY],
-        KEY_SECONDS: round(time.perf_counter() - started, 1),
-        KEY_ENVIRONMENT: environment(),
-    }
-    write_prototypes(model, info, path)
-    return {**info, "path": str(path)}
+    record = PrototypeRecord(
+        prototypes_shape=list(model.prototypes.shape),
+        train_accuracy=fit.train_accuracy, val_accuracy=fit.val_accuracy,
+        test_accuracy=prototype_accuracy(model, *splits["test"]),
+        options=options,
+        encoder=PrototypeEncoder(encoder, int(splits["train"][0].shape[1]), classifier_recipe, trained_on),
+        data={**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
+        history=fit.history,
+        seconds=round(time.perf_counter() - started, 1),
+        environment=environment(),
+    )
+    write_prototypes(model, record.to_json(), path)
+    return path, record
 
 
 def _embedder(encoder: str, data, encoder_data, recipe, cache_dir) -> tuple[Callable, Any]:
@@ -239,5 +235,5 @@ def _embedder(encoder: str, data, encoder_data, recipe, cache_dir) -> tuple[Call
     return lambda split, index: encode(net, data.split(split)[0][index]), trained_on
 
 
-def read_info(path: str | Path) -> dict:
-    return json.loads(prototypes_path(path).with_suffix(".json").read_text())
+def read_info(path: str | Path) -> PrototypeRecord:
+    return PrototypeRecord.from_json(json.loads(prototypes_path(path).with_suffix(".json").read_text()))

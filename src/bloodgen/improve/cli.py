@@ -96,7 +96,7 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_learn(args: argparse.Namespace) -> int:
     from bloodgen.classify.prototype_options import PrototypeOptions
-    from bloodgen.classify.prototypes import KEY_SECONDS, KEY_TEST_ACCURACY, KEY_VAL_ACCURACY, learn_prototypes
+    from bloodgen.classify.prototypes import learn_prototypes
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.data import load_bloodmnist
     from bloodgen import checks
@@ -112,17 +112,17 @@ def run_learn(args: argparse.Namespace) -> int:
     else:
         checks.output_folder(args.out, "--out")
     recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
-    info = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
-                            classifier_recipe=recipe, cache_dir=args.cache_dir, max_per_class=args.max_per_class)
-    print(f"prototypes {tuple(info['prototypes_shape'])} written to {info['path']} ({info[KEY_SECONDS]:.0f} s): "
-          f"prototype classifier test accuracy {info[KEY_TEST_ACCURACY]:.4f} (val {info[KEY_VAL_ACCURACY]:.4f})")
+    path, record = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
+                                    classifier_recipe=recipe, cache_dir=args.cache_dir,
+                                    max_per_class=args.max_per_class)
+    print(f"prototypes {tuple(record.prototypes_shape)} written to {path} ({record.seconds:.0f} s): "
+          f"prototype classifier test accuracy {record.test_accuracy:.4f} (val {record.val_accuracy:.4f})")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from bloodgen import checks
-    from bloodgen.improve.compare import (ARMS, K_F1, K_FID, K_REGIMES, K_ROWS, REAL, RESULTS_FILE, Comparison,
-                                          compare)
+    from bloodgen.improve.compare import ARMS, RESULTS_FILE, Comparison, compare
 
     checks.output_folder(args.out, "--out")
     checks.seed(args.seed)
@@ -131,9 +131,8 @@ def run_compare(args: argparse.Namespace) -> int:
     comparison = Comparison(args.preset, data=args.data, seed=args.seed, regimes=tuple(args.regimes),
                             encoder=args.encoder, steps=args.steps, classifier_epochs=args.classifier_epochs)
     results = compare(args.out, comparison, cache_dir=args.cache_dir, progress=not args.quiet)
-    for regime, block in results[K_REGIMES].items():
-        rows = block[K_ROWS]
-        parts = [f"{arm}: FID {rows[arm][K_FID]:.1f}, TSTR F1 {rows[arm][K_F1]:.3f}" for arm in ARMS]
-        print(f"{regime}: " + "; ".join(parts) + f"; real TSTR F1 {rows[REAL][K_F1]:.3f}")
+    for regime, block in results.regimes.items():
+        parts = [f"{arm}: FID {block.arms[arm].fid:.1f}, TSTR F1 {block.arms[arm].tstr.f1:.3f}" for arm in ARMS]
+        print(f"{regime}: " + "; ".join(parts) + f"; real TSTR F1 {block.real.f1:.3f}")
     print(f"results in {args.out}/{RESULTS_FILE}, report in {args.out}/report.html")
     return 0

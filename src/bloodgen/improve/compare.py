@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bloodgen.classify.prototype_options import PrototypeOptions
+from bloodgen.classify.prototype_options import PrototypeEncoder, PrototypeOptions
+from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
 from bloodgen.models.prototype_file import LEARNED, PROTOTYPES
 from bloodgen.models.registry import PROTOTYPE_FAMILY
 from bloodgen.errors import UserError
@@ -47,17 +48,6 @@ ARM_LABELS = {REAL: "real images", LEARNED: "learned class embedding (baseline)"
               PROTOTYPES: "frozen prototypes (IMPROVE)"}
 REGIME_LABELS = {FULL: "full data", LOW: "100 images per class"}
 RESULTS_FILE = "results.json"
-
-# results.json keys.
-K_SCHEMA, K_PRESET, K_BUDGET, K_SEED = "schema", "preset", "budget", "seed"
-K_DATA, K_CLASSIFIER, K_REGIMES, K_ENVIRONMENT, K_SECONDS = "data", "classifier", "regimes", "environment", "seconds"
-K_PROTOTYPES, K_ROWS, K_GRID, K_REGIME_DATA = "prototypes", "rows", "grid", "regime_data"
-K_RUN_DIR, K_TRAIN_TIME, K_STEPS, K_N_SAMPLES = "run_dir", "train_time_s", "steps", "n_samples"
-K_FID, K_FID_CLASS_AVERAGED, K_FID_PER_CLASS = "fid", "fid_class_averaged", "fid_per_class"
-K_FIDELITY, K_FIDELITY_PER_CLASS = "class_fidelity", "class_fidelity_per_class"
-K_PRECISION, K_RECALL, K_F1, K_ACCURACY = "tstr_precision", "tstr_recall", "tstr_f1", "tstr_accuracy"
-K_N_TRAIN, K_N_TEST = "tstr_n_train", "tstr_n_test"
-K_TEST_ACCURACY = "test_accuracy"
 
 
 @dataclass(frozen=True)
@@ -75,6 +65,13 @@ class Budget:
     fid_seeds: int = 3
     tstr_epochs: int = 30  # the TSTR classifiers: the reference classifier's recipe with this many epochs
     eval_per_class: int | None = None  # cap on val/test images per class for TSTR (None: whole splits)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "Budget":
+        return cls(**{**record, "prototypes": PrototypeOptions(**record["prototypes"])})
 
 
 PRESETS = {
@@ -106,6 +103,155 @@ def budget_for(preset: str, steps: int | None = None, classifier_epochs: int | N
             raise UserError(f"--steps must be >= 1, got {steps}")
         budget = replace(budget, diffusion_overrides={**budget.diffusion_overrides, "steps": steps})
     return budget
+
+
+# ---- records: what comparison.json, results.json and the evaluations hold, JSON keys the field names
+# unless a to_json says otherwise ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """comparison.json: what a comparison folder compares; its finished stages hold only for this."""
+
+    budget: Budget
+    seed: int
+    encoder: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TstrScores:
+    """Train on synthetic (or real) images, test on real: one classifier's macro scores. Each JSON key has
+    the prefix "tstr_", as the scores share their row with the FID and fidelity figures."""
+
+    precision: float
+    recall: float
+    f1: float
+    accuracy: float
+    n_train: int
+    n_test: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {f"tstr_{name}": value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "TstrScores":
+        return cls(**{f.name: record[f"tstr_{f.name}"] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ArmRow:
+    """One diffusion arm in one regime (evaluations/<regime>-<arm>.json): its run, FID and class fidelity of
+    its samples, and TSTR on them, whose keys come between the fidelity and the FID protocol."""
+
+    run_dir: str  # as portable_path writes it
+    steps: int
+    train_time_s: float
+    n_samples: int
+    fid: float
+    fid_class_averaged: float
+    fid_per_class: list[float]
+    class_fidelity: float
+    class_fidelity_per_class: list[float]
+    tstr: TstrScores
+    fid_protocol: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            record.update(value.to_json() if f.name == "tstr" else {f.name: value})
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "ArmRow":
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name != "tstr"},
+                   tstr=TstrScores.from_json(record))
+
+
+@dataclass(frozen=True)
+class PrototypesSummary:
+    """The prototype classifier whose prototypes condition a regime's IMPROVE arm (from its prototypes.json)."""
+
+    path: str
+    test_accuracy: float
+    val_accuracy: float
+    options: PrototypeOptions
+    encoder: PrototypeEncoder
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "PrototypesSummary":
+        return cls(**{**record, "options": PrototypeOptions(**record["options"]),
+                      "encoder": PrototypeEncoder.from_json(record["encoder"])})
+
+
+@dataclass(frozen=True)
+class RegimeResult:
+    """One regime of results.json. Its JSON "rows" hold the arms and, under REAL, the real-images row."""
+
+    regime_data: dict[str, Any]  # the regime's data file's provenance
+    prototypes: PrototypesSummary
+    arms: dict[str, ArmRow]  # in ARMS order
+    real: TstrScores  # the TSTR recipe on as many real images, with the synthetic set's class counts
+    grid: str  # the side-by-side grid, relative to the comparison folder
+
+    def to_json(self) -> dict[str, Any]:
+        rows = {arm: row.to_json() for arm, row in self.arms.items()}
+        return {"regime_data": self.regime_data, "prototypes": self.prototypes.to_json(),
+                "rows": {**rows, REAL: self.real.to_json()}, "grid": self.grid}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "RegimeResult":
+        rows = record["rows"]
+        return cls(record["regime_data"], PrototypesSummary.from_json(record["prototypes"]),
+                   {arm: ArmRow.from_json(row) for arm, row in rows.items() if arm != REAL},
+                   TstrScores.from_json(rows[REAL]), record["grid"])
+
+
+@dataclass(frozen=True)
+class JudgeSummary:
+    """The reference classifier that judges class fidelity and is the default prototype encoder."""
+
+    recipe: ClassifierRecipe
+    trained_on: dict[str, Any]  # the data file's provenance
+    test_accuracy: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "JudgeSummary":
+        return cls(**{**record, "recipe": ClassifierRecipe(**record["recipe"])})
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """results.json: the whole comparison."""
+
+    schema: str
+    preset: str  # the budget preset's name, or "custom"
+    budget: Budget
+    seed: int
+    data: dict[str, Any]  # the full data file's provenance
+    classifier: JudgeSummary
+    regimes: dict[str, RegimeResult]
+    environment: dict[str, Any]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**record, "budget": self.budget.to_json(), "classifier": self.classifier.to_json(),
+                "regimes": {name: regime.to_json() for name, regime in self.regimes.items()}}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "ComparisonResult":
+        return cls(**{**record, "budget": Budget.from_json(record["budget"]),
+                      "classifier": JudgeSummary.from_json(record["classifier"]),
+                      "regimes": {name: RegimeResult.from_json(block) for name, block in record["regimes"].items()}})
 
 
 def _load_json(path: Path) -> dict | None:
@@ -152,12 +298,11 @@ class Comparison:
 
 
 def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: str | Path | None = None,
-            progress: bool = True, extractor=None) -> dict:
-    """Run (or continue) the comparison in `out`; returns results.json's content and writes the report.
+            progress: bool = True, extractor=None) -> ComparisonResult:
+    """Run (or continue) the comparison in `out`; returns what it writes to results.json, and writes the report.
 
     `extractor` replaces the InceptionV3 feature extractor of FID (tests use a cheap one).
     """
-    from bloodgen.classify.recipe import RECIPES
     from bloodgen.classify.reference import KEY_ACCURACY, reference_classifier
     from bloodgen.data.subset import write_subset
     from bloodgen.provenance import environment, write_json
@@ -186,19 +331,14 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
     if budget.classifier_epochs is not None:
         recipe = replace(recipe, epochs=budget.classifier_epochs)
     judge, judge_info = reference_classifier(full, recipe, cache_dir=cache_dir)
+    judge_summary = JudgeSummary(recipe, full.provenance(), judge_info["test"][KEY_ACCURACY])
 
-    results: dict[str, Any] = {
-        K_SCHEMA: SCHEMA, K_PRESET: preset_name, K_BUDGET: asdict(budget), K_SEED: seed, K_DATA: full.provenance(),
-        K_CLASSIFIER: {"recipe": asdict(recipe), "trained_on": full.provenance(),
-                       K_TEST_ACCURACY: judge_info["test"][KEY_ACCURACY]},
-        K_REGIMES: {},
-    }
     setting = _Setting(out, full, judge, recipe, budget, seed, encoder, cache_dir, progress, extractor)
-    for regime in regimes:
-        results[K_REGIMES][regime] = _regime(setting, regime, regime_data[regime])
-    results[K_ENVIRONMENT] = environment()
-    results[K_SECONDS] = round(time.perf_counter() - started, 1)
-    write_json(out / RESULTS_FILE, results)
+    results = ComparisonResult(
+        schema=SCHEMA, preset=preset_name, budget=budget, seed=seed, data=full.provenance(), classifier=judge_summary,
+        regimes={regime: _regime(setting, regime, regime_data[regime]) for regime in regimes},
+        environment=environment(), seconds=round(time.perf_counter() - started, 1))
+    write_json(out / RESULTS_FILE, results.to_json())
     write_compare_report(results, out)
     return results
 
@@ -208,7 +348,7 @@ def _claim(out: Path, budget: Budget, seed: int, encoder: str) -> None:
     since its finished stages would be silently mixed with new ones."""
     from bloodgen.provenance import write_json
 
-    spec = json.loads(json.dumps({K_BUDGET: asdict(budget), K_SEED: seed, "encoder": encoder}))
+    spec = json.loads(json.dumps(ComparisonSpec(budget, seed, encoder).to_json()))
     path = out / "comparison.json"
     existing = _load_json(path)
     if existing is not None and existing != spec:
@@ -233,8 +373,8 @@ class _Setting:
     extractor: Any
 
 
-def _regime(s: _Setting, regime: str, data) -> dict:
-    from bloodgen.classify.prototypes import KEY_TEST_ACCURACY as PROTO_TEST, learn_prototypes, read_info
+def _regime(s: _Setting, regime: str, data) -> RegimeResult:
+    from bloodgen.classify.prototypes import learn_prototypes, read_info
     from bloodgen.data import CLASS_NAMES, N_CLASSES
     from bloodgen.report.plots import class_rows, plot_side_by_side
 
@@ -247,22 +387,20 @@ def _regime(s: _Setting, regime: str, data) -> dict:
     rng = np.random.default_rng(s.seed)
     test = _cap(s.full.split("test"), s.budget.eval_per_class, s.seed)
     val = _cap(data.split("val"), s.budget.eval_per_class, s.seed)
-    rows: dict[str, dict] = {}
+    arms: dict[str, ArmRow] = {}
     generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for arm in ARMS:
         run_dir = _train_arm(s, regime, arm, data, proto_path)
         generated[arm] = _samples(s, regime, arm, run_dir)
-        rows[arm] = _evaluate_arm(s, regime, arm, run_dir, generated[arm], val, test)
-    rows[REAL] = _real_row(s, regime, data, generated[ARMS[0]][1], val, test)
+        arms[arm] = _evaluate_arm(s, regime, arm, run_dir, generated[arm], val, test)
+    real = _real_row(s, regime, data, generated[ARMS[0]][1], val, test)
     grid = f"grid-{regime}.png"
     panels = {ARM_LABELS[REAL]: class_rows(*data.split("train"), N_CLASSES, 6, rng)}
     panels.update({ARM_LABELS[arm]: class_rows(*generated[arm], N_CLASSES, 6, rng) for arm in ARMS})
     plot_side_by_side(panels, 6, CLASS_NAMES, s.out / grid, title=REGIME_LABELS[regime])
-    return {K_REGIME_DATA: data.provenance(),
-            K_PROTOTYPES: {"path": str(proto_path), K_TEST_ACCURACY: proto_info[PROTO_TEST],
-                           "val_accuracy": proto_info["val_accuracy"], "options": proto_info["options"],
-                           "encoder": proto_info["encoder"]},
-            K_ROWS: rows, K_GRID: grid}
+    prototypes = PrototypesSummary(str(proto_path), proto_info.test_accuracy, proto_info.val_accuracy,
+                                   proto_info.options, proto_info.encoder)
+    return RegimeResult(data.provenance(), prototypes, arms, real, grid)
 
 
 def _train_arm(s: _Setting, regime: str, arm: str, data, proto_path: Path) -> Path:
@@ -302,44 +440,43 @@ def _samples(s: _Setting, regime: str, arm: str, run_dir: Path) -> tuple[np.ndar
         return z[IMAGES], z[LABELS]
 
 
-def _tstr(train, val, test, recipe, budget: Budget) -> dict:
+def _tstr(train, val, test, recipe, budget: Budget) -> TstrScores:
     from bloodgen.classify.reference import KEY_ACCURACY, KEY_MACRO_F1, KEY_MACRO_PRECISION, KEY_MACRO_RECALL
     from bloodgen.classify.utility import train_and_test
 
     report = train_and_test(train, val, test, replace(recipe, epochs=budget.tstr_epochs),
                             desc="train-on-synthetic classifier")
-    return {K_PRECISION: report[KEY_MACRO_PRECISION], K_RECALL: report[KEY_MACRO_RECALL], K_F1: report[KEY_MACRO_F1],
-            K_ACCURACY: report[KEY_ACCURACY], K_N_TRAIN: len(train[1]), K_N_TEST: len(test[1])}
+    return TstrScores(report[KEY_MACRO_PRECISION], report[KEY_MACRO_RECALL], report[KEY_MACRO_F1],
+                      report[KEY_ACCURACY], len(train[1]), len(test[1]))
 
 
-def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, val, test) -> dict:
+def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, val, test) -> ArmRow:
     from bloodgen.classify.utility import KEY_FIDELITY_MACRO, KEY_FIDELITY_PER_CLASS, class_fidelity
     from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
     from bloodgen.metrics.protocol import KEY_MEAN, calculate_metrics
     from bloodgen.provenance import portable_path, write_json
 
     path = s.out / "evaluations" / f"{regime}-{arm}.json"
-    row = _load_json(path)
-    if row is not None:
-        return row
+    saved = _load_json(path)
+    if saved is not None:
+        return ArmRow.from_json(saved)
     images, labels = generated
     metrics = calculate_metrics(_samples_path(s.out, regime, arm), n=min(s.budget.fid_n, len(images)),
                                 seeds=s.budget.fid_seeds, floor=False, metrics=("fid", "per-class"), data=s.full.path,
                                 progress=s.progress, extractor=s.extractor)
     fidelity = class_fidelity(s.judge, images, labels)
     summary = json.loads((run_dir / "summary.json").read_text())
-    row = {K_RUN_DIR: portable_path(str(run_dir)), K_STEPS: summary["step"], K_TRAIN_TIME: summary["train_time_s"],
-           K_N_SAMPLES: len(labels),
-           K_FID: metrics[KEY_FID][KEY_MEAN], K_FID_CLASS_AVERAGED: metrics[KEY_FID_CLASS_AVERAGED][KEY_MEAN],
-           K_FID_PER_CLASS: metrics[KEY_FID_PER_CLASS][KEY_MEAN],
-           K_FIDELITY: fidelity[KEY_FIDELITY_MACRO], K_FIDELITY_PER_CLASS: fidelity[KEY_FIDELITY_PER_CLASS],
-           **_tstr((images, labels), val, test, s.recipe, s.budget),
-           "fid_protocol": metrics["protocol"]}
-    write_json(path, row)
+    row = ArmRow(run_dir=portable_path(str(run_dir)), steps=summary["step"], train_time_s=summary["train_time_s"],
+                 n_samples=len(labels), fid=metrics[KEY_FID][KEY_MEAN],
+                 fid_class_averaged=metrics[KEY_FID_CLASS_AVERAGED][KEY_MEAN],
+                 fid_per_class=metrics[KEY_FID_PER_CLASS][KEY_MEAN], class_fidelity=fidelity[KEY_FIDELITY_MACRO],
+                 class_fidelity_per_class=fidelity[KEY_FIDELITY_PER_CLASS],
+                 tstr=_tstr((images, labels), val, test, s.recipe, s.budget), fid_protocol=metrics["protocol"])
+    write_json(path, row.to_json())
     return row
 
 
-def _real_row(s: _Setting, regime: str, data, synthetic_labels: np.ndarray, val, test) -> dict:
+def _real_row(s: _Setting, regime: str, data, synthetic_labels: np.ndarray, val, test) -> TstrScores:
     """TSTR's real-data row: as many real train images of the regime, with the synthetic set's class counts
     (capped by what the regime has)."""
     from bloodgen.classify.utility import take_per_class
@@ -347,14 +484,14 @@ def _real_row(s: _Setting, regime: str, data, synthetic_labels: np.ndarray, val,
     from bloodgen.provenance import write_json
 
     path = s.out / "evaluations" / f"{regime}-{REAL}.json"
-    row = _load_json(path)
-    if row is not None:
-        return row
+    saved = _load_json(path)
+    if saved is not None:
+        return TstrScores.from_json(saved)
     images, labels = data.split("train")
     counts = np.minimum(np.bincount(synthetic_labels, minlength=N_CLASSES), np.bincount(labels, minlength=N_CLASSES))
     train = take_per_class(images, labels, counts, np.random.default_rng(s.seed))
     row = _tstr(train, val, test, s.recipe, s.budget)
-    write_json(path, row)
+    write_json(path, row.to_json())
     return row
 
 
@@ -364,46 +501,46 @@ def _f(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def report_blocks(results: dict, out_dir: Path, results_dir: Path | None = None) -> list:
+def report_blocks(results: ComparisonResult, out_dir: Path, results_dir: Path | None = None) -> list:
     """The comparison as report blocks (headings, tables, grids); image paths relative to `out_dir`, for a
     comparison written in `results_dir` (default: `out_dir` itself)."""
     import os
 
     from bloodgen.report.document import Heading, Image
 
-    regimes = list(results[K_REGIMES])
+    regimes = list(results.regimes)
     blocks: list = [Heading("Prototype-guided diffusion (IMPROVE)"), _setup_paragraph(results),
                     _tstr_table(results, regimes), _quality_table(results, regimes), _prototypes_table(results, regimes)]
     for regime in regimes:
-        grid = Path(results_dir or out_dir) / results[K_REGIMES][regime][K_GRID]
+        grid = Path(results_dir or out_dir) / results.regimes[regime].grid
         blocks.append(Image(os.path.relpath(grid, out_dir),
                             f"{REGIME_LABELS[regime]}: real images and both arms' samples, one row per class."))
     return blocks
 
 
-def _setup_paragraph(results: dict):
+def _setup_paragraph(results: ComparisonResult):
     from bloodgen.report.document import Paragraph
 
-    budget = results[K_BUDGET]
-    steps = budget["diffusion_overrides"].get("steps", f"the {budget['diffusion_preset']!r} preset's")
-    recipe = results[K_CLASSIFIER]["recipe"]
-    cap = budget["eval_per_class"]
+    budget = results.budget
+    steps = budget.diffusion_overrides.get("steps", f"the {budget.diffusion_preset!r} preset's")
+    recipe = results.classifier.recipe
+    cap = budget.eval_per_class
     tested = "the whole test split" if cap is None else f"{cap} test images per class"
     return Paragraph(
         "Two proto-ddpm arms that differ only in the class embedding concatenated with the time embedding: "
         "frozen class prototypes learned by convolutional prototype learning (IMPROVE), or a randomly "
         "initialised, learned embedding of the same dimension (baseline). Same U-Net, schedule, "
-        f"{steps} training steps, batch, data and seed ({results[K_SEED]}). Budget preset "
-        f"'{results[K_PRESET]}': {budget['n_samples']} generated images per run, FID at N={budget['fid_n']} "
-        f"over {budget['fid_seeds']} seed(s) against all BloodMNIST images (no floor); TSTR classifiers "
-        f"trained {budget['tstr_epochs']} epochs, tested on {tested}. "
+        f"{steps} training steps, batch, data and seed ({results.seed}). Budget preset "
+        f"'{results.preset}': {budget.n_samples} generated images per run, FID at N={budget.fid_n} "
+        f"over {budget.fid_seeds} seed(s) against all BloodMNIST images (no floor); TSTR classifiers "
+        f"trained {budget.tstr_epochs} epochs, tested on {tested}. "
         f"Class fidelity and the prototype encoder use one classifier, the reference ResNet-18 at width "
-        f"{recipe['width']} trained {recipe['epochs']} epoch(s) (test accuracy "
-        f"{_f(results[K_CLASSIFIER][K_TEST_ACCURACY])}); as it also shapes the prototypes, its fidelity "
+        f"{recipe.width} trained {recipe.epochs} epoch(s) (test accuracy "
+        f"{_f(results.classifier.test_accuracy)}); as it also shapes the prototypes, its fidelity "
         f"figures may favour the prototype arm.")
 
 
-def _tstr_table(results: dict, regimes: list[str]):
+def _tstr_table(results: ComparisonResult, regimes: list[str]):
     from bloodgen.report.document import Table
 
     header = ["training images"]
@@ -413,40 +550,43 @@ def _tstr_table(results: dict, regimes: list[str]):
     for arm in (REAL, *ARMS):
         row = [ARM_LABELS[arm]]
         for regime in regimes:
-            r = results[K_REGIMES][regime][K_ROWS][arm]
-            row += [_f(r[K_PRECISION]), _f(r[K_RECALL]), _f(r[K_F1])]
+            block = results.regimes[regime]
+            scores = block.real if arm == REAL else block.arms[arm].tstr
+            row += [_f(scores.precision), _f(scores.recall), _f(scores.f1)]
         rows.append(row)
     return Table(header, rows, caption="Train on synthetic, test on real: macro precision, recall and F1 "
                                        "(the paper's Table 5 layout; 'real images' trains on as many real "
                                        "images with the same class counts).")
 
 
-def _quality_table(results: dict, regimes: list[str]):
+def _quality_table(results: ComparisonResult, regimes: list[str]):
     from bloodgen.report.document import Table
 
     rows = []
     for regime in regimes:
         for arm in ARMS:
-            r = results[K_REGIMES][regime][K_ROWS][arm]
-            rows.append([REGIME_LABELS[regime], ARM_LABELS[arm], _f(r[K_FID], 1), _f(r[K_FID_CLASS_AVERAGED], 1),
-                         _f(r[K_FIDELITY]), str(r[K_STEPS]), _f(r[K_TRAIN_TIME] / 60, 1)])
+            r = results.regimes[regime].arms[arm]
+            rows.append([REGIME_LABELS[regime], ARM_LABELS[arm], _f(r.fid, 1), _f(r.fid_class_averaged, 1),
+                         _f(r.class_fidelity), str(r.steps), _f(r.train_time_s / 60, 1)])
     return Table(["regime", "arm", "FID", "class-averaged FID", "class fidelity", "steps", "train min"],
                  rows, caption="Image quality (lower FID is better) and class fidelity (higher is better).",
                  align_right_from=2)
 
 
-def _prototypes_table(results: dict, regimes: list[str]):
+def _prototypes_table(results: ComparisonResult, regimes: list[str]):
     from bloodgen.report.document import Table
 
+    rows = []
+    for regime in regimes:
+        p = results.regimes[regime].prototypes
+        rows.append([REGIME_LABELS[regime], _f(p.test_accuracy), _f(p.val_accuracy),
+                     *map(str, (p.options.per_class, p.options.dim, p.options.gamma, p.options.lam))])
     return Table(["regime", "prototype classifier test accuracy", "val accuracy", "K", "dim", "gamma", "lambda"],
-                 [[REGIME_LABELS[r], _f(results[K_REGIMES][r][K_PROTOTYPES][K_TEST_ACCURACY]),
-                   _f(results[K_REGIMES][r][K_PROTOTYPES]["val_accuracy"]),
-                   *(str(results[K_REGIMES][r][K_PROTOTYPES]["options"][k])
-                     for k in ("per_class", "dim", "gamma", "lam"))] for r in regimes],
+                 rows,
                  caption="The prototype classifiers whose prototypes condition the IMPROVE arm.")
 
 
-def write_compare_report(results: dict, out_dir: Path) -> tuple[Path, Path]:
+def write_compare_report(results: ComparisonResult, out_dir: Path) -> tuple[Path, Path]:
     from bloodgen.report.document import Document, write_report
 
     doc = Document("bloodgen: prototype-guided diffusion (IMPROVE) vs. a learned class embedding")

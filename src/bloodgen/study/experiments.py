@@ -65,13 +65,13 @@ def _run_prototypes(ctx: ExperimentContext) -> dict:
     budget, folder = prototypes_budget(ctx.preset), ctx.out / PROTOTYPES.folder
     log(f"prototypes experiment ({budget} budget) in {folder}")
     return compare(folder, Comparison(budget, data=str(ctx.dataset.path)), cache_dir=ctx.cache_dir,
-                   progress=ctx.progress, extractor=ctx.extractor)
+                   progress=ctx.progress, extractor=ctx.extractor).to_json()
 
 
 def _report_prototypes(results: dict, out: Path, folder: Path) -> list:
-    from bloodgen.improve.compare import report_blocks
+    from bloodgen.improve.compare import ComparisonResult, report_blocks
 
-    return report_blocks(results, out, results_dir=folder)
+    return report_blocks(ComparisonResult.from_json(results), out, results_dir=folder)
 
 
 def _classifier_family(models: Sequence[str]) -> str | None:
