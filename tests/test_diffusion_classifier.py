@@ -18,6 +18,8 @@ from model_helpers import tiny_config, train_tiny
 
 from bloodgen.classify import diffusion as dc
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
+from bloodgen.classify.diffusion_results import (PART_RECORDS, AccuracyPart, Calibration, CalibrationPart,
+                                                 DiffusionScores, EvalResults, ResnetScores)
 from bloodgen.data import dihedral
 from bloodgen.errors import UserError
 
@@ -314,7 +316,10 @@ def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
                      heatmap_draws=4, options=FAST)
     results = run_evaluation(cfg)
     assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "report.html").is_file()
-    assert results["parts"]["heatmaps"]["image_classes"] == [0, 7]
+    assert results.heatmaps.image_classes == [0, 7]
+    saved = json.loads((tmp_path / "eval" / "parts" / "heatmaps.json").read_text())
+    assert saved["image_classes"] == [0, 7] and saved["draws"] == 4
+    assert saved["checkpoint_step"] == results.heatmaps.run.checkpoint_step
     blocks = report_blocks(results, tmp_path / "study")  # another folder: figures are copied there
     images = [b for b in blocks if isinstance(b, Image)]
     assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
@@ -335,12 +340,12 @@ def test_eval_scores_the_shifted_domains_on_the_same_images(toy_run, tmp_path):
                      recipe=replace(RECIPES["cpu"], epochs=1), cache_dir=str(tmp_path / "cache"), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        part = run_evaluation(cfg)["parts"]["corruptions"]
-    assert part["n_images"] == 6 and not part["corrupted"] and list(part["domains"]) == ["stain", "artificial"]
-    for shift in part["domains"].values():
-        for scores in shift.values():
-            assert 0 <= scores["balanced_accuracy"] <= 1
-    text = to_markdown(Document("x", report_blocks({"parts": {"corruptions": part}}, tmp_path / "eval")))
+        part = run_evaluation(cfg).corruptions
+    assert part.n_images == 6 and not part.corrupted and list(part.domains) == ["stain", "artificial"]
+    for shift in part.domains.values():
+        for scores in (shift.diffusion, shift.resnet18):
+            assert 0 <= scores.balanced_accuracy <= 1
+    text = to_markdown(Document("x", report_blocks(EvalResults(corruptions=part), tmp_path / "eval")))
     assert "| stain |" in text and "| artificial |" in text
     with pytest.raises(UserError, match="unknown domain"):
         EvalConfig(checkpoint="", out="", parts=("corruptions",), domains=("lab2",)).check()
@@ -358,14 +363,18 @@ def test_stratified_test_images_hold_k_of_each_class(tiny_data):
 
 
 def _fake_results(folder: Path, accuracy: float, recall0: float, with_calibration: bool) -> Path:
-    """A classify-eval results.json with only the figures the summary reads."""
-    report = {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.1, "per_class_recall": [recall0] + [0.5] * 7,
-              "n_images": 16, "evaluations_per_image": 100.0, "seconds_per_image": 2.0}
-    parts = {"accuracy": {"diffusion": report, "diffusion_no_prune": report, "resnet18": report}}
+    """A classify-eval results.json with made-up figures where the summary reads none."""
+    report = {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.1, "per_class_recall": [recall0] + [0.5] * 7}
+    diffusion = DiffusionScores(report, n_images=16, evaluations_per_image=100.0, draws_per_image=10.0,
+                                seconds_per_image=2.0, options={})
+    results = EvalResults(accuracy=AccuracyPart(diffusion, diffusion, ResnetScores(report, seconds_per_image=2.0),
+                                                classifier={}, test_indices=[], evaluation_reduction=1.0,
+                                                accuracy_loss_points=0.0))
     if with_calibration:
-        parts["calibration"] = {"diffusion": {"ece": 0.1}, "resnet18": {"ece": 0.2}}
+        results = replace(results, calibration=CalibrationPart(temperature=1.0, n_val=1, diffusion=Calibration(0.1, {}),
+                                                               resnet18=Calibration(0.2, {}), figures={}))
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"parts": parts}))
+    (folder / "results.json").write_text(json.dumps(results.to_json()))
     return folder
 
 
@@ -382,6 +391,21 @@ def test_summarise_gives_mean_and_sample_std_of_the_parts_every_folder_holds(tmp
     assert "80.000 ± 10.000" in (tmp_path / "summary" / "report.md").read_text()
     two = write_summary(folders[:2], tmp_path / "summary2")
     assert two["rows"]["diffusion: ECE"]["mean"] == pytest.approx(0.1)
+
+
+def test_committed_results_read_and_write_back_unchanged():
+    """The committed classify-eval results (a folder, and a study's experiment), read into records and written
+    again, give the same JSON (keys, nesting, order): old folders resume and re-render as they were."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    folder = results / "diffusion_classifier"
+    parts = sorted((folder / "parts").glob("*.json"))
+    assert [p.stem for p in parts] == sorted(PART_RECORDS)
+    for path in parts:
+        saved = json.loads(path.read_text())
+        assert json.dumps(PART_RECORDS[path.stem].from_json(saved).to_json()) == json.dumps(saved), path
+    study = json.loads((results / "study-quick-diffusion-classifier" / "results.json").read_text())
+    for saved in (json.loads((folder / "results.json").read_text()), study["experiments"]["diffusion-classifier"]):
+        assert json.dumps(EvalResults.from_json(saved).to_json()) == json.dumps(saved)
 
 
 def test_corruptions_applied_or_skipped_with_a_reason(tiny_data):

@@ -440,6 +440,7 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
 
     import bloodgen.classify.diffusion_eval as diffusion_eval
     import bloodgen.improve.compare as improve
+    from bloodgen.classify.diffusion_results import EvalResults
     from bloodgen.data import load_bloodmnist
     from bloodgen.report.document import Paragraph
 
@@ -451,14 +452,14 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
 
     def fake_evaluation(cfg):
         calls["diffusion-classifier"] = cfg
-        return {"marker": "diffusion classifier"}
+        return EvalResults(results_dir="diffusion classifier")  # the folder stands in for a marker
 
     monkeypatch.setattr(improve, "compare", fake_compare)
     monkeypatch.setattr(improve.ComparisonResult, "from_json", lambda record: record)
     monkeypatch.setattr(diffusion_eval, "run_evaluation", fake_evaluation)
     monkeypatch.setattr(improve, "report_blocks", lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
     monkeypatch.setattr(diffusion_eval, "report_blocks",
-                        lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
+                        lambda results, out, **kw: [Paragraph("SECTION " + results.results_dir)])
     preset = replace(TINY_STUDY, diffusion_classifier={"n_test": 5})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -256,5 +256,5 @@ def run_eval(args: argparse.Namespace) -> int:
                      progress=not args.no_progress)
     results = run_evaluation(cfg)
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'} "
-          f"(parts: {', '.join(results['parts'])})")
+          f"(parts: {', '.join(results.parts())})")
     return 0

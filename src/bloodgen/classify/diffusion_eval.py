@@ -18,58 +18,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
 from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.classify.diffusion_results import (PART_RECORDS, PARTS, AccuracyPart, AnomalyPart, AnomalyScores,
+                                                 Calibration, CalibrationPart, ClassifierPair, CorruptionsPart,
+                                                 DiffusionScores, EvalResults, HeatmapsPart, PartRun, ResnetScores,
+                                                 ShiftedScore)
 from bloodgen.classify.recipe import ClassifierRecipe
 from bloodgen.data.domains import DOMAINS, get_domains
 from bloodgen.errors import UserError
 
-PARTS = ("accuracy", "calibration", "anomaly", "corruptions", "heatmaps")
-
-# Result keys.
-KEY_CONFIG = "config"
-KEY_ENVIRONMENT = "environment"
-KEY_PARTS = "parts"
-KEY_FIGURES = "figures"
-KEY_RESULTS_DIR = "results_dir"
-KEY_DIFFUSION = "diffusion"
-KEY_DIFFUSION_NO_PRUNE = "diffusion_no_prune"
-KEY_RESNET = "resnet18"
-KEY_N_IMAGES = "n_images"
-KEY_EVALS_PER_IMAGE = "evaluations_per_image"
-KEY_SECONDS_PER_IMAGE = "seconds_per_image"
-KEY_DRAWS_PER_IMAGE = "draws_per_image"
-KEY_EVAL_REDUCTION = "evaluation_reduction"
-KEY_ACCURACY_LOSS = "accuracy_loss_points"
-KEY_TEMPERATURE = "temperature"
-KEY_ECE = "ece"
-KEY_RELIABILITY = "reliability"
-KEY_AUC = "auc"
-KEY_HELDOUT_CLASS = "heldout_class"
-KEY_N_HELDOUT = "n_heldout"
-KEY_INLIER_BALANCED_ACCURACY = "inlier_balanced_accuracy"
-KEY_CONFIDENCES = "confidences"
-KEY_CLEAN = "clean"
-KEY_CORRUPTED = "corrupted"
-KEY_SKIPPED = "skipped"
-KEY_MEAN_DROP = "mean_drop"
-KEY_HEATMAP_CLASSES = "image_classes"
-KEY_HEATMAP_PREDICTED = "predicted"
-KEY_CLASSIFIER_INFO = "classifier"
-KEY_TEST_INDICES = "test_indices"
-KEY_N_VAL = "n_val"
-KEY_BALANCED = "balanced_accuracy"
-KEY_DROP = "drop"
-KEY_SEVERITIES = "severities"
-KEY_DRAWS = "draws"
-KEY_WALL_SECONDS = "wall_seconds"
-KEY_CHECKPOINT_STEP = "checkpoint_step"
-KEY_DATA = "data"
 ECE_BINS = 10
 DOMAIN_SEVERITY = "domain"  # a shifted domain's place among the corruptions' severities
 
@@ -187,17 +150,17 @@ def logit_gap(logits: np.ndarray) -> np.ndarray:
     return ordered[:, -1] - ordered[:, -2]
 
 
-def _diffusion_report(labels: np.ndarray, result) -> dict:
+def _diffusion_scores(labels: np.ndarray, result) -> DiffusionScores:
     from bloodgen.classify.reference import KEY_AUC as KEY_OVR_AUC
     from bloodgen.classify.reference import classification_report
     from bloodgen.data import N_CLASSES
 
     report = classification_report(labels, np.eye(N_CLASSES)[result.predictions])
     report[KEY_OVR_AUC] = None  # one-hot scores: an AUC of them would mean nothing
-    report.update({KEY_N_IMAGES: int(len(labels)), KEY_EVALS_PER_IMAGE: float(result.evaluations.mean()),
-                   KEY_DRAWS_PER_IMAGE: float(result.draws_used.mean()),
-                   KEY_SECONDS_PER_IMAGE: result.seconds / len(labels), "options": result.options})
-    return report
+    return DiffusionScores(report=report, n_images=int(len(labels)),
+                           evaluations_per_image=float(result.evaluations.mean()),
+                           draws_per_image=float(result.draws_used.mean()),
+                           seconds_per_image=result.seconds / len(labels), options=result.options)
 
 
 def _save_arrays(ctx: _Context, part: str, **arrays) -> None:
@@ -208,29 +171,31 @@ def _save_arrays(ctx: _Context, part: str, **arrays) -> None:
             np.savez_compressed(fh, **arrays)
 
 
-def _saved_no_prune(ctx: _Context) -> tuple[dict, np.ndarray] | None:
-    """The no-pruning report and errors of an earlier accuracy part on the same images, model and draws.
+def _part_path(out: Path, part: str) -> Path:
+    return out / "parts" / f"{part}.json"
+
+
+def _saved_no_prune(ctx: _Context) -> tuple[DiffusionScores, np.ndarray] | None:
+    """The no-pruning scores and errors of an earlier accuracy part on the same images, model and draws.
 
     The no-pruning run costs most of the part and does not depend on the pruning options, so a rerun
     that changes only those reuses it.
     """
-    json_path, npz_path = ctx.out / "parts" / "accuracy.json", ctx.out / "parts" / "accuracy.npz"
+    json_path, npz_path = _part_path(ctx.out, "accuracy"), ctx.out / "parts" / "accuracy.npz"
     if not (json_path.is_file() and npz_path.is_file()):
         return None
-    old = json.loads(json_path.read_text())
+    old = AccuracyPart.from_json(json.loads(json_path.read_text()))
     draw_keys = ("weighting", "draws_per_round", "seed")
-    old_cfg, new_cfg = old[KEY_CONFIG], ctx.cfg.to_dict()
-    if (old[KEY_TEST_INDICES] != ctx.test_idx.tolist() or old[KEY_CHECKPOINT_STEP] != ctx.model.step
+    old_cfg, new_cfg = old.run.config, ctx.cfg.to_dict()
+    if (old.test_indices != ctx.test_idx.tolist() or old.run.checkpoint_step != ctx.model.step
             or old_cfg["checkpoint"] != new_cfg["checkpoint"] or old_cfg["no_prune_draws"] != new_cfg["no_prune_draws"]
             or any(old_cfg["options"][k] != new_cfg["options"][k] for k in draw_keys)):
         return None
     with np.load(npz_path) as f:
-        return old[KEY_DIFFUSION_NO_PRUNE], f["mean_errors_no_prune"]
+        return old.diffusion_no_prune, f["mean_errors_no_prune"]
 
 
-def part_accuracy(ctx: _Context) -> dict:
-    from dataclasses import replace
-
+def part_accuracy(ctx: _Context) -> AccuracyPart:
     from bloodgen.classify.diffusion import classify_images
     from bloodgen.classify.reference import KEY_ACCURACY, classification_report, predict_proba
 
@@ -241,22 +206,21 @@ def part_accuracy(ctx: _Context) -> dict:
     if saved is None:
         full = classify_images(ctx.model, images, replace(ctx.cfg.options, prune=False, max_draws=ctx.cfg.no_prune_draws),
                                progress=ctx.cfg.progress, partial=ctx.partial("accuracy-no-prune"))
-        saved = _diffusion_report(labels, full), full.mean_errors
-    no_prune_report, no_prune_errors = saved
+        saved = _diffusion_scores(labels, full), full.mean_errors
+    no_prune, no_prune_errors = saved
     resnet, info = ctx.resnet()
     start = time.perf_counter()
     proba = predict_proba(resnet, images)
     resnet_report = classification_report(labels, proba)
-    resnet_report[KEY_SECONDS_PER_IMAGE] = (time.perf_counter() - start) / len(labels)
+    resnet_scores = ResnetScores(report=resnet_report, seconds_per_image=(time.perf_counter() - start) / len(labels))
     _save_arrays(ctx, "accuracy", test_indices=ctx.test_idx, labels=labels, mean_errors=pruned.mean_errors,
                  error_gaps=pruned.error_gaps, draws=pruned.draws, mean_errors_no_prune=no_prune_errors,
                  resnet_proba=proba)
-    out = {KEY_DIFFUSION: _diffusion_report(labels, pruned), KEY_DIFFUSION_NO_PRUNE: no_prune_report,
-           KEY_RESNET: resnet_report, KEY_CLASSIFIER_INFO: _classifier_summary(info),
-           KEY_TEST_INDICES: ctx.test_idx.tolist()}
-    out[KEY_EVAL_REDUCTION] = out[KEY_DIFFUSION_NO_PRUNE][KEY_EVALS_PER_IMAGE] / out[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE]
-    out[KEY_ACCURACY_LOSS] = 100 * (out[KEY_DIFFUSION_NO_PRUNE][KEY_ACCURACY] - out[KEY_DIFFUSION][KEY_ACCURACY])
-    return out
+    diffusion = _diffusion_scores(labels, pruned)
+    return AccuracyPart(diffusion=diffusion, diffusion_no_prune=no_prune, resnet18=resnet_scores,
+                        classifier=_classifier_summary(info), test_indices=ctx.test_idx.tolist(),
+                        evaluation_reduction=no_prune.evaluations_per_image / diffusion.evaluations_per_image,
+                        accuracy_loss_points=100 * (no_prune.report[KEY_ACCURACY] - diffusion.report[KEY_ACCURACY]))
 
 
 def _classifier_summary(info: dict) -> dict:
@@ -278,7 +242,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
                  "confidence": [None if np.isnan(c) else float(c) for c in conf]}
 
 
-def part_calibration(ctx: _Context) -> dict:
+def part_calibration(ctx: _Context) -> CalibrationPart:
     from bloodgen.classify.diffusion import candidate_classes, classify_images, error_probabilities, fit_temperature
     from bloodgen.classify.reference import predict_proba
 
@@ -301,10 +265,9 @@ def part_calibration(ctx: _Context) -> dict:
     resnet_ece, resnet_bins = expected_calibration_error(resnet_proba.max(1), resnet_proba.argmax(1) == labels)
     _plot_reliability({"diffusion classifier": (ece, bins), "ResNet-18": (resnet_ece, resnet_bins)},
                       ctx.figures / "reliability.png")
-    return {KEY_TEMPERATURE: temperature, KEY_N_VAL: int(len(idx)),
-            KEY_DIFFUSION: {KEY_ECE: ece, KEY_RELIABILITY: bins},
-            KEY_RESNET: {KEY_ECE: resnet_ece, KEY_RELIABILITY: resnet_bins},
-            KEY_FIGURES: {"reliability": "figures/reliability.png"}}
+    return CalibrationPart(temperature=temperature, n_val=int(len(idx)), diffusion=Calibration(ece, bins),
+                           resnet18=Calibration(resnet_ece, resnet_bins),
+                           figures={"reliability": "figures/reliability.png"})
 
 
 def _plot_reliability(curves: dict[str, tuple[float, dict]], path: Path) -> None:
@@ -339,7 +302,7 @@ def holdout_data_path(data, holdout_class: int, cache_dir: str | None) -> Path:
     return path
 
 
-def part_anomaly(ctx: _Context) -> dict:
+def part_anomaly(ctx: _Context) -> AnomalyPart:
     import warnings
 
     from sklearn.metrics import roc_auc_score
@@ -374,37 +337,42 @@ def part_anomaly(ctx: _Context) -> dict:
     resnet, info = reference_classifier(holdout_data, ctx.cfg.recipe, cache_dir=ctx.cfg.cache_dir)
     logits = predict_logits(resnet, images)
     logits[:, held] = -np.inf  # never trained on: its logit carries no information
-    confidences = {KEY_DIFFUSION: diff.confidence, KEY_RESNET: logit_gap(logits)}
     inliers = ~is_anomaly
-    out = {KEY_HELDOUT_CLASS: held, KEY_N_HELDOUT: int(is_anomaly.sum()), KEY_N_IMAGES: int(len(labels)),
-           KEY_TEST_INDICES: idx.tolist(),
-           KEY_CLASSIFIER_INFO: _classifier_summary(info), KEY_FIGURES: {"confidence_kde": "figures/confidence_kde.png"}}
-    preds = {KEY_DIFFUSION: diff.predictions, KEY_RESNET: logits.argmax(1)}
-    for key, conf in confidences.items():
+
+    def scores(predictions: np.ndarray, confidence: np.ndarray) -> AnomalyScores:
         # Low confidence should flag the unseen class, so the anomaly score is minus the confidence.
-        inlier_report = classification_report(labels[inliers], np.eye(len(CLASS_NAMES))[preds[key][inliers]])
-        out[key] = {KEY_AUC: float(roc_auc_score(is_anomaly, -conf)),
-                    KEY_INLIER_BALANCED_ACCURACY: inlier_report[KEY_BALANCED_ACCURACY],
-                    KEY_CONFIDENCES: {"heldout": conf[is_anomaly].tolist(), "others": conf[inliers].tolist()}}
-    out[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE] = float(diff.evaluations.mean())
+        inlier_report = classification_report(labels[inliers], np.eye(len(CLASS_NAMES))[predictions[inliers]])
+        return AnomalyScores(auc=float(roc_auc_score(is_anomaly, -confidence)),
+                             inlier_balanced_accuracy=inlier_report[KEY_BALANCED_ACCURACY],
+                             confidences={"heldout": confidence[is_anomaly].tolist(),
+                                          "others": confidence[inliers].tolist()})
+
+    out = AnomalyPart(heldout_class=held, n_heldout=int(is_anomaly.sum()), n_images=int(len(labels)),
+                      test_indices=idx.tolist(), classifier=_classifier_summary(info),
+                      figures={"confidence_kde": "figures/confidence_kde.png"},
+                      diffusion=replace(scores(diff.predictions, diff.confidence),
+                                        evaluations_per_image=float(diff.evaluations.mean())),
+                      resnet18=scores(logits.argmax(1), logit_gap(logits)))
     _plot_kde(out, ctx.figures / "confidence_kde.png")
     return out
 
 
-def _plot_kde(anomaly: dict, path: Path) -> None:
+def _plot_kde(anomaly: AnomalyPart, path: Path) -> None:
     from scipy.stats import gaussian_kde
 
     from bloodgen.data import CLASS_NAMES
     from bloodgen.report.plots import pyplot
 
     plt = pyplot()
-    names = {KEY_DIFFUSION: "diffusion classifier: log10 error gap", KEY_RESNET: "ResNet-18: logit gap"}
+    # Error gaps span orders of magnitude, so the diffusion classifier's are shown as log10.
+    curves = (("diffusion classifier: log10 error gap", anomaly.diffusion, True),
+              ("ResNet-18: logit gap", anomaly.resnet18, False))
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    held = CLASS_NAMES[anomaly[KEY_HELDOUT_CLASS]]
-    for ax, (key, title) in zip(axes, names.items()):
-        conf = anomaly[key][KEY_CONFIDENCES]
+    held = CLASS_NAMES[anomaly.heldout_class]
+    for ax, (title, scores, log10) in zip(axes, curves):
+        conf = scores.confidences
         groups = {f"{held} (held out)": np.asarray(conf["heldout"]), "other classes": np.asarray(conf["others"])}
-        if key == KEY_DIFFUSION:  # error gaps span orders of magnitude
+        if log10:
             groups = {k: np.log10(np.maximum(v, 1e-12)) for k, v in groups.items()}
         lo = min(v.min() for v in groups.values())
         hi = max(v.max() for v in groups.values())
@@ -412,7 +380,7 @@ def _plot_kde(anomaly: dict, path: Path) -> None:
         for label, values in groups.items():
             if len(values) > 1 and np.ptp(values) > 0:
                 ax.plot(grid, gaussian_kde(values)(grid), label=f"{label} (n={len(values)})")
-        ax.set_title(f"{title}\nAUC {anomaly[key][KEY_AUC]:.3f}", fontsize=9)
+        ax.set_title(f"{title}\nAUC {scores.auc:.3f}", fontsize=9)
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -420,7 +388,7 @@ def _plot_kde(anomaly: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def part_corruptions(ctx: _Context) -> dict:
+def part_corruptions(ctx: _Context) -> CorruptionsPart:
     from bloodgen.classify.corruptions import corrupt_all
     from bloodgen.classify.diffusion import classify_images
     from tqdm.auto import tqdm
@@ -444,25 +412,29 @@ def part_corruptions(ctx: _Context) -> dict:
                      ctx.model, x, ctx.cfg.options, partial=ctx.partial(f"corruptions-{key[0]}-{key[1]}")).predictions])
                  for key, x in tqdm(named.items(), desc="corruptions", disable=not ctx.cfg.progress)}
     resnet, _ = ctx.resnet()
-    scores = {key: {KEY_DIFFUSION: diffusion[key], KEY_RESNET: balanced(predict_proba(resnet, x))}
+    scores = {key: ClassifierPair(diffusion=diffusion[key], resnet18=balanced(predict_proba(resnet, x)))
               for key, x in named.items()}
     clean = scores.pop(("clean", 0))
     corrupted, domains = {}, {}
     for (name, severity), s in scores.items():
-        shifts = {k: {KEY_BALANCED: v, KEY_DROP: clean[k] - v} for k, v in s.items()}
+        shifts = ClassifierPair(diffusion=ShiftedScore(s.diffusion, clean.diffusion - s.diffusion),
+                                resnet18=ShiftedScore(s.resnet18, clean.resnet18 - s.resnet18))
         if severity == DOMAIN_SEVERITY:
             domains[name] = shifts
         else:
             corrupted.setdefault(name, {})[str(severity)] = shifts
-    drops = {k: float(np.mean([sev[k][KEY_DROP] for c in corrupted.values() for sev in c.values()]))
-             if corrupted else None for k in clean}
-    return {KEY_N_IMAGES: int(len(labels)), KEY_CLEAN: clean, KEY_CORRUPTED: corrupted, KEY_SKIPPED: sets.skipped,
-            KEY_MEAN_DROP: drops, KEY_SEVERITIES: list(ctx.cfg.severities), "domains": domains}
+    applied = [shifts for sevs in corrupted.values() for shifts in sevs.values()]
+    drops = ClassifierPair(diffusion=_mean([a.diffusion.drop for a in applied]),
+                           resnet18=_mean([a.resnet18.drop for a in applied]))
+    return CorruptionsPart(n_images=int(len(labels)), clean=clean, corrupted=corrupted, skipped=sets.skipped,
+                           mean_drop=drops, severities=list(ctx.cfg.severities), domains=domains)
 
 
-def part_heatmaps(ctx: _Context) -> dict:
-    from dataclasses import replace
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
+
+def part_heatmaps(ctx: _Context) -> HeatmapsPart:
     from bloodgen.classify.diffusion import candidate_classes, counterfactual_maps
     from bloodgen.data import CLASS_NAMES, N_CLASSES
 
@@ -479,8 +451,8 @@ def part_heatmaps(ctx: _Context) -> dict:
     _save_arrays(ctx, "heatmaps", maps=maps.astype(np.float32), images=images[picks], test_indices=np.array(picks))
     _plot_heatmap_grid(images[picks], classes, maps, predicted, [CLASS_NAMES[c] for c in range(N_CLASSES)],
                        ctx.figures / "counterfactual_heatmaps.png")
-    return {KEY_HEATMAP_CLASSES: classes, KEY_TEST_INDICES: picks, KEY_HEATMAP_PREDICTED: predicted,
-            KEY_DRAWS: ctx.cfg.heatmap_draws, KEY_FIGURES: {"heatmaps": "figures/counterfactual_heatmaps.png"}}
+    return HeatmapsPart(image_classes=classes, test_indices=picks, predicted=predicted, draws=ctx.cfg.heatmap_draws,
+                        figures={"heatmaps": "figures/counterfactual_heatmaps.png"})
 
 
 def _plot_heatmap_grid(images: np.ndarray, classes: list[int], maps: np.ndarray, predicted: list[int],
@@ -518,11 +490,9 @@ PART_FUNCTIONS = {"accuracy": part_accuracy, "calibration": part_calibration, "a
                   "corruptions": part_corruptions, "heatmaps": part_heatmaps}
 
 
-def run_evaluation(cfg: EvalConfig) -> dict:
+def run_evaluation(cfg: EvalConfig) -> EvalResults:
     """Run the requested parts (saving each as it finishes), then rebuild results.json and the report."""
     from bloodgen.provenance import environment, write_json
-
-    from dataclasses import replace
 
     from bloodgen.classify.reference import default_recipe
 
@@ -532,25 +502,24 @@ def run_evaluation(cfg: EvalConfig) -> dict:
         if part in cfg.parts:
             start = time.perf_counter()
             result = PART_FUNCTIONS[part](ctx)
-            result.update({KEY_WALL_SECONDS: time.perf_counter() - start, KEY_CONFIG: cfg.to_dict(),
-                           KEY_CHECKPOINT_STEP: ctx.model.step, KEY_DATA: ctx.data.provenance(),
-                           KEY_ENVIRONMENT: environment()})
-            write_json(ctx.out / "parts" / f"{part}.json", result)
+            run = PartRun(wall_seconds=time.perf_counter() - start, config=cfg.to_dict(),
+                          checkpoint_step=ctx.model.step, data=ctx.data.provenance(), environment=environment())
+            write_json(_part_path(ctx.out, part), replace(result, run=run).to_json())
             for partial in (ctx.out / "parts").glob(f"{part}*.partial.npz"):  # kept in the part now
                 partial.unlink()
     return write_results(ctx.out)
 
 
-def write_results(out: str | Path) -> dict:
+def write_results(out: str | Path) -> EvalResults:
     """results.json and report.md/.html from every part saved in `out`."""
     from bloodgen.provenance import write_json
     from bloodgen.report.document import Document, write_report
 
     out = Path(out)
-    parts = {p: json.loads((out / "parts" / f"{p}.json").read_text()) for p in PARTS
-             if (out / "parts" / f"{p}.json").is_file()}
-    results = {KEY_PARTS: parts, KEY_RESULTS_DIR: str(out.resolve())}
-    write_json(out / "results.json", results)
+    parts = {p: PART_RECORDS[p].from_json(json.loads(_part_path(out, p).read_text())) for p in PARTS
+             if _part_path(out, p).is_file()}
+    results = EvalResults(**parts, results_dir=str(out.resolve()))
+    write_json(out / "results.json", results.to_json())
     write_report(Document("Diffusion classifier (CytoDiffusion) evaluation", report_blocks(results, out)), out)
     return results
 
@@ -585,30 +554,27 @@ class _Figures:
         return Image(dest_rel, caption)
 
 
-def _accuracy_blocks(a: dict, figure: _Figures) -> list:
+def _accuracy_blocks(a: AccuracyPart, figure: _Figures) -> list:
     from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
     from bloodgen.data import CLASS_NAMES
     from bloodgen.report.document import Paragraph, Table
 
-    cfg, rows = a[KEY_CONFIG], []
-    for key, name in ((KEY_DIFFUSION, "diffusion, pruned"), (KEY_DIFFUSION_NO_PRUNE, "diffusion, no pruning"),
-                      (KEY_RESNET, "ResNet-18")):
-        r = a[key]
-        rows.append([name, _pct(r[KEY_ACCURACY]), _pct(r[KEY_BALANCED_ACCURACY]),
-                     f"{r[KEY_EVALS_PER_IMAGE]:.0f}" if KEY_EVALS_PER_IMAGE in r else "1",
-                     f"{r[KEY_SECONDS_PER_IMAGE]:.3f}"])
+    names = ("diffusion, pruned", "diffusion, no pruning", "ResNet-18")
+    classifiers = tuple(a.classifiers().values())
+    rows = [[name, _pct(r.report[KEY_ACCURACY]), _pct(r.report[KEY_BALANCED_ACCURACY]),
+             f"{r.evaluations_per_image:.0f}", f"{r.seconds_per_image:.3f}"] for name, r in zip(names, classifiers)]
+    cfg = a.run.config
     o = cfg["options"]
     return [
-        Paragraph(f"{a[KEY_DIFFUSION][KEY_N_IMAGES]} {_test_text(cfg)} (seed {cfg['seed']}); checkpoint "
-                  f"`{cfg['checkpoint']}` at step {a[KEY_CHECKPOINT_STEP]}; weighting `{o['weighting']}`; pruning: "
+        Paragraph(f"{a.diffusion.n_images} {_test_text(cfg)} (seed {cfg['seed']}); checkpoint "
+                  f"`{cfg['checkpoint']}` at step {a.run.checkpoint_step}; weighting `{o['weighting']}`; pruning: "
                   f"paired t-test p < {o['p_value']}, {o['min_draws']}-{o['max_draws']} draws; no pruning: "
                   f"{cfg['no_prune_draws']} draws of every class. Pruning cuts network evaluations "
-                  f"{a[KEY_EVAL_REDUCTION]:.1f}x at {a[KEY_ACCURACY_LOSS]:+.1f} points of accuracy lost."),
+                  f"{a.evaluation_reduction:.1f}x at {a.accuracy_loss_points:+.1f} points of accuracy lost."),
         Table(["classifier", "accuracy %", "balanced acc. %", "network evals / image", "seconds / image"], rows,
               caption="Test accuracy and cost (seconds on this run's device)"),
-        Table(["class"] + [r[0] for r in rows],
-              [[CLASS_NAMES[c]] + [_pct(a[k][KEY_PER_CLASS_RECALL][c])
-                                   for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
+        Table(["class"] + list(names),
+              [[CLASS_NAMES[c]] + [_pct(r.report[KEY_PER_CLASS_RECALL][c]) for r in classifiers]
                for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
     ]
 
@@ -618,56 +584,57 @@ def _test_text(cfg: dict) -> str:
     return "random test images" if per_class is None else f"test images ({per_class} of each class)"
 
 
-def _calibration_blocks(c: dict, figure: _Figures) -> list:
+def _calibration_blocks(c: CalibrationPart, figure: _Figures) -> list:
     from bloodgen.report.document import Paragraph
 
-    return [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c[KEY_TEMPERATURE]:.3g} fitted on "
-                      f"{c[KEY_N_VAL]} val images. ECE ({ECE_BINS} bins): diffusion {c[KEY_DIFFUSION][KEY_ECE]:.3f}, "
-                      f"ResNet-18 {c[KEY_RESNET][KEY_ECE]:.3f}."),
-            figure(c[KEY_FIGURES]["reliability"], "Reliability diagrams on the accuracy part's test images")]
+    return [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c.temperature:.3g} fitted on "
+                      f"{c.n_val} val images. ECE ({ECE_BINS} bins): diffusion {c.diffusion.ece:.3f}, "
+                      f"ResNet-18 {c.resnet18.ece:.3f}."),
+            figure(c.figures["reliability"], "Reliability diagrams on the accuracy part's test images")]
 
 
-def _anomaly_blocks(an: dict, figure: _Figures) -> list:
+def _anomaly_blocks(an: AnomalyPart, figure: _Figures) -> list:
     from bloodgen.data import CLASS_NAMES
     from bloodgen.report.document import Table
 
-    held = CLASS_NAMES[an[KEY_HELDOUT_CLASS]]
+    held = CLASS_NAMES[an.heldout_class]
     return [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
-                  [[name, f"{an[k][KEY_AUC]:.3f}", _pct(an[k][KEY_INLIER_BALANCED_ACCURACY])]
-                   for k, name in ((KEY_DIFFUSION, "diffusion (error gap)"), (KEY_RESNET, "ResNet-18 (logit gap)"))],
-                  caption=f"Anomaly detection: {an[KEY_N_HELDOUT]} {held} images among {an[KEY_N_IMAGES]} random test "
+                  [[name, f"{s.auc:.3f}", _pct(s.inlier_balanced_accuracy)]
+                   for s, name in ((an.diffusion, "diffusion (error gap)"), (an.resnet18, "ResNet-18 (logit gap)"))],
+                  caption=f"Anomaly detection: {an.n_heldout} {held} images among {an.n_images} random test "
                           f"images (the held-out class oversampled); score = minus the confidence; diffusion: "
-                          f"{_draws_text(an[KEY_CONFIG]['options'])}"),
-            figure(an[KEY_FIGURES]["confidence_kde"], f"Confidence densities, {held} held out")]
+                          f"{_draws_text(an.run.config['options'])}"),
+            figure(an.figures["confidence_kde"], f"Confidence densities, {held} held out")]
 
 
-def _corruption_blocks(co: dict, figure: _Figures) -> list:
+def _shift_cells(r: ClassifierPair[ShiftedScore]) -> list[str]:
+    return [_pct(r.diffusion.balanced_accuracy), _pct(r.diffusion.drop),
+            _pct(r.resnet18.balanced_accuracy), _pct(r.resnet18.drop)]
+
+
+def _corruption_blocks(co: CorruptionsPart, figure: _Figures) -> list:
     from bloodgen.report.document import Paragraph, Table
 
-    rows = [["clean", "", _pct(co[KEY_CLEAN][KEY_DIFFUSION]), "", _pct(co[KEY_CLEAN][KEY_RESNET]), ""]]
-    for name, sevs in co[KEY_CORRUPTED].items():
-        for sev, r in sevs.items():
-            rows.append([name, sev, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
-                         _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])])
-    rows.append(["mean drop", "", "", _pct(co[KEY_MEAN_DROP][KEY_DIFFUSION]), "", _pct(co[KEY_MEAN_DROP][KEY_RESNET])])
+    rows = [["clean", "", _pct(co.clean.diffusion), "", _pct(co.clean.resnet18), ""]]
+    for name, sevs in co.corrupted.items():
+        rows += [[name, sev] + _shift_cells(r) for sev, r in sevs.items()]
+    rows.append(["mean drop", "", "", _pct(co.mean_drop.diffusion), "", _pct(co.mean_drop.resnet18)])
     blocks = [Table(["corruption", "severity", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
-                    rows, caption=f"medmnistc corruptions on {co[KEY_N_IMAGES]} test images (balanced "
+                    rows, caption=f"medmnistc corruptions on {co.n_images} test images (balanced "
                                   f"accuracy; drop = clean minus corrupted, points); diffusion: "
-                                  f"{_draws_text(co[KEY_CONFIG]['options'])}")]
-    if co[KEY_SKIPPED]:
-        blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co[KEY_SKIPPED].items())))
-    if co.get("domains"):  # results made before the domains were scored have none
+                                  f"{_draws_text(co.run.config['options'])}")]
+    if co.skipped:
+        blocks.append(Paragraph("Skipped corruptions: " + "; ".join(f"{k}: {v}" for k, v in co.skipped.items())))
+    if co.domains:  # results made before the domains were scored have none
         blocks.append(Table(["domain", "diffusion bal. acc. %", "drop", "ResNet bal. acc. %", "drop"],
-                            [[name, _pct(r[KEY_DIFFUSION][KEY_BALANCED]), _pct(r[KEY_DIFFUSION][KEY_DROP]),
-                              _pct(r[KEY_RESNET][KEY_BALANCED]), _pct(r[KEY_RESNET][KEY_DROP])]
-                             for name, r in co["domains"].items()],
+                            [[name] + _shift_cells(r) for name, r in co.domains.items()],
                             caption="The same test images in the shifted domains of `bloodgen domains make` "
                                     "(docs/domains.md); both classifiers were trained in the original domain"))
     return blocks
 
 
-def _heatmap_blocks(h: dict, figure: _Figures) -> list:
-    return [figure(h[KEY_FIGURES]["heatmaps"],
+def _heatmap_blocks(h: HeatmapsPart, figure: _Figures) -> list:
+    return [figure(h.figures["heatmaps"],
                    "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
                    "class minus the predicted class's (off the diagonal)")]
 
@@ -677,16 +644,16 @@ PART_BLOCKS = {"accuracy": _accuracy_blocks, "calibration": _calibration_blocks,
                "corruptions": _corruption_blocks, "heatmaps": _heatmap_blocks}
 
 
-def report_blocks(results: dict, out_dir: Path, results_dir: Path | None = None) -> list:
-    """Report blocks (headings, tables, figures) for `results` (from results.json), with figure paths
-    relative to `out_dir`; figures made elsewhere are copied into out_dir/diffusion_classifier/.
+def report_blocks(results: EvalResults, out_dir: Path, results_dir: Path | None = None) -> list:
+    """Report blocks (headings, tables, figures) for `results` (EvalResults.from_json of results.json), with
+    figure paths relative to `out_dir`; figures made elsewhere are copied into out_dir/diffusion_classifier/.
 
     The figures are looked up in `results_dir` (default: the folder results.json was written to).
     """
     from bloodgen.report.document import Heading, Paragraph
 
-    parts = results.get(KEY_PARTS, {})
-    figure = _Figures(Path(results_dir or results.get(KEY_RESULTS_DIR, out_dir)), Path(out_dir))
+    parts = results.parts()
+    figure = _Figures(Path(results_dir or results.results_dir or out_dir), Path(out_dir))
     blocks: list = [Heading("Diffusion model as a classifier (CytoDiffusion)")]
     for name, make in PART_BLOCKS.items():
         if name in parts:

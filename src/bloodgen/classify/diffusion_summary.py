@@ -8,46 +8,45 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from bloodgen.classify.diffusion_eval import (KEY_AUC, KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_ECE,
-                                              KEY_EVALS_PER_IMAGE, KEY_MEAN_DROP, KEY_N_IMAGES, KEY_PARTS, KEY_RESNET,
-                                              KEY_SECONDS_PER_IMAGE)
+from bloodgen.classify.diffusion_results import EvalResults
 from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
 from bloodgen.errors import UserError
 
 SUMMARY_FILE = "summary.json"
 PERCENT = 100.0
 
-# (label, part, how to read it from that part, scale): the rows of the summary, in table order.
-ROWS: tuple[tuple[str, str, Callable[[dict], float], float], ...] = (
-    ("diffusion, pruned: accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_ACCURACY], PERCENT),
-    ("diffusion, pruned: balanced accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_BALANCED_ACCURACY], PERCENT),
-    ("diffusion, no pruning: accuracy %", "accuracy", lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_ACCURACY], PERCENT),
+# (label, part, how to read it from that part's record, scale): the rows of the summary, in table order.
+ROWS: tuple[tuple[str, str, Callable[[Any], float], float], ...] = (
+    ("diffusion, pruned: accuracy %", "accuracy", lambda p: p.diffusion.report[KEY_ACCURACY], PERCENT),
+    ("diffusion, pruned: balanced accuracy %", "accuracy", lambda p: p.diffusion.report[KEY_BALANCED_ACCURACY],
+     PERCENT),
+    ("diffusion, no pruning: accuracy %", "accuracy", lambda p: p.diffusion_no_prune.report[KEY_ACCURACY], PERCENT),
     ("diffusion, no pruning: balanced accuracy %", "accuracy",
-     lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_BALANCED_ACCURACY], PERCENT),
-    ("ResNet-18: accuracy %", "accuracy", lambda p: p[KEY_RESNET][KEY_ACCURACY], PERCENT),
-    ("ResNet-18: balanced accuracy %", "accuracy", lambda p: p[KEY_RESNET][KEY_BALANCED_ACCURACY], PERCENT),
-    ("diffusion, pruned: network evaluations / image", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_EVALS_PER_IMAGE], 1),
+     lambda p: p.diffusion_no_prune.report[KEY_BALANCED_ACCURACY], PERCENT),
+    ("ResNet-18: accuracy %", "accuracy", lambda p: p.resnet18.report[KEY_ACCURACY], PERCENT),
+    ("ResNet-18: balanced accuracy %", "accuracy", lambda p: p.resnet18.report[KEY_BALANCED_ACCURACY], PERCENT),
+    ("diffusion, pruned: network evaluations / image", "accuracy", lambda p: p.diffusion.evaluations_per_image, 1),
     ("diffusion, no pruning: network evaluations / image", "accuracy",
-     lambda p: p[KEY_DIFFUSION_NO_PRUNE][KEY_EVALS_PER_IMAGE], 1),
-    ("diffusion, pruned: seconds / image", "accuracy", lambda p: p[KEY_DIFFUSION][KEY_SECONDS_PER_IMAGE], 1),
-    ("diffusion: ECE", "calibration", lambda p: p[KEY_DIFFUSION][KEY_ECE], 1),
-    ("ResNet-18: ECE", "calibration", lambda p: p[KEY_RESNET][KEY_ECE], 1),
-    ("diffusion: anomaly AUC", "anomaly", lambda p: p[KEY_DIFFUSION][KEY_AUC], 1),
-    ("ResNet-18: anomaly AUC", "anomaly", lambda p: p[KEY_RESNET][KEY_AUC], 1),
-    ("diffusion: mean corruption drop (points)", "corruptions", lambda p: p[KEY_MEAN_DROP][KEY_DIFFUSION], PERCENT),
-    ("ResNet-18: mean corruption drop (points)", "corruptions", lambda p: p[KEY_MEAN_DROP][KEY_RESNET], PERCENT),
+     lambda p: p.diffusion_no_prune.evaluations_per_image, 1),
+    ("diffusion, pruned: seconds / image", "accuracy", lambda p: p.diffusion.seconds_per_image, 1),
+    ("diffusion: ECE", "calibration", lambda p: p.diffusion.ece, 1),
+    ("ResNet-18: ECE", "calibration", lambda p: p.resnet18.ece, 1),
+    ("diffusion: anomaly AUC", "anomaly", lambda p: p.diffusion.auc, 1),
+    ("ResNet-18: anomaly AUC", "anomaly", lambda p: p.resnet18.auc, 1),
+    ("diffusion: mean corruption drop (points)", "corruptions", lambda p: p.mean_drop.diffusion, PERCENT),
+    ("ResNet-18: mean corruption drop (points)", "corruptions", lambda p: p.mean_drop.resnet18, PERCENT),
 )
 
 
-def _read(folder: Path) -> dict:
+def _read(folder: Path) -> EvalResults:
     path = folder / "results.json"
     if not path.is_file():
         raise UserError(f"{folder} holds no classify-eval results ({path} not found): run classify-eval there first")
-    return json.loads(path.read_text())
+    return EvalResults.from_json(json.loads(path.read_text()))
 
 
 def _spread(values: list) -> dict:
@@ -61,7 +60,7 @@ def summarise(folders: list[str | Path]) -> dict:
     """Mean ± std (sample std) over the folders of every figure that all of them hold."""
     if len(folders) < 2:
         raise UserError(f"--summarise needs at least two classify-eval folders, got {len(folders)}")
-    results = {str(f): _read(Path(f))[KEY_PARTS] for f in folders}
+    results = {str(f): _read(Path(f)).parts() for f in folders}
     rows = {}
     for label, part, read, scale in ROWS:
         if all(part in parts for parts in results.values()):
@@ -71,10 +70,10 @@ def summarise(folders: list[str | Path]) -> dict:
     summary = {"folders": list(results), "rows": rows}
     if all("accuracy" in parts for parts in results.values()):
         accuracy = [parts["accuracy"] for parts in results.values()]
-        summary["n_test_images"] = [a[KEY_DIFFUSION][KEY_N_IMAGES] for a in accuracy]
-        summary["per_class_recall"] = {key: _spread([[PERCENT * r for r in a[key][KEY_PER_CLASS_RECALL]]
-                                                     for a in accuracy])
-                                       for key in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)}
+        summary["n_test_images"] = [a.diffusion.n_images for a in accuracy]
+        recalls = [{key: [PERCENT * r for r in scores.report[KEY_PER_CLASS_RECALL]]
+                    for key, scores in a.classifiers().items()} for a in accuracy]
+        summary["per_class_recall"] = {key: _spread([r[key] for r in recalls]) for key in recalls[0]}
     return summary
 
 
@@ -95,8 +94,7 @@ def summary_document(summary: dict):
         recall = summary["per_class_recall"]
         std = {k: block["std"] or [None] * len(CLASS_NAMES) for k, block in recall.items()}
         doc.add(Table(["class", "diffusion, pruned", "diffusion, no pruning", "ResNet-18"],
-                      [[name] + [cell(recall[k]["mean"][c], std[k][c], 1)
-                                 for k in (KEY_DIFFUSION, KEY_DIFFUSION_NO_PRUNE, KEY_RESNET)]
+                      [[name] + [cell(block["mean"][c], std[k][c], 1) for k, block in recall.items()]
                        for c, name in enumerate(CLASS_NAMES)], caption="Per-class recall %, mean ± std",
                       align_right_from=1))
     return doc

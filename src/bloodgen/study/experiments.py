@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bloodgen.classify.diffusion_results import EvalResults
 from bloodgen.errors import UserError
 from bloodgen.models.registry import noise_classifiers
 from bloodgen.study.presets import StudyPreset
@@ -109,18 +110,18 @@ def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
     missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
     if not missing:
         log(f"diffusion-classifier experiment: done already ({folder})")
-        return write_results(folder)
+        return write_results(folder).to_json()
     log(f"diffusion-classifier experiment ({', '.join(missing)}) in {folder}")
     return run_evaluation(replace(cfg, checkpoint=str(run.export), out=str(folder), data=str(ctx.dataset.path),
                                   holdout_checkpoint=str(holdout.export), parts=missing,
                                   recipe=classifier_recipe(ctx.preset), cache_dir=ctx.cache_dir,
-                                  progress=ctx.progress))
+                                  progress=ctx.progress)).to_json()
 
 
 def _report_diffusion_classifier(results: dict, out: Path, folder: Path) -> list:
     from bloodgen.classify.diffusion_eval import report_blocks
 
-    return report_blocks(results, out, results_dir=folder)
+    return report_blocks(EvalResults.from_json(results), out, results_dir=folder)
 
 
 def _check_domain_shift(preset: StudyPreset, models: Sequence[str]) -> None:
