@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from bloodgen.classify.few_shot import (AUGMENTED, REAL, augmented_set, balanced_labels, run_arm,  # noqa: E402
                                         summarise)
 from bloodgen.classify.recipe import RECIPES  # noqa: E402
-from bloodgen.classify.reference import KEY_BALANCED_ACCURACY, reference_classifier  # noqa: E402
-from bloodgen.classify.utility import KEY_FIDELITY_MACRO, class_fidelity  # noqa: E402
+from bloodgen.classify.reference import reference_classifier  # noqa: E402
+from bloodgen.classify.utility import ClassFidelity, class_fidelity  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.data.subset import describe_subset, write_subset  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
@@ -123,7 +123,7 @@ def run_unit(family: str, k: int, args, data, out: Path, cache: Path, deadline: 
                                "sampler_options": RECORD.sampler_options.get(family, {})})
     synthetic = synthetic_images(run, args.synthetic_per_class, cache)
     judge = reference_classifier(data)[0]
-    step("fidelity", lambda: class_fidelity(judge, *synthetic))
+    step("fidelity", lambda: class_fidelity(judge, *synthetic).to_json())
     run_arm(REAL, train, val, test, recipe, args.seeds, args.steps, real_step)
     run_arm(AUGMENTED, augmented_set(train, synthetic), val, test, recipe, args.seeds, args.steps, step)
     step("protocol", lambda: {"recipe": recipe.__dict__ | {"epochs": "step-matched"}, "steps": args.steps,
@@ -158,11 +158,11 @@ def table(units: dict) -> str:
     rows = ["| family | real images per class | generator steps | real only | real + synthetic | gain (paired) | "
             "synthetic class fidelity |", "|---|---:|---:|---:|---:|---:|---:|"]
     for (family, k), unit in sorted(units.items()):
-        s = unit["summary"][KEY_BALANCED_ACCURACY]
+        s = unit["summary"]["balanced_accuracy"]
         rows.append(f"| {family} | {k} | {unit['generator_steps']:,} | {s[REAL]['mean']:.3f} ± {s[REAL]['std']:.3f} | "
                     f"{s[AUGMENTED]['mean']:.3f} ± {s[AUGMENTED]['std']:.3f} | "
                     f"{s['gain']['mean']:+.3f} ± {s['gain']['std']:.3f} | "
-                    f"{unit['fidelity'][KEY_FIDELITY_MACRO]:.3f} |")
+                    f"{ClassFidelity.from_json(unit['fidelity']).macro:.3f} |")
     return "\n".join(rows)
 
 
@@ -173,7 +173,7 @@ def plot(units: dict, path: Path) -> None:
     for i, family in enumerate(families):
         ks = sorted(k for f, k in units if f == family)
         for arm, style in ((REAL, ":"), (AUGMENTED, "-")):
-            stats = [units[(family, k)]["summary"][KEY_BALANCED_ACCURACY][arm] for k in ks]
+            stats = [units[(family, k)]["summary"]["balanced_accuracy"][arm] for k in ks]
             label = "real only" if arm == REAL else f"real + {family} synthetic"
             if arm == REAL and i:
                 label = None  # the real-only arm is the same for every family

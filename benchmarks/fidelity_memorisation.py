@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bloodgen.classify.recipe import RECIPES  # noqa: E402
 from bloodgen.classify.reference import reference_classifier  # noqa: E402
-from bloodgen.classify.utility import (KEY_CLOSEST, class_fidelity, copy_masks, memorisation,  # noqa: E402
+from bloodgen.classify.utility import (class_fidelity, copy_masks, memorisation,  # noqa: E402
                                        pixel_vectors)
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.inputs import load_images  # noqa: E402
@@ -34,8 +34,8 @@ def pixel_memorisation(images, data, n: int) -> dict:
     m = min(n, len(images))
     train, test = data.images("train"), data.images("test")
     mem = memorisation(pixel_vectors(images[:m]), pixel_vectors(train), pixel_vectors(test),
-                       **copy_masks(images[:m], train, test))
-    mem.pop(KEY_CLOSEST)
+                       **copy_masks(images[:m], train, test)).to_json()
+    mem.pop("closest")  # indices into this benchmark's samples, which are not kept
     return mem
 
 
@@ -73,7 +73,7 @@ def main() -> None:
         return
     model, info = reference_classifier(data, RECIPES[args.recipe])
     samples = load_images(args.samples)
-    fidelity = class_fidelity(model, samples.images, samples.labels)
+    fidelity = class_fidelity(model, samples.images, samples.labels).to_json()
     mem = pixel_memorisation(samples.images, data, args.memorisation_n)
     write_json(args.out, {"samples": samples.provenance(), "classifier_test": info["test"], "fidelity": fidelity,
                           "memorisation_pixels": mem, "seconds": round(time.perf_counter() - started, 1),

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bloodgen.classify.reference import (KEY_ACCURACY, KEY_BALANCED_ACCURACY, ClassifierRecipe,  # noqa: E402
-                                         reference_classifier)
-from bloodgen.classify.utility import KEY_FIDELITY_MACRO, class_fidelity, train_and_test  # noqa: E402
+from bloodgen.classify.reference import ClassifierRecipe, reference_classifier  # noqa: E402
+from bloodgen.classify.scores import ClassificationScores  # noqa: E402
+from bloodgen.classify.utility import ClassFidelity, class_fidelity, train_and_test  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
 from bloodgen.metrics.inputs import load_images  # noqa: E402
@@ -74,7 +74,7 @@ def run_scale(model, scale: float, n: int, data, out: Path, cache: Path) -> dict
     classifier, info = reference_classifier(data)
     evaluation = step("evaluation", lambda: calculate_metrics(images, n=n, seeds=(0,), floor=True, data=data.path,
                                                                metrics=("fid", "kid", "prdc")))
-    fidelity = step("fidelity", lambda: class_fidelity(classifier, images, labels))
+    fidelity = step("fidelity", lambda: class_fidelity(classifier, images, labels).to_json())
     tstr = step("tstr", lambda: train_and_test((images, labels), data.split("val"), data.split("test"),
                                                ClassifierRecipe(**info["recipe"]), desc="train-on-synthetic"))
     return {"evaluation": evaluation, "fidelity": fidelity, "tstr": tstr}
@@ -83,14 +83,14 @@ def run_scale(model, scale: float, n: int, data, out: Path, cache: Path) -> dict
 def table(results: dict[float, dict], real_trained: dict) -> str:
     rows = ["| guidance | FID | disjoint floor | precision | recall | class fidelity (macro) | TSTR accuracy | "
             "TSTR balanced accuracy |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    real = ClassificationScores.from_json(real_trained)
     for scale, r in sorted(results.items()):
-        e = r["evaluation"]
+        e, tstr = r["evaluation"], ClassificationScores.from_json(r["tstr"])
         rows.append(f"| {scale} | {e['fid']['mean']:.2f} | {e['floor']['disjoint']['fid']['mean']:.2f} | "
                     f"{e['precision']['mean']:.3f} | {e['recall']['mean']:.3f} | "
-                    f"{r['fidelity'][KEY_FIDELITY_MACRO]:.3f} | {r['tstr'][KEY_ACCURACY]:.3f} | "
-                    f"{r['tstr'][KEY_BALANCED_ACCURACY]:.3f} |")
-    rows.append(f"| real-trained | | | | | | {real_trained[KEY_ACCURACY]:.3f} | "
-                f"{real_trained[KEY_BALANCED_ACCURACY]:.3f} |")
+                    f"{ClassFidelity.from_json(r['fidelity']).macro:.3f} | {tstr.accuracy:.3f} | "
+                    f"{tstr.balanced_accuracy:.3f} |")
+    rows.append(f"| real-trained | | | | | | {real.accuracy:.3f} | {real.balanced_accuracy:.3f} |")
     return "\n".join(rows)
 
 
@@ -104,9 +104,10 @@ def plot(results: dict[float, dict], n: int, path: Path) -> None:
     left.set_xlabel("guidance scale")
     left.set_ylabel(f"FID (N = {n:,})", color="C0")
     right = left.twinx()
-    right.plot(scales, [results[s]["fidelity"][KEY_FIDELITY_MACRO] for s in scales], "s-", color="C1",
+    right.plot(scales, [ClassFidelity.from_json(results[s]["fidelity"]).macro for s in scales], "s-", color="C1",
                label="class fidelity")
-    right.plot(scales, [results[s]["tstr"][KEY_ACCURACY] for s in scales], "^-", color="C2", label="TSTR accuracy")
+    right.plot(scales, [ClassificationScores.from_json(results[s]["tstr"]).accuracy for s in scales], "^-",
+               color="C2", label="TSTR accuracy")
     right.set_ylabel("fraction")
     fig.legend(loc="upper center", ncol=4, fontsize=7)
     fig.tight_layout()

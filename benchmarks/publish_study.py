@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bloodgen.metrics.fid import KEY_FID  # noqa: E402
+from bloodgen.metrics.registry import FID  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
 from bloodgen.study.report import FIGURES_DIR  # noqa: E402
 from bloodgen.study.experiments import EXPERIMENTS  # noqa: E402
@@ -100,11 +100,11 @@ def ship(data: dict, study: Path, published: Path, pretrained: Path) -> dict:
         folder.mkdir(parents=True)
         shutil.copy2(study / best["run_dir"] / EXPORT_WEIGHTS, folder / EXPORT_WEIGHTS)
         write_json(folder / EXPORT_META, portable(json.loads((study / best["run_dir"] / EXPORT_META).read_text())))
-        evaluation, aggregate = best[K_EVAL], family[K_AGGREGATE].get(KEY_FID, {})
+        evaluation, aggregate = best[K_EVAL], family[K_AGGREGATE].get(FID.key, {})
         shipped[model] = {
             "study": study_command(data, repo_path(published)), "study_preset": data[K_STUDY]["preset"],
             "run": repo_path(published / best["run_dir"]), "training_seed": best["seed"],
-            "fid": (evaluation.get(KEY_FID) or {}).get("mean"),
+            "fid": (evaluation.get(FID.key) or {}).get("mean"),
             "fid_protocol": {k: evaluation.get("protocol", {}).get(k) for k in ("n", "seeds")},
             "family_fid": {"mean": aggregate.get("mean"), "std": aggregate.get("std"),
                            "training_seeds": len(aggregate.get("per_training_seed") or [])},

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from bloodgen.classify.utility import (KEY_CLOSEST, copy_masks, memorisation, pixel_vectors,  # noqa: E402
+from bloodgen.classify.utility import (Memorisation, copy_masks, memorisation, pixel_vectors,  # noqa: E402
                                        required_class_counts)
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
@@ -61,7 +61,7 @@ def regenerate(study: Path, model: str, family: dict, settings: dict,
 
 def check_same_samples(images: np.ndarray, train: np.ndarray, old: dict) -> None:
     """The old record's closest pairs must be at their recorded distances: the samples are the same images."""
-    for gen, tr, dist in old[KEY_CLOSEST]:
+    for gen, tr, dist in Memorisation.from_json(old).closest:
         now = float(np.sqrt(((pixel_vectors(images[gen:gen + 1]) - pixel_vectors(train[tr:tr + 1])) ** 2).sum()))
         if abs(now - dist) > OLD_ROUNDING:
             sys.exit(f"regenerated sample {gen} lies {now:.4f} from training image {tr}, the record says {dist}: "
@@ -101,14 +101,14 @@ def main() -> None:
         m = min(settings["memorisation_n"], len(images))
         masks = copy_masks(images[:m], train, test)
         recomputed = {"pixels": memorisation(pixel_vectors(images[:m]), pixel_vectors(train), pixel_vectors(test),
-                                             **masks),
+                                             **masks).to_json(),
                       "inception": memorisation(extractor(images[:m], desc=f"{model}: generated features"),
-                                                train_features, test_features, **masks)}
+                                                train_features, test_features, **masks).to_json()}
         note = {"date": datetime.date.today().isoformat(),
                 "command": f"python benchmarks/refresh_memorisation.py {args.study}",
                 "why": "exact nearest distances and copies by pixel equality (issue #14); the first record used "
                        "torch.cdist's float32 expansion (copies at ~0.016, threshold = rounding error)",
-                "before": {space: {k: v for k, v in block.items() if k != KEY_CLOSEST}
+                "before": {space: {k: v for k, v in block.items() if k != "closest"}
                            for space, block in utility["memorisation"].items()}}
         utility["memorisation"], utility["memorisation_recomputed"] = recomputed, note
         for cached in sorted((out / EVAL_DIR).glob(f"utility-{model}-s{utility['seed']}-*.json")):

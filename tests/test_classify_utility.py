@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from bloodgen.classify.reference import (KEY_ACCURACY, KEY_AUC, ClassifierRecipe, classification_report,
+from bloodgen.classify.reference import (ClassifierRecipe, classification_report,
                                          load_classifier, predict_proba, reference_classifier)
-from bloodgen.classify.utility import (KEY_EXACT_COPIES, KEY_FIDELITY_MACRO, KEY_MEMORISATION_FLAG,
-                                       KEY_MEMORISED_FRACTION, class_fidelity, copy_masks, memorisation,
+from bloodgen.classify.scores import ClassificationScores
+from bloodgen.classify.utility import (Memorisation, class_fidelity, copy_masks, memorisation,
                                        minority_top_up, nearest_distances, pixel_vectors, take_per_class,
                                        utility_report)
 from bloodgen.errors import UserError
@@ -42,14 +42,14 @@ def test_classification_report_of_perfect_and_wrong_predictions():
     y = np.arange(8).repeat(3)
     perfect = np.eye(8)[y]
     report = classification_report(y, perfect)
-    assert report[KEY_ACCURACY] == 1.0 and report[KEY_AUC] == 1.0
+    assert report.accuracy == 1.0 and report.auc_ovr == 1.0
     wrong = classification_report(y, np.eye(8)[(y + 1) % 8])
-    assert wrong[KEY_ACCURACY] == 0.0 and np.trace(np.array(wrong["confusion_matrix"])) == 0
+    assert wrong.accuracy == 0.0 and np.trace(np.array(wrong.confusion_matrix)) == 0
 
 
 def test_reference_classifier_learns_and_is_cached(trained):
     data, model, info, cache = trained
-    assert info["test"][KEY_ACCURACY] >= MIN_TINY_ACCURACY, info["history"]
+    assert info["test"]["accuracy"] >= MIN_TINY_ACCURACY, info["history"]
     again, info_again = reference_classifier(data, TINY_RECIPE, cache_dir=cache)  # from the cache: no training
     assert info_again["train_seconds"] == info["train_seconds"]
     x = data.images("test")
@@ -61,17 +61,17 @@ def test_reference_classifier_learns_and_is_cached(trained):
 def test_fidelity_is_high_for_true_labels_and_chance_for_shuffled(trained):
     data, model, _, _ = trained
     images, labels = data.images("all"), data.labels("all")
-    assert class_fidelity(model, images, labels)[KEY_FIDELITY_MACRO] >= MIN_TINY_ACCURACY
+    assert class_fidelity(model, images, labels).macro >= MIN_TINY_ACCURACY
     shuffled = np.random.default_rng(0).permutation(labels)
-    assert class_fidelity(model, images, shuffled)[KEY_FIDELITY_MACRO] <= 0.35  # chance is 1/8
+    assert class_fidelity(model, images, shuffled).macro <= 0.35  # chance is 1/8
 
 
 def test_copies_of_training_images_are_flagged_and_fresh_images_are_not(tiny_data):
     train, test = tiny_data.images("train"), tiny_data.images("test")
     copies = memorisation(pixel_vectors(train[:20]), pixel_vectors(train), pixel_vectors(test))
-    assert copies[KEY_MEMORISATION_FLAG] and copies[KEY_EXACT_COPIES] == 20 and copies[KEY_MEMORISED_FRACTION] == 1.0
+    assert copies.memorisation_flag and copies.exact_copies == 20 and copies.memorised_fraction == 1.0
     fresh = memorisation(pixel_vectors(tiny_data.images("val")), pixel_vectors(train), pixel_vectors(test))
-    assert not fresh[KEY_MEMORISATION_FLAG] and fresh[KEY_EXACT_COPIES] == 0
+    assert not fresh.memorisation_flag and fresh.exact_copies == 0
 
 
 def test_nearest_distances_are_exact_where_float32_expansion_is_not():
@@ -94,7 +94,7 @@ def test_copy_masks_override_distances_in_feature_space(tiny_data):
     # Features of the same image computed in another batch may differ by rounding: still a copy.
     jitter = np.random.default_rng(0).normal(0, 1e-6, (len(generated), 2352))
     result = memorisation(pixel_vectors(generated) + jitter, pixel_vectors(train), pixel_vectors(test), **masks)
-    assert result[KEY_EXACT_COPIES] == 3 and result[KEY_MEMORISED_FRACTION] == 3 / 8
+    assert result.exact_copies == 3 and result.memorised_fraction == 3 / 8
 
 
 def test_real_training_images_as_samples_are_all_copies(real_npz):
@@ -111,12 +111,12 @@ def test_real_training_images_as_samples_are_all_copies(real_npz):
     picked = train[np.random.default_rng(0).choice(len(train), 500, replace=False)]
     masks = copy_masks(picked, train, test)
     result = memorisation(pixel_vectors(picked), pixel_vectors(train), pixel_vectors(test), **masks)
-    assert result[KEY_EXACT_COPIES] == 500 and result[KEY_MEMORISED_FRACTION] == 1.0
-    assert result["generated_nn_distance_median"] == 0.0
-    assert 0 < result["test_copies_excluded"] == masks["test_copies"].sum() < 50
+    assert result.exact_copies == 500 and result.memorised_fraction == 1.0
+    assert result.generated_nn_distance_median == 0.0
+    assert 0 < result.test_copies_excluded == masks["test_copies"].sum() < 50
     distinct = ~masks["test_copies"]
     d_test, _ = nearest_distances(pixel_vectors(test[distinct]), pixel_vectors(train))
-    assert result["threshold"] == d_test.min() > 0.1  # a real distance, not float32 rounding (~0.016)
+    assert result.threshold == d_test.min() > 0.1  # a real distance, not float32 rounding (~0.016)
     assert memorisation(pixel_vectors(picked), pixel_vectors(train), pixel_vectors(test)) == result
 
 
@@ -139,9 +139,9 @@ def test_utility_report_runs_end_to_end(trained):
     assert report["tstr"]["n_train"] == len(data.labels("train"))
     assert report["augmented"]["n_train"] == len(data.labels("train")) + minority_top_up(data.labels("train")).sum()
     for key in ("tstr", "augmented"):
-        assert 0.0 <= report[key][KEY_ACCURACY] <= 1.0
+        assert 0.0 <= ClassificationScores.from_json(report[key]).accuracy <= 1.0
     assert report["train_on_real"] is info["test"]
-    assert report["memorisation"]["pixels"][KEY_MEMORISATION_FLAG]  # the stand-in contains the training images
+    assert Memorisation.from_json(report["memorisation"]["pixels"]).memorisation_flag  # the stand-in contains the training images
 
 
 def test_utility_report_resumes_after_its_last_saved_part(trained, tmp_path):
@@ -201,8 +201,8 @@ def test_evaluate_utility_cli_writes_report_figures_and_json(tiny_data, tmp_path
     assert code == 0
     utility = json.loads((tmp_path / "eval.json").read_text())["utility"]
     assert utility["tstr"]["n_train"] == len(tiny_data.labels("train"))
-    assert utility["memorisation"]["pixels"][KEY_MEMORISATION_FLAG]  # the training images are in the samples
-    assert utility["memorisation"]["inception"][KEY_EXACT_COPIES] > 0
+    assert Memorisation.from_json(utility["memorisation"]["pixels"]).memorisation_flag  # the training images are in the samples
+    assert Memorisation.from_json(utility["memorisation"]["inception"]).exact_copies > 0
     report = (tmp_path / "util" / "utility.md").read_text()
     assert "copies training images" in report and "real images (train on real)" in report
     for png in ("fidelity_confusion.png", "nearest_pixels.png", "nearest_inception.png"):

@@ -33,14 +33,11 @@ def test_demo_reports_the_shipped_models_and_reuses_its_stages(real_npz, incepti
     assert (out / "report.html").is_file() and (out / "grids" / "gan.png").is_file()
 
     # A re-run reuses every stage: no sampling, no evaluation, no training.
-    import bloodgen.metrics as metrics
-    import bloodgen.sampling.api as api
-    import bloodgen.training as training
+    import bloodgen.study.demo as demo
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(api, "sample", forbidden)
-    monkeypatch.setattr(metrics, "calculate_metrics", forbidden)
-    monkeypatch.setattr(training, "train", forbidden)
+    for stage in ("sample", "calculate_metrics", "train"):
+        monkeypatch.setattr(demo, stage, forbidden)
     assert main(argv) == 0

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from model_helpers import tiny_config, train_tiny
+from torch import nn
 
 from bloodgen.classify import diffusion as dc
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
 from bloodgen.classify.diffusion_results import (PART_RECORDS, AccuracyPart, Calibration, CalibrationPart,
                                                  DiffusionScores, EvalResults, ResnetScores)
+from bloodgen.classify.scores import ClassificationScores
 from bloodgen.data import dihedral
 from bloodgen.errors import UserError
 
@@ -28,8 +28,8 @@ FAST = dc.ClassifierOptions(min_draws=4, max_draws=8, draws_per_round=4, batch_s
 
 def random_model(conditional: bool = True, prediction: str = "epsilon", class_counts=None, network=None):
     """An untrained tiny ddpm as `load_model` returns it: enough to check the bookkeeping."""
-    from bloodgen.models.ddpm import DDPM
     from bloodgen.models.config import load_presets
+    from bloodgen.models.ddpm import DDPM
     from bloodgen.sampling.api import LoadedModel
     from bloodgen.training.checkpoint import RunSpec
 
@@ -364,7 +364,9 @@ def test_stratified_test_images_hold_k_of_each_class(tiny_data):
 
 def _fake_results(folder: Path, accuracy: float, recall0: float, with_calibration: bool) -> Path:
     """A classify-eval results.json with made-up figures where the summary reads none."""
-    report = {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.1, "per_class_recall": [recall0] + [0.5] * 7}
+    report = ClassificationScores(accuracy=accuracy, balanced_accuracy=accuracy - 0.1, macro_precision=0.5,
+                                  macro_recall=0.5, macro_f1=0.5, auc_ovr=None,
+                                  per_class_recall=[recall0] + [0.5] * 7, confusion_matrix=[[0] * 8] * 8)
     diffusion = DiffusionScores(report, n_images=16, evaluations_per_image=100.0, draws_per_image=10.0,
                                 seconds_per_image=2.0, options={})
     results = EvalResults(accuracy=AccuracyPart(diffusion, diffusion, ResnetScores(report, seconds_per_image=2.0),

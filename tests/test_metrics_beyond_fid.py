@@ -36,11 +36,11 @@ def test_fid_infinity_removes_the_small_sample_bias():
 def test_alpha_beta_scores_faithful_copied_and_collapsed_samples():
     real = gaussian(800, 8, 0)
     faithful = alpha_beta(real, gaussian(800, 8, 1))
-    assert faithful["alpha_precision"] > 0.85 and faithful["beta_recall"] > 0.4
-    assert 0.3 < faithful["authenticity"] < 0.8
-    assert alpha_beta(real, real.copy())["authenticity"] == 0.0  # every sample is a copy
+    assert faithful.alpha_precision > 0.85 and faithful.beta_recall > 0.4
+    assert 0.3 < faithful.authenticity < 0.8
+    assert alpha_beta(real, real.copy()).authenticity == 0.0  # every sample is a copy
     collapsed = alpha_beta(real, gaussian(800, 8, 2) * 0.05)
-    assert collapsed["alpha_precision"] < 0.3 and collapsed["beta_recall"] < faithful["beta_recall"] - 0.3
+    assert collapsed.alpha_precision < 0.3 and collapsed.beta_recall < faithful.beta_recall - 0.3
 
 
 class SecondSpace(ProjectionExtractor):

@@ -130,7 +130,7 @@ def test_prdc_matches_brute_force():
     expected = brute_force_prdc(real, fake, 3, 5)
     got = prdc(real, fake, 3, 5)
     for key, value in expected.items():
-        assert got[key] == pytest.approx(value, abs=1 / 250), key  # float32 may flip a boundary point
+        assert getattr(got, key) == pytest.approx(value, abs=1 / 250), key  # float32 may flip a boundary point
 
 
 def test_prdc_matches_the_prdc_library_at_k5():
@@ -141,8 +141,8 @@ def test_prdc_matches_the_prdc_library_at_k5():
     got = prdc(real, fake, 3, 5)
     for ours, theirs in (("precision_prdc", "precision"), ("recall_prdc", "recall"), ("density", "density"),
                          ("coverage", "coverage")):
-        assert got[ours] == pytest.approx(float(expected[theirs]), abs=1 / 350), ours
-    assert got["precision"] != got["precision_prdc"]  # k=3 and k=5 balls really differ
+        assert getattr(got, ours) == pytest.approx(float(expected[theirs]), abs=1 / 350), ours
+    assert got.precision != got.precision_prdc  # k=3 and k=5 balls really differ
 
 
 def test_precision_recall_coverage_of_identical_sets_are_one():
@@ -150,10 +150,10 @@ def test_precision_recall_coverage_of_identical_sets_are_one():
     x = gaussian(rng, 500, 20)
     got = prdc(x, x.copy())
     for key in ("precision", "recall", "precision_prdc", "recall_prdc", "coverage"):
-        assert got[key] == 1.0, key
+        assert getattr(got, key) == 1.0, key
     # Open balls: each real ball holds its centre and k-1 neighbours, as in prdc (closed ones would give 1.2);
     # float32 rounding may tip a few k-th neighbours that sit exactly on a radius.
-    assert got["density"] == pytest.approx(1.0, abs=0.01)
+    assert got.density == pytest.approx(1.0, abs=0.01)
 
 
 def test_inception_score_of_confident_even_predictions_is_the_number_of_classes():

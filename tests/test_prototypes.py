@@ -103,11 +103,10 @@ def test_the_inception_encoder_reads_the_evaluation_feature_cache_split_by_split
     """--encoder inception: each split's rows of the dataset's cached Inception features (a projection stands in
     for the network here), the train split capped per class, and a record that says it never saw BloodMNIST."""
     from bloodgen.classify import prototypes
-    from bloodgen.metrics import inception
     from test_metrics_protocol import ProjectionExtractor
 
     extractor = ProjectionExtractor()
-    monkeypatch.setattr(inception, "inception_extractor", lambda *args, **kwargs: extractor)
+    monkeypatch.setattr(prototypes, "inception_extractor", lambda *args, **kwargs: extractor)
     seen = {}
     fit = prototypes.fit_prototypes
 
@@ -276,8 +275,8 @@ def test_comparison_runs_both_arms_in_both_regimes_resumes_and_samples_without_p
     (tmp_path / "away").rename(tmp_path / "prototypes")
 
     # Resumable: a second call finds every stage done and trains nothing.
-    monkeypatch.setattr("bloodgen.training.train", lambda *a, **k: pytest.fail("retrained a finished run"))
-    monkeypatch.setattr("bloodgen.classify.prototypes.learn_prototypes", lambda *a, **k: pytest.fail("relearned"))
+    monkeypatch.setattr("bloodgen.improve.compare.train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr("bloodgen.improve.compare.learn_prototypes", lambda *a, **k: pytest.fail("relearned"))
     assert run().regimes == results.regimes
     with pytest.raises(UserError, match="another budget"):
         run(cmp.replace(budget, fid_n=4))

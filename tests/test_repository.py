@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -51,3 +52,55 @@ def test_layers_import_only_downward():
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# Imports inside a library function, each with its reason; every other import sits at the top of its module.
+# The commands (*cli.py) import the library inside their handlers, so `--help` stays free of torch
+# (tests/test_data.py checks that).
+HELP_PATH = "read while the parsers are built: keeps `bloodgen --help` free of torch"
+OPTIONAL = "an optional dependency, imported where it is used"
+DEFERRED_IMPORTS = {
+    "checks.py": ({"torch"}, HELP_PATH),
+    "provenance.py": ({"torch"}, HELP_PATH),
+    "data/__init__.py": ({"bloodgen.data"}, HELP_PATH),
+    "sampling/__init__.py": ({"bloodgen.sampling"}, HELP_PATH),
+    "training/__init__.py": ({"bloodgen.training"}, HELP_PATH),
+    "data/domains.py": ({"skimage.color", "skimage.transform", "bloodgen.report.plots"}, HELP_PATH),
+    "metrics/features.py": ({"torch"}, HELP_PATH),
+    "metrics/inception.py": ({"torch.nn.utils.fusion", "torchvision.models.inception"}, HELP_PATH),
+    "metrics/protocol.py": ({"bloodgen.metrics.inception"}, HELP_PATH),
+    "models/prototype_file.py": ({"safetensors", "safetensors.torch"}, HELP_PATH),
+    "study/experiments.py": ({"bloodgen.classify.diffusion_eval", "bloodgen.classify.domain_shift",
+                              "bloodgen.improve.compare"}, HELP_PATH),
+    "study/stages.py": ({"torch", "bloodgen.classify.reference", "bloodgen.classify.utility",
+                         "bloodgen.models.config", "bloodgen.sampling.api", "bloodgen.training.checkpoint",
+                         "bloodgen.training.loop"}, HELP_PATH),
+    "classify/corruptions.py": ({"cv2", "medmnistc.corruptions.filter", "medmnistc.corruptions.registry"}, OPTIONAL),
+    "data/bloodmnist.py": ({"medmnist"}, OPTIONAL),
+}
+
+
+def _deferred_imports(path: Path) -> set[str]:
+    found = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    found.add(node.module)
+    return found
+
+
+def test_library_modules_import_at_the_top_but_for_listed_reasons():
+    package = ROOT / "src" / "bloodgen"
+    unlisted = {}
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        if path.name.endswith("cli.py") or path.name == "__main__.py":
+            continue
+        extra = _deferred_imports(path) - DEFERRED_IMPORTS.get(name, (set(), ""))[0]
+        if extra:
+            unlisted[name] = sorted(extra)
+    assert not unlisted, f"imports inside functions without a listed reason: {unlisted}"
+

@@ -89,7 +89,7 @@ def test_rerun_redoes_nothing(finished_study, tiny_npz, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", forbidden)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", forbidden)
     again = study(out, tiny_npz)
     assert again["families"]["ddpm"]["runs"][0]["eval"] == results["families"]["ddpm"]["runs"][0]["eval"]
 
@@ -110,7 +110,7 @@ def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, 
             raise KeyboardInterrupt
         return real_calc(samples, **kwargs)
 
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", interrupt_second_eval)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", interrupt_second_eval)
     with pytest.raises(KeyboardInterrupt):
         study(partial, tiny_npz)
     assert len(list((partial / "eval").glob("*.json"))) == 2
@@ -125,7 +125,7 @@ def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, 
 
     calls["metrics"] = 0
     monkeypatch.setattr("bloodgen.training.loop._start", counting_train)
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", counting_calc)
     study(partial, tiny_npz)
     assert calls == {"train": 0, "metrics": len(FAMILIES) - 1}
 
@@ -164,7 +164,7 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished training ran again")
 
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", counting_calc)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", counting_calc)
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     # Out of time from the start: the finished units are reported, the lost one waits.
     with pytest.raises(StudyIncomplete) as stop:
@@ -201,7 +201,7 @@ def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, t
         raise AssertionError("--train-only evaluated")
 
     real_calc = bloodgen.metrics.calculate_metrics
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", forbidden_metrics)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", forbidden_metrics)
     # Out of time from the start: nothing trains, every unit is reported as left.
     with pytest.raises(StudyIncomplete) as stop:
         study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS, train_only=True, max_minutes=1e-9)
@@ -216,7 +216,7 @@ def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, t
     def forbidden_training(*args, **kwargs):
         raise AssertionError("a trained unit was trained again")
 
-    monkeypatch.setattr("bloodgen.metrics.calculate_metrics", real_calc)
+    monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", real_calc)
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden_training)
     results = study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
     assert results["pending_units"] == []
@@ -306,7 +306,7 @@ def test_the_domain_shift_experiment_cuts_the_study_data_and_reports_the_table(t
 def test_every_study_preset_plans_every_experiment(preset_name):
     """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every
     registered experiment's check passes for every preset, and the prototypes budget resolves to a config."""
-    from bloodgen.improve.compare import budget_for
+    from bloodgen.improve.budgets import budget_for
     from bloodgen.models.config import resolve_config
     from bloodgen.models.registry import study_families
     from bloodgen.study.experiments import EXPERIMENTS, prototypes_budget

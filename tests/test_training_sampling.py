@@ -211,10 +211,10 @@ def test_shipped_pretrained_models_are_the_record_studys_best_runs(name):
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_sample_output_is_accepted_by_evaluate(model, runs, tiny_npz, tmp_path, monkeypatch):
-    from bloodgen.metrics import KEY_FID, KEY_FID_CLASS_AVERAGED
+    from bloodgen.metrics.registry import FID, FID_CLASS_AVERAGED
 
     result = sample_then_evaluate(runs[model], tiny_npz, tmp_path, monkeypatch)
-    assert np.isfinite(result[KEY_FID]["mean"])
+    assert np.isfinite(result[FID.key]["mean"])
     conditional = model != "gan"
     assert result["samples"]["has_labels"] is conditional  # unconditional -1 labels are read as no labels
-    assert (KEY_FID_CLASS_AVERAGED in result) is conditional
+    assert (FID_CLASS_AVERAGED.key in result) is conditional

@@ -16,15 +16,23 @@ so a figure from here and one from the CLI are comparable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
-from bloodgen.data import CLASS_NAMES
-from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_PER_SEED, KEY_SAME_POOL, KEY_STD
+from bloodgen.classify.features import classifier_extractor
+from bloodgen.data import CLASS_NAMES, load_bloodmnist
+from bloodgen.metrics.inputs import ImageSet
+from bloodgen.metrics.protocol import calculate_metrics
+from bloodgen.metrics.records import Figure, Floor, Scores
+from bloodgen.metrics.registry import CLASSIFIER, METRICS, Options, default_metrics
 from bloodgen.provenance import write_json
+from bloodgen.report.grid import class_grid, grid_image
+from bloodgen.samplefile import write_samples
+from bloodgen.sampling.api import load_model, sample
 
 __all__ = ["Evaluation", "Figure", "Model", "Samples", "Scores", "Setup", "evaluate", "load"]
 
@@ -43,18 +51,12 @@ class Samples:
 
     def grid(self, per_class: int = 8, scale: int = 3):
         """A PIL image (shown inline by Jupyter): one labelled row per class, or 8 columns if unconditional."""
-        from PIL import Image
-
-        from bloodgen.report.grid import class_grid, grid_image
-
         if self.labels is None:
             return Image.fromarray(grid_image(self.images[:8 * per_class], ncol=8, scale=scale))
         return class_grid(self.images, self.labels, CLASS_NAMES, per_class=per_class, scale=scale)
 
     def save(self, path: str | os.PathLike) -> Path:
         """An .npz that `bloodgen evaluate` and `bloodgen evaluate --utility` read."""
-        from bloodgen.samplefile import write_samples
-
         write_samples(Path(path), self.images, self.labels)
         return Path(path)
 
@@ -82,8 +84,6 @@ class Model:
                batch_size: int | None = None, progress: bool = False, **sampler: Any) -> Samples:
         """n images drawn with `seed`. classes: 'prior' (the training mix), 'balanced', one class (index or
         name such as 'neutrophil') or 8 proportions; sampler: the family's options, e.g. guidance=2.0."""
-        from bloodgen.sampling.api import sample
-
         images, labels = sample(self.loaded, n, seed, classes=classes, batch_size=batch_size, progress=progress,
                                 **sampler)
         return Samples(images, labels, seed, self.family)
@@ -91,65 +91,7 @@ class Model:
 
 def load(model: str | os.PathLike, device: str | None = None) -> Model:
     """`pretrained:NAME` (shipped weights), a run folder, a checkpoint (.pt) or an export (.safetensors)."""
-    from bloodgen.sampling.api import load_model
-
     return Model(load_model(model, device))
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One metric over the protocol's seeds: mean, sample std (None for one seed) and each seed's value."""
-
-    mean: float | None
-    std: float | None
-    per_seed: tuple[float | None, ...]
-
-    @classmethod
-    def from_block(cls, block: dict) -> "Figure":
-        return cls(block[KEY_MEAN], block[KEY_STD], tuple(block[KEY_PER_SEED]))
-
-    def __str__(self) -> str:
-        if self.mean is None:
-            return "n/a"
-        return f"{self.mean:.4g}" + ("" if self.std is None else f" ± {self.std:.2g}")
-
-
-@dataclass(frozen=True)
-class Scores:
-    """The metrics of one comparison (samples vs real, or one form of the real-vs-real floor); None where
-    the metric was not selected. `other` holds metrics without a field here, by their JSON key."""
-
-    fid: Figure | None = None
-    kid: Figure | None = None
-    precision: Figure | None = None
-    recall: Figure | None = None
-    density: Figure | None = None
-    coverage: Figure | None = None
-    fid_class_averaged: Figure | None = None
-    fid_infinity: Figure | None = None
-    alpha_precision: Figure | None = None
-    beta_recall: Figure | None = None
-    authenticity: Figure | None = None
-    fd_classifier: Figure | None = None
-    kid_classifier: Figure | None = None
-    fid_per_class: dict[str, Figure] | None = None
-    other: dict[str, Figure] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: dict) -> "Scores":
-        named = {f.name for f in fields(cls)} - {"fid_per_class", "other"}
-        values: dict[str, Any] = {"other": {}}
-        for key, block in record.items():
-            if not (isinstance(block, dict) and KEY_MEAN in block):
-                continue
-            if key == "fid_per_class":
-                values[key] = {name: Figure(m, s, tuple(v[c] for v in block[KEY_PER_SEED]))
-                               for c, (name, m, s) in enumerate(zip(block["classes"], block[KEY_MEAN], block[KEY_STD]))}
-            elif key in named:
-                values[key] = Figure.from_block(block)
-            else:
-                values["other"][key] = Figure.from_block(block)
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -166,12 +108,12 @@ class Evaluation:
 
     @classmethod
     def from_record(cls, record: dict) -> "Evaluation":
-        floor = record.get(KEY_FLOOR) or {}
+        floor = Floor.of(record)
         protocol = record["protocol"]
         has_samples = record.get("samples") is not None
         return cls(samples=Scores.from_record(record) if has_samples else None,
-                   floor_same_pool=Scores.from_record(floor[KEY_SAME_POOL]) if floor else None,
-                   floor_disjoint=Scores.from_record(floor[KEY_DISJOINT]) if floor else None,
+                   floor_same_pool=Scores.from_record(floor.same_pool) if floor else None,
+                   floor_disjoint=Scores.from_record(floor.disjoint) if floor else None,
                    n=protocol["n"], seeds=tuple(protocol["seeds"]), record=record)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -200,19 +142,12 @@ def evaluate(images: np.ndarray | None, labels: np.ndarray | None = None, *, n: 
     10,000); seeds: S for seeds 0..S-1 or the seeds; images None with floor=True: the floor alone;
     metrics: names from `bloodgen.metrics.registry.METRICS` (default fid, kid, prdc, per-class; 'classifier'
     loads the reference classifier for its feature space)."""
-    from bloodgen.metrics.inputs import ImageSet
-    from bloodgen.metrics.protocol import calculate_metrics
-    from bloodgen.metrics.registry import CLASSIFIER, METRICS, Options, default_metrics
-
     samples = None if images is None else ImageSet.from_arrays(images, labels, source="arrays")
     if n is None:
         n = min(len(samples), Options.n) if samples is not None else Options.n
     metrics = tuple(metrics or default_metrics())
     extractors = {}
     if any(name in METRICS and METRICS[name].space == CLASSIFIER for name in metrics):
-        from bloodgen.classify.features import classifier_extractor
-        from bloodgen.data import load_bloodmnist
-
         extractors[CLASSIFIER] = classifier_extractor(load_bloodmnist(setup.data), cache_dir=setup.cache_dir,
                                                       device=setup.device, progress=setup.progress)
     record = calculate_metrics(samples, n=n, seeds=seeds, floor=floor, metrics=metrics, data=setup.data,

@@ -50,8 +50,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from bloodgen import checks
     from bloodgen.classify.recipe import RECIPES
-    from bloodgen.classify.reference import (KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1, default_recipe,
-                                             reference_classifier)
+    from bloodgen.classify.reference import default_recipe, reference_classifier
+    from bloodgen.classify.scores import ClassificationScores
     from bloodgen.data import load_bloodmnist
     from bloodgen.errors import UserError
     from bloodgen.provenance import write_json
@@ -72,10 +72,10 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["augment"] = False
     recipe = replace(RECIPES[args.recipe] if args.recipe else default_recipe(), **overrides)
     _, info = reference_classifier(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir, retrain=args.retrain)
-    test = info["test"]
+    test = ClassificationScores.from_json(info["test"])
     print(f"reference classifier (width {recipe.width}, {recipe.epochs} epochs, best val accuracy "
-          f"{info['best_val_accuracy']:.4f}, trained in {info['train_seconds']:.0f} s on {info['device']}): test accuracy {test[KEY_ACCURACY]:.4f}, "
-          f"balanced accuracy {test[KEY_BALANCED_ACCURACY]:.4f}, macro F1 {test[KEY_MACRO_F1]:.4f}")
+          f"{info['best_val_accuracy']:.4f}, trained in {info['train_seconds']:.0f} s on {info['device']}): test accuracy {test.accuracy:.4f}, "
+          f"balanced accuracy {test.balanced_accuracy:.4f}, macro F1 {test.macro_f1:.4f}")
     if args.json:
         write_json(args.json, info)
     return 0

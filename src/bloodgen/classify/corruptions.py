@@ -21,8 +21,10 @@ from __future__ import annotations
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import BytesIO
 
 import numpy as np
+from PIL import Image
 
 from bloodgen.errors import UserError
 
@@ -65,9 +67,7 @@ def load_corruptors() -> tuple[dict, dict[str, str]]:
 
 
 def _fixed_motion_blur(original):
-    from io import BytesIO
-
-    import cv2
+    import cv2  # medmnistc's own dependency, present only where the optional corruptions extra is installed
     from medmnistc.corruptions.filter import MotionBlur, MotionImage
 
     class FixedMotionBlur(MotionBlur):
@@ -92,8 +92,6 @@ class _Upscaled:
         self.corruptor = corruptor
 
     def apply(self, img, severity=-1):
-        from PIL import Image
-
         size = img.size
         big = img.resize((UPSCALE_SIZE, UPSCALE_SIZE), Image.BICUBIC)
         out = Image.fromarray(np.asarray(self.corruptor.apply(big, severity), dtype=np.uint8))
@@ -115,8 +113,6 @@ def _seeded_global_random(seed_parts: list[int]):
 
 def corrupt(images: np.ndarray, corruptor, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """uint8 (N, 28, 28, 3) images with one corruption at severity 1-5 applied to each."""
-    from PIL import Image
-
     out = np.empty_like(images)
     with _seeded_global_random([seed, BLOODMNIST_CORRUPTIONS.index(name), severity]):
         for i, img in enumerate(images):

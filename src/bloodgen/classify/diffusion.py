@@ -18,6 +18,7 @@ are batched (batched kernels can move the errors in the last float digits only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from scipy.stats import ttest_rel
+from tqdm.auto import tqdm
 
 from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.data import N_CLASSES, to_model_range
 from bloodgen.data.dataset import dihedral
 from bloodgen.errors import UserError
 from bloodgen.models.registry import noise_classifiers
+from bloodgen.provenance import atomic_path, portable_path
 
 # CytoDiffusion's fit of the error scale over t in [0, 1]; the error at t is weighted by 1 / f(t).
 PAPER_POLYNOMIAL = (0.927, 9.837, -4.684, 6.019, -9.340)
@@ -160,8 +167,6 @@ def prune_classes(errors: np.ndarray, active: np.ndarray, p_value: float) -> np.
 
     errors: (C, n) per-draw errors (only rows of active classes are read); active: (C,) bool.
     """
-    from scipy.stats import ttest_rel
-
     idx = np.flatnonzero(active)
     best = idx[np.argmin(errors[idx].mean(1))]
     others = idx[idx != best]
@@ -184,10 +189,6 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
     and options continues after them (a finished file answers at once; whoever keeps the result removes
     it): image i's draws come from its own generator, so the result is the one an uninterrupted call gives.
     """
-    from tqdm.auto import tqdm
-
-    from bloodgen.data import N_CLASSES, to_model_range
-
     options = options.check()
     images = check_images(images)
     classes = candidate_classes(loaded)
@@ -227,10 +228,6 @@ class _Partial:
 
     def __init__(self, path: Path | None, images: np.ndarray, loaded, options: ClassifierOptions, chunk: int,
                  n_classes: int):
-        import hashlib
-
-        from bloodgen.provenance import portable_path
-
         n = len(images)
         self.path = None if path is None else Path(path)
         self.key = json.dumps({"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
@@ -246,8 +243,6 @@ class _Partial:
                     self.mean_errors[:], self.gaps[:], self.draws[:] = f["mean_errors"], f["gaps"], f["draws"]
 
     def save(self, done: int, seconds: float) -> None:
-        from bloodgen.provenance import atomic_path
-
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,8 +274,6 @@ class _ChunkState:
     """The draws of a chunk of images so far: per-draw errors, active classes, draw counts."""
 
     def __init__(self, x0: torch.Tensor, generators: list[torch.Generator], classes: list[int], max_draws: int):
-        from bloodgen.data import N_CLASSES
-
         m = len(x0)
         self.x0, self.generators = x0, generators
         self.errors = np.zeros((m, N_CLASSES, max_draws))
@@ -331,17 +324,12 @@ def error_probabilities(mean_errors: np.ndarray, temperature: float) -> np.ndarr
 
     Pass `error_gaps` (comparable across classes even after pruning); without pruning they are the
     mean errors shifted by a constant, which the softmax ignores."""
-    from scipy.special import softmax
-
     logits = np.where(np.isnan(mean_errors), -np.inf, -mean_errors / temperature)
     return softmax(logits, axis=1)
 
 
 def fit_temperature(mean_errors: np.ndarray, labels: np.ndarray) -> float:
     """The T minimising the negative log-likelihood of `labels` under `error_probabilities` (fit on val)."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
     labels = np.asarray(labels, dtype=np.int64)
     if not np.isfinite(mean_errors[np.arange(len(labels)), labels]).all():
         raise UserError("calibration labels include classes the model does not score")
@@ -362,8 +350,6 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
     worse than the predicted class, NaN for non-candidate classes, all zero for the predicted class.
     Every candidate class is scored on all `draws` draws (no pruning), with the options' weighting.
     """
-    from bloodgen.data import N_CLASSES, to_model_range
-
     options = options.check()
     if draws < 1:
         raise UserError(f"heat-map draws must be >= 1, got {draws}")

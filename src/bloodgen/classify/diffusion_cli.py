@@ -56,9 +56,8 @@ def add_classifier_options(p: argparse.ArgumentParser, max_draws: int) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    from bloodgen.classify.diffusion_options import ClassifierOptions
-
     from bloodgen import checks
+    from bloodgen.classify.diffusion_options import ClassifierOptions
 
     checks.seed(args.seed)
     return ClassifierOptions(weighting=args.weighting, prune=not args.no_prune, min_draws=args.min_draws,
@@ -92,7 +91,7 @@ def add_parser(subparsers) -> None:
 
 def _add_eval_parser(subparsers) -> None:
     from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
-    from bloodgen.classify.diffusion_eval import PARTS
+    from bloodgen.classify.diffusion_results import PARTS
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
     from bloodgen.data.domains import DOMAINS
@@ -161,7 +160,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from bloodgen import checks
     from bloodgen.classify.diffusion import check_images, classify_images
-    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, classification_report
+    from bloodgen.classify.reference import classification_report
     from bloodgen.data import CLASS_NAMES, N_CLASSES
     from bloodgen.errors import UserError
     from bloodgen.provenance import atomic_path, environment, write_json
@@ -195,7 +194,7 @@ def run_classify(args: argparse.Namespace) -> int:
     if labels is not None:
         arrays["labels"] = labels[indices]
         report = classification_report(labels[indices], np.eye(N_CLASSES)[result.predictions])
-        summary.update({KEY_ACCURACY: report[KEY_ACCURACY], KEY_BALANCED_ACCURACY: report[KEY_BALANCED_ACCURACY]})
+        summary.update({"accuracy": report.accuracy, "balanced_accuracy": report.balanced_accuracy})
     summary["per_image"] = [
         {"index": int(i), "class": int(p), "class_name": CLASS_NAMES[p], "confidence": float(c),
          "draws": int(d), "mean_errors": [None if np.isnan(e) else float(e) for e in errs]}
@@ -208,7 +207,7 @@ def run_classify(args: argparse.Namespace) -> int:
           f"({summary['evaluations_per_image']:.0f} network evaluations per image); wrote {out} and "
           f"{out.with_suffix('.json')}")
     if labels is not None:
-        print(f"accuracy {summary[KEY_ACCURACY]:.4f}, balanced accuracy {summary[KEY_BALANCED_ACCURACY]:.4f}")
+        print(f"accuracy {report.accuracy:.4f}, balanced accuracy {report.balanced_accuracy:.4f}")
     return 0
 
 

@@ -18,20 +18,35 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import gaussian_kde
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
-from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
+from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
+from bloodgen.classify.diffusion import (candidate_classes, classify_images, counterfactual_maps, error_probabilities,
+                                         fit_temperature)
 from bloodgen.classify.diffusion_options import ClassifierOptions
 from bloodgen.classify.diffusion_results import (PART_RECORDS, PARTS, AccuracyPart, AnomalyPart, AnomalyScores,
                                                  Calibration, CalibrationPart, ClassifierPair, CorruptionsPart,
                                                  DiffusionScores, EvalResults, HeatmapsPart, PartRun, ResnetScores,
                                                  ShiftedScore)
 from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.classify.reference import (classification_report, default_recipe, predict_logits, predict_proba,
+                                         reference_classifier)
+from bloodgen.data import CLASS_NAMES, N_CLASSES, load_bloodmnist
 from bloodgen.data.domains import DOMAINS, get_domains
+from bloodgen.data.subset import write_subset
 from bloodgen.errors import UserError
+from bloodgen.metrics.features import default_cache_dir
+from bloodgen.provenance import atomic_path, environment, portable_path, write_json
+from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
+from bloodgen.report.plots import pyplot
+from bloodgen.sampling.api import load_model
 
 ECE_BINS = 10
 DOMAIN_SEVERITY = "domain"  # a shifted domain's place among the corruptions' severities
@@ -84,8 +99,6 @@ class EvalConfig:
         return self
 
     def to_dict(self) -> dict:
-        from bloodgen.provenance import portable_path
-
         d = asdict(self)
         d["options"], d["recipe"] = self.options.to_dict(), asdict(self.recipe) if self.recipe else None
         for key in ("checkpoint", "holdout_checkpoint", "out", "data", "cache_dir"):  # records are shared
@@ -98,11 +111,6 @@ class _Context:
     """Lazily loaded models and data shared by the parts of one run."""
 
     def __init__(self, cfg: EvalConfig):
-        import warnings
-
-        from bloodgen.data import load_bloodmnist
-        from bloodgen.sampling.api import load_model
-
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.figures = self.out / "figures"
@@ -111,7 +119,6 @@ class _Context:
             warnings.simplefilter("ignore")  # derived files are "not official"; the data hash is recorded anyway
             self.data = load_bloodmnist(cfg.data)
         self.model = load_model(cfg.checkpoint, cfg.device)
-        from bloodgen.classify.diffusion import candidate_classes
 
         candidate_classes(self.model)  # fail now, not after an hour, on an unconditional model
         self.test_idx = _test_indices(self.data.labels("test"), cfg)
@@ -128,8 +135,6 @@ class _Context:
 
     def resnet(self):
         if self._resnet is None:
-            from bloodgen.classify.reference import reference_classifier
-
             self._resnet = reference_classifier(self.data, self.cfg.recipe, cache_dir=self.cfg.cache_dir)
         return self._resnet
 
@@ -151,12 +156,8 @@ def logit_gap(logits: np.ndarray) -> np.ndarray:
 
 
 def _diffusion_scores(labels: np.ndarray, result) -> DiffusionScores:
-    from bloodgen.classify.reference import KEY_AUC as KEY_OVR_AUC
-    from bloodgen.classify.reference import classification_report
-    from bloodgen.data import N_CLASSES
-
-    report = classification_report(labels, np.eye(N_CLASSES)[result.predictions])
-    report[KEY_OVR_AUC] = None  # one-hot scores: an AUC of them would mean nothing
+    # one-hot scores: an AUC of them would mean nothing
+    report = replace(classification_report(labels, np.eye(N_CLASSES)[result.predictions]), auc_ovr=None)
     return DiffusionScores(report=report, n_images=int(len(labels)),
                            evaluations_per_image=float(result.evaluations.mean()),
                            draws_per_image=float(result.draws_used.mean()),
@@ -164,8 +165,6 @@ def _diffusion_scores(labels: np.ndarray, result) -> DiffusionScores:
 
 
 def _save_arrays(ctx: _Context, part: str, **arrays) -> None:
-    from bloodgen.provenance import atomic_path
-
     with atomic_path(ctx.out / "parts" / f"{part}.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -196,9 +195,6 @@ def _saved_no_prune(ctx: _Context) -> tuple[DiffusionScores, np.ndarray] | None:
 
 
 def part_accuracy(ctx: _Context) -> AccuracyPart:
-    from bloodgen.classify.diffusion import classify_images
-    from bloodgen.classify.reference import KEY_ACCURACY, classification_report, predict_proba
-
     images, labels = ctx.test
     pruned = classify_images(ctx.model, images, ctx.cfg.options, progress=ctx.cfg.progress,
                              partial=ctx.partial("accuracy-pruned"))
@@ -220,7 +216,7 @@ def part_accuracy(ctx: _Context) -> AccuracyPart:
     return AccuracyPart(diffusion=diffusion, diffusion_no_prune=no_prune, resnet18=resnet_scores,
                         classifier=_classifier_summary(info), test_indices=ctx.test_idx.tolist(),
                         evaluation_reduction=no_prune.evaluations_per_image / diffusion.evaluations_per_image,
-                        accuracy_loss_points=100 * (no_prune.report[KEY_ACCURACY] - diffusion.report[KEY_ACCURACY]))
+                        accuracy_loss_points=100 * (no_prune.report.accuracy - diffusion.report.accuracy))
 
 
 def _classifier_summary(info: dict) -> dict:
@@ -243,9 +239,6 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def part_calibration(ctx: _Context) -> CalibrationPart:
-    from bloodgen.classify.diffusion import candidate_classes, classify_images, error_probabilities, fit_temperature
-    from bloodgen.classify.reference import predict_proba
-
     saved = ctx.out / "parts" / "accuracy.npz"
     if not saved.is_file():
         raise UserError(f"the calibration part scores the accuracy part's test errors: run --parts accuracy first "
@@ -271,8 +264,6 @@ def part_calibration(ctx: _Context) -> CalibrationPart:
 
 
 def _plot_reliability(curves: dict[str, tuple[float, dict]], path: Path) -> None:
-    from bloodgen.report.plots import pyplot
-
     plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.4), squeeze=False)
     for ax, (name, (ece, bins)) in zip(axes[0], curves.items()):
@@ -292,9 +283,6 @@ def _plot_reliability(curves: dict[str, tuple[float, dict]], path: Path) -> None
 
 def holdout_data_path(data, holdout_class: int, cache_dir: str | None) -> Path:
     """The BloodMNIST file without `holdout_class` in train/val, written once into the cache."""
-    from bloodgen.data.subset import write_subset
-    from bloodgen.metrics.features import default_cache_dir
-
     path = Path(cache_dir or default_cache_dir()) / "subsets" / f"{data.sha256[:16]}-without-{holdout_class}.npz"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -303,16 +291,6 @@ def holdout_data_path(data, holdout_class: int, cache_dir: str | None) -> Path:
 
 
 def part_anomaly(ctx: _Context) -> AnomalyPart:
-    import warnings
-
-    from sklearn.metrics import roc_auc_score
-
-    from bloodgen.classify.diffusion import candidate_classes, classify_images
-    from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, classification_report, predict_logits,
-                                             reference_classifier)
-    from bloodgen.data import CLASS_NAMES, load_bloodmnist
-    from bloodgen.sampling.api import load_model
-
     held = ctx.cfg.holdout_class
     model = load_model(ctx.cfg.holdout_checkpoint, ctx.cfg.device)
     if held in candidate_classes(model):
@@ -343,7 +321,7 @@ def part_anomaly(ctx: _Context) -> AnomalyPart:
         # Low confidence should flag the unseen class, so the anomaly score is minus the confidence.
         inlier_report = classification_report(labels[inliers], np.eye(len(CLASS_NAMES))[predictions[inliers]])
         return AnomalyScores(auc=float(roc_auc_score(is_anomaly, -confidence)),
-                             inlier_balanced_accuracy=inlier_report[KEY_BALANCED_ACCURACY],
+                             inlier_balanced_accuracy=inlier_report.balanced_accuracy,
                              confidences={"heldout": confidence[is_anomaly].tolist(),
                                           "others": confidence[inliers].tolist()})
 
@@ -358,11 +336,6 @@ def part_anomaly(ctx: _Context) -> AnomalyPart:
 
 
 def _plot_kde(anomaly: AnomalyPart, path: Path) -> None:
-    from scipy.stats import gaussian_kde
-
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.report.plots import pyplot
-
     plt = pyplot()
     # Error gaps span orders of magnitude, so the diffusion classifier's are shown as log10.
     curves = (("diffusion classifier: log10 error gap", anomaly.diffusion, True),
@@ -389,13 +362,6 @@ def _plot_kde(anomaly: AnomalyPart, path: Path) -> None:
 
 
 def part_corruptions(ctx: _Context) -> CorruptionsPart:
-    from bloodgen.classify.corruptions import corrupt_all
-    from bloodgen.classify.diffusion import classify_images
-    from tqdm.auto import tqdm
-
-    from bloodgen.classify.reference import KEY_BALANCED_ACCURACY, classification_report, predict_proba
-    from bloodgen.data import N_CLASSES
-
     images, labels = ctx.test
     images, labels = images[: ctx.cfg.n_corrupt], labels[: ctx.cfg.n_corrupt]
     sets = corrupt_all(images, tuple(ctx.cfg.corruptions), tuple(ctx.cfg.severities), seed=ctx.cfg.seed)
@@ -405,7 +371,7 @@ def part_corruptions(ctx: _Context) -> CorruptionsPart:
     named = {("clean", 0): images, **sets.images, **shifted}
 
     def balanced(proba: np.ndarray) -> float:
-        return classification_report(labels, proba)[KEY_BALANCED_ACCURACY]
+        return classification_report(labels, proba).balanced_accuracy
 
     # The diffusion model first: the (cached) ResNet is only needed for the cheap second pass.
     diffusion = {key: balanced(np.eye(N_CLASSES)[classify_images(
@@ -435,9 +401,6 @@ def _mean(values: list[float]) -> float | None:
 
 
 def part_heatmaps(ctx: _Context) -> HeatmapsPart:
-    from bloodgen.classify.diffusion import candidate_classes, counterfactual_maps
-    from bloodgen.data import CLASS_NAMES, N_CLASSES
-
     images, labels = ctx.data.split("test")
     classes = candidate_classes(ctx.model)
     rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 9]))
@@ -458,8 +421,6 @@ def part_heatmaps(ctx: _Context) -> HeatmapsPart:
 def _plot_heatmap_grid(images: np.ndarray, classes: list[int], maps: np.ndarray, predicted: list[int],
                        names: list[str], path: Path) -> None:
     """Rows: a real image of each class; columns: target classes; diagonal: the image, off it: its heat map."""
-    from bloodgen.report.plots import pyplot
-
     plt = pyplot()
     k = len(classes)
     fig, axes = plt.subplots(k, k, figsize=(max(1.25 * k + 0.8, 5.5), 1.25 * k + 0.8), squeeze=False)
@@ -492,10 +453,6 @@ PART_FUNCTIONS = {"accuracy": part_accuracy, "calibration": part_calibration, "a
 
 def run_evaluation(cfg: EvalConfig) -> EvalResults:
     """Run the requested parts (saving each as it finishes), then rebuild results.json and the report."""
-    from bloodgen.provenance import environment, write_json
-
-    from bloodgen.classify.reference import default_recipe
-
     cfg = replace(cfg.check(), recipe=cfg.recipe or default_recipe())
     ctx = _Context(cfg)
     for part in PARTS:  # in dependency order: calibration reads the accuracy part's errors
@@ -512,9 +469,6 @@ def run_evaluation(cfg: EvalConfig) -> EvalResults:
 
 def write_results(out: str | Path) -> EvalResults:
     """results.json and report.md/.html from every part saved in `out`."""
-    from bloodgen.provenance import write_json
-    from bloodgen.report.document import Document, write_report
-
     out = Path(out)
     parts = {p: PART_RECORDS[p].from_json(json.loads(_part_path(out, p).read_text())) for p in PARTS
              if _part_path(out, p).is_file()}
@@ -542,8 +496,6 @@ class _Figures:
         self.source, self.out_dir = source, out_dir
 
     def __call__(self, rel: str, caption: str):
-        from bloodgen.report.document import Image, Paragraph
-
         src = self.source / rel
         if not src.is_file():
             return Paragraph(f"(figure {rel} not found in {self.source})")
@@ -555,13 +507,9 @@ class _Figures:
 
 
 def _accuracy_blocks(a: AccuracyPart, figure: _Figures) -> list:
-    from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.report.document import Paragraph, Table
-
     names = ("diffusion, pruned", "diffusion, no pruning", "ResNet-18")
     classifiers = tuple(a.classifiers().values())
-    rows = [[name, _pct(r.report[KEY_ACCURACY]), _pct(r.report[KEY_BALANCED_ACCURACY]),
+    rows = [[name, _pct(r.report.accuracy), _pct(r.report.balanced_accuracy),
              f"{r.evaluations_per_image:.0f}", f"{r.seconds_per_image:.3f}"] for name, r in zip(names, classifiers)]
     cfg = a.run.config
     o = cfg["options"]
@@ -574,7 +522,7 @@ def _accuracy_blocks(a: AccuracyPart, figure: _Figures) -> list:
         Table(["classifier", "accuracy %", "balanced acc. %", "network evals / image", "seconds / image"], rows,
               caption="Test accuracy and cost (seconds on this run's device)"),
         Table(["class"] + list(names),
-              [[CLASS_NAMES[c]] + [_pct(r.report[KEY_PER_CLASS_RECALL][c]) for r in classifiers]
+              [[CLASS_NAMES[c]] + [_pct(r.report.per_class_recall[c]) for r in classifiers]
                for c in range(len(CLASS_NAMES))], caption="Per-class recall %"),
     ]
 
@@ -585,8 +533,6 @@ def _test_text(cfg: dict) -> str:
 
 
 def _calibration_blocks(c: CalibrationPart, figure: _Figures) -> list:
-    from bloodgen.report.document import Paragraph
-
     return [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c.temperature:.3g} fitted on "
                       f"{c.n_val} val images. ECE ({ECE_BINS} bins): diffusion {c.diffusion.ece:.3f}, "
                       f"ResNet-18 {c.resnet18.ece:.3f}."),
@@ -594,9 +540,6 @@ def _calibration_blocks(c: CalibrationPart, figure: _Figures) -> list:
 
 
 def _anomaly_blocks(an: AnomalyPart, figure: _Figures) -> list:
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.report.document import Table
-
     held = CLASS_NAMES[an.heldout_class]
     return [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
                   [[name, f"{s.auc:.3f}", _pct(s.inlier_balanced_accuracy)]
@@ -613,8 +556,6 @@ def _shift_cells(r: ClassifierPair[ShiftedScore]) -> list[str]:
 
 
 def _corruption_blocks(co: CorruptionsPart, figure: _Figures) -> list:
-    from bloodgen.report.document import Paragraph, Table
-
     rows = [["clean", "", _pct(co.clean.diffusion), "", _pct(co.clean.resnet18), ""]]
     for name, sevs in co.corrupted.items():
         rows += [[name, sev] + _shift_cells(r) for sev, r in sevs.items()]
@@ -650,8 +591,6 @@ def report_blocks(results: EvalResults, out_dir: Path, results_dir: Path | None 
 
     The figures are looked up in `results_dir` (default: the folder results.json was written to).
     """
-    from bloodgen.report.document import Heading, Paragraph
-
     parts = results.parts()
     figure = _Figures(Path(results_dir or results.results_dir or out_dir), Path(out_dir))
     blocks: list = [Heading("Diffusion model as a classifier (CytoDiffusion)")]

@@ -3,7 +3,7 @@
 Each record writes its JSON object with its field names as keys, in field order, and reads it back, so the
 folders of earlier evaluations load, resume and re-render as they were written. A field that older files
 lack defaults to None and stays out of the JSON while it is None. The classification reports inside are
-bloodgen.classify.reference's dicts, kept as they are.
+`ClassificationScores`, on the same level as the fields stored beside them.
 
 Kept free of torch and numpy: the study and the summary read these records without loading a model.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Generic, TypeVar
+
+from bloodgen.classify.scores import ClassificationScores
 
 PARTS = ("accuracy", "calibration", "anomaly", "corruptions", "heatmaps")
 
@@ -71,14 +73,14 @@ class _WithReport(_Record):
     @classmethod
     def from_json(cls, d: dict):
         names = {f.name for f in fields(cls)}
-        return cls(report={k: v for k, v in d.items() if k not in names}, **{k: v for k, v in d.items() if k in names})
+        return cls(report=ClassificationScores.from_json(d), **{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
 class DiffusionScores(_WithReport):
     """The diffusion classifier on a set of images: its classification report and what it cost."""
 
-    report: dict
+    report: ClassificationScores
     n_images: int
     evaluations_per_image: float
     draws_per_image: float
@@ -90,7 +92,7 @@ class DiffusionScores(_WithReport):
 class ResnetScores(_WithReport):
     """The ResNet-18 on the same images: its classification report and seconds per image."""
 
-    report: dict
+    report: ClassificationScores
     seconds_per_image: float
 
     @property

@@ -13,22 +13,24 @@ from typing import Any, Callable
 import numpy as np
 
 from bloodgen.classify.diffusion_results import EvalResults
-from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_PER_CLASS_RECALL
+from bloodgen.data import CLASS_NAMES
 from bloodgen.errors import UserError
+from bloodgen.provenance import portable_path, write_json
+from bloodgen.report.document import Document, Paragraph, Table, write_report
 
 SUMMARY_FILE = "summary.json"
 PERCENT = 100.0
 
 # (label, part, how to read it from that part's record, scale): the rows of the summary, in table order.
 ROWS: tuple[tuple[str, str, Callable[[Any], float], float], ...] = (
-    ("diffusion, pruned: accuracy %", "accuracy", lambda p: p.diffusion.report[KEY_ACCURACY], PERCENT),
-    ("diffusion, pruned: balanced accuracy %", "accuracy", lambda p: p.diffusion.report[KEY_BALANCED_ACCURACY],
+    ("diffusion, pruned: accuracy %", "accuracy", lambda p: p.diffusion.report.accuracy, PERCENT),
+    ("diffusion, pruned: balanced accuracy %", "accuracy", lambda p: p.diffusion.report.balanced_accuracy,
      PERCENT),
-    ("diffusion, no pruning: accuracy %", "accuracy", lambda p: p.diffusion_no_prune.report[KEY_ACCURACY], PERCENT),
+    ("diffusion, no pruning: accuracy %", "accuracy", lambda p: p.diffusion_no_prune.report.accuracy, PERCENT),
     ("diffusion, no pruning: balanced accuracy %", "accuracy",
-     lambda p: p.diffusion_no_prune.report[KEY_BALANCED_ACCURACY], PERCENT),
-    ("ResNet-18: accuracy %", "accuracy", lambda p: p.resnet18.report[KEY_ACCURACY], PERCENT),
-    ("ResNet-18: balanced accuracy %", "accuracy", lambda p: p.resnet18.report[KEY_BALANCED_ACCURACY], PERCENT),
+     lambda p: p.diffusion_no_prune.report.balanced_accuracy, PERCENT),
+    ("ResNet-18: accuracy %", "accuracy", lambda p: p.resnet18.report.accuracy, PERCENT),
+    ("ResNet-18: balanced accuracy %", "accuracy", lambda p: p.resnet18.report.balanced_accuracy, PERCENT),
     ("diffusion, pruned: network evaluations / image", "accuracy", lambda p: p.diffusion.evaluations_per_image, 1),
     ("diffusion, no pruning: network evaluations / image", "accuracy",
      lambda p: p.diffusion_no_prune.evaluations_per_image, 1),
@@ -71,16 +73,13 @@ def summarise(folders: list[str | Path]) -> dict:
     if all("accuracy" in parts for parts in results.values()):
         accuracy = [parts["accuracy"] for parts in results.values()]
         summary["n_test_images"] = [a.diffusion.n_images for a in accuracy]
-        recalls = [{key: [PERCENT * r for r in scores.report[KEY_PER_CLASS_RECALL]]
+        recalls = [{key: [PERCENT * r for r in scores.report.per_class_recall]
                     for key, scores in a.classifiers().items()} for a in accuracy]
         summary["per_class_recall"] = {key: _spread([r[key] for r in recalls]) for key in recalls[0]}
     return summary
 
 
 def summary_document(summary: dict):
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.report.document import Document, Paragraph, Table
-
     def cell(mean: float, std: float | None, digits: int) -> str:
         return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
@@ -102,9 +101,6 @@ def summary_document(summary: dict):
 
 def write_summary(folders: list[str | Path], out: str | Path) -> dict:
     """summary.json, report.md and report.html in `out`."""
-    from bloodgen.provenance import portable_path, write_json
-    from bloodgen.report.document import write_report
-
     summary = summarise(folders)
     summary["folders"] = [portable_path(f) for f in summary["folders"]]
     out = Path(out)

@@ -1,7 +1,7 @@
 """How far a classifier of one lab falls in another, and what colour normalisation gives back (the layout of
 the AGGAN study's Table 3, with a cell-type classifier as the application).
 
-S_A, the reference ResNet-18 recipe trained on domain A's train part alone (`bloodgen domains make`), is
+The classifier S_A, the reference ResNet-18 recipe trained on domain A's train part alone (`bloodgen domains make`), is
 scored on A's test cells (its ceiling) and, for each shifted domain B, on the same test cells as B images
 (before), after each colour normalisation to A (`bloodgen.data.domains.NORMALISERS`), and beside an oracle
 trained on B's own train part. Because the test cells are the same in every domain, the class flips are
@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.classify.recipe import ClassifierRecipe
-from bloodgen.classify.reference import classification_report, predict_proba, reference_classifier
-from bloodgen.data.domains import DOMAINS, NORMALISERS, SOURCE_DOMAIN
+from bloodgen.classify.reference import classification_report, default_recipe, predict_proba, reference_classifier
+from bloodgen.data import load_bloodmnist
+from bloodgen.data.domains import DOMAINS, NORMALISERS, SOURCE_DOMAIN, get_domains
 from bloodgen.errors import UserError
+from bloodgen.metrics.protocol import summarise
+from bloodgen.report.document import Document, Heading, Paragraph, Table, to_markdown
 
 BEFORE, ORACLE = "before", "oracle"
 
 
 def _load(path: Path):
-    from bloodgen.data import load_bloodmnist
-
     if not path.is_file():
         raise UserError(f"{path} not found: make the domains first with `bloodgen domains make --out {path.parent}`")
     with warnings.catch_warnings():
@@ -37,7 +38,7 @@ def _load(path: Path):
 
 def _scores(labels: np.ndarray, proba: np.ndarray, reference_pred: np.ndarray | None) -> dict:
     report = classification_report(labels, proba)
-    out = {k: report[k] for k in ("balanced_accuracy", "macro_f1", "accuracy")}
+    out = {"balanced_accuracy": report.balanced_accuracy, "macro_f1": report.macro_f1, "accuracy": report.accuracy}
     if reference_pred is not None:
         out["class_flips"] = float(np.mean(proba.argmax(1) != reference_pred))
     return out
@@ -73,10 +74,6 @@ def evaluate_domain_shift(folder: str | Path, domains: tuple[str, ...], recipe: 
 def domain_shift_study(folder: str | Path, domains: tuple[str, ...] = tuple(DOMAINS), seeds: tuple[int, ...] = (0,),
                        recipe: ClassifierRecipe | None = None, cache_dir: str | Path | None = None) -> dict:
     """`evaluate_domain_shift` for every seed, with mean and std over seeds of every figure."""
-    from bloodgen.classify.reference import default_recipe
-    from bloodgen.data.domains import get_domains
-    from bloodgen.metrics.protocol import summarise
-
     get_domains(domains)
     recipe = recipe or default_recipe()
     per_seed = {s: evaluate_domain_shift(folder, domains, recipe, s, cache_dir) for s in seeds}
@@ -100,8 +97,6 @@ def _dig(record: dict, path: tuple[str, ...]):
 def table(study: dict):
     """Table 3's layout as a report Table: one row per domain, S_A before and after each normalisation, the
     oracle, the ceiling (macro F1 %), and the class flips (%)."""
-    from bloodgen.report.document import Table
-
     def cell(block: dict) -> str:
         return f"{100 * block['mean']:.1f}" + ("" if block["std"] is None else f" ± {100 * block['std']:.1f}")
 
@@ -117,14 +112,10 @@ def table(study: dict):
 
 
 def markdown_table(study: dict) -> str:
-    from bloodgen.report.document import Document, to_markdown
-
     return to_markdown(Document("", [table(study)])).strip()
 
 
 def report_blocks(study: dict) -> list:
-    from bloodgen.report.document import Heading, Paragraph
-
     return [Heading("A classifier of one lab in another"),
             Paragraph("Shifted domains of the same cells (`bloodgen domains make`: artificial, stain, scope; "
                       "docs/domains.md): the reference ResNet-18 recipe trained on domain A's part of the train "

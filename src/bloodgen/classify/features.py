@@ -11,6 +11,7 @@ import copy
 
 from torch import nn
 
+from bloodgen.classify.reference import reference_classifier
 from bloodgen.metrics.features import FeatureExtractor
 from bloodgen.provenance import state_digest
 
@@ -32,8 +33,6 @@ class PenultimateFeatures(nn.Module):
 def classifier_extractor(data, recipe=None, cache_dir=None, device=None, batch_size: int | None = None,
                          progress: bool = True) -> FeatureExtractor:
     """A `FeatureExtractor` over the reference classifier for `data` (shipped, cached or trained now)."""
-    from bloodgen.classify.reference import reference_classifier
-
     model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
     network = PenultimateFeatures(model).eval()
     return FeatureExtractor(lambda: network, name=NAME, dim=model.fc.in_features,

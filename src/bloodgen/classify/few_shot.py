@@ -16,12 +16,12 @@ from typing import Any, Callable
 import numpy as np
 
 from bloodgen.classify.recipe import ClassifierRecipe
-from bloodgen.classify.reference import KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1
 from bloodgen.classify.utility import train_and_test
 from bloodgen.data.bloodmnist import N_CLASSES
 
 REAL, AUGMENTED = "real", "augmented"
-FIGURES = (KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_F1)
+# The fields of each classifier's ClassificationScores that the arms are compared on.
+FIGURES = ("accuracy", "balanced_accuracy", "macro_f1")
 Step = Callable[[str, Callable[[], Any]], Any]
 
 

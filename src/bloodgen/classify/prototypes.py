@@ -31,11 +31,18 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from bloodgen.classify.prototype_options import EpochLog, PrototypeEncoder, PrototypeOptions, PrototypeRecord
-from bloodgen.models.prototype_file import PROTOTYPES_FILE, prototypes_path
+from bloodgen.classify.reference import reference_classifier
+from bloodgen.data import N_CLASSES, to_model_range
+from bloodgen.data.subset import subset_indices
 from bloodgen.errors import UserError
+from bloodgen.metrics.features import dataset_feature_store
+from bloodgen.metrics.inception import inception_extractor
+from bloodgen.models.prototype_file import PROTOTYPES_FILE, prototypes_path
+from bloodgen.provenance import atomic_path, environment, write_json
 
 REFERENCE_ENCODER = "reference"
 INCEPTION_ENCODER = "inception"
@@ -127,8 +134,6 @@ def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None
     trained with `recipe`, by default `default_recipe()`) or 'module:function'. ('inception' is read from the
     feature cache by `learn_prototypes`, not run here.)"""
     if spec == REFERENCE_ENCODER:
-        from bloodgen.classify.reference import reference_classifier
-
         model, _ = reference_classifier(data, recipe, cache_dir=cache_dir)
         model.fc = nn.Identity()  # the penultimate features (512-d for the full-width ResNet-18)
         return model.eval().requires_grad_(False)
@@ -148,8 +153,6 @@ def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None
 @torch.no_grad()
 def encode(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(N, D) float32 features of uint8 images (N, 28, 28, 3)."""
-    from bloodgen.data import to_model_range
-
     out = []
     for start in range(0, len(images), batch_size):
         features = encoder(to_model_range(images[start:start + batch_size]))
@@ -163,10 +166,6 @@ def encode(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.
 
 def write_prototypes(model: PrototypeClassifier, info: dict, path: str | Path) -> Path:
     """The model's tensors in `path` and `info` (a JSON object, normally a `PrototypeRecord`'s) beside it."""
-    from safetensors.torch import save_file
-
-    from bloodgen.provenance import atomic_path, write_json
-
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
@@ -185,9 +184,6 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
     training images whose features are computed (a CPU budget). Writes `out` (a .safetensors path or a
     folder) and its .json; returns the prototypes file's path and the record in the .json.
     """
-    from bloodgen.data import N_CLASSES
-    from bloodgen.provenance import environment
-
     options.check()
     path = Path(out) if Path(out).suffix == ".safetensors" else Path(out) / PROTOTYPES_FILE
     started = time.perf_counter()
@@ -197,8 +193,6 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
     for split in ("train", "val", "test"):
         index = np.arange(data.split_sizes[split])
         if split == "train" and max_per_class is not None:
-            from bloodgen.data.subset import subset_indices
-
             index = subset_indices(data.labels(split), per_class=max_per_class, seed=options.seed)
         splits[split] = (embed(split, index), data.labels(split)[index].astype(np.int64))
     model, fit = fit_prototypes(splits["train"], splits["val"], N_CLASSES, options)
@@ -220,9 +214,6 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
 def _embedder(encoder: str, data, encoder_data, recipe, cache_dir) -> tuple[Callable, Any]:
     """`embed(split, indices) -> (n, D) features` of `data`'s images, and what the encoder was trained on."""
     if encoder == INCEPTION_ENCODER:
-        from bloodgen.metrics.features import dataset_feature_store
-        from bloodgen.metrics.inception import inception_extractor
-
         extractor = inception_extractor(progress=False)
         store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
         offsets = {"train": 0, "val": data.split_sizes["train"],

@@ -11,29 +11,30 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from sklearn import metrics as skm
 from torch import nn
+from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
+from tqdm import tqdm
 
 from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
+from bloodgen.classify.scores import ClassificationScores
 from bloodgen.data import N_CLASSES, make_loader, random_dihedral, to_model_range
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import default_cache_dir
+from bloodgen.provenance import atomic_path, environment, write_json
 
-# Result keys shared by every classification report.
 # bloodgen/pretrained/<this>/: the cpu recipe's classifier on the official file, so class fidelity needs no
 # training (benchmarks/publish_classifier.py puts it there).
 SHIPPED_CLASSIFIER = "reference-classifier"
-KEY_ACCURACY = "accuracy"
-KEY_BALANCED_ACCURACY = "balanced_accuracy"
-KEY_MACRO_PRECISION = "macro_precision"
-KEY_MACRO_RECALL = "macro_recall"
-KEY_MACRO_F1 = "macro_f1"
-KEY_AUC = "auc_ovr"
-KEY_PER_CLASS_RECALL = "per_class_recall"
-KEY_CONFUSION = "confusion_matrix"
 
 
 def resnet18_28(n_classes: int = N_CLASSES, width: int = 64) -> nn.Module:
@@ -42,9 +43,6 @@ def resnet18_28(n_classes: int = N_CLASSES, width: int = 64) -> nn.Module:
     `width` scales every stage (width, 2w, 4w, 8w); 64 is the standard network. torchvision fixes the
     widths, so other widths rebuild its stages with its own `_make_layer`, keeping its module names.
     """
-    from torchvision.models import resnet18
-    from torchvision.models.resnet import BasicBlock
-
     model = resnet18(num_classes=n_classes)
     model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -81,10 +79,8 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
     return torch.from_numpy(predict_logits(model, images, batch_size, device)).softmax(-1).numpy()
 
 
-def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
+def classification_report(y_true: np.ndarray, proba: np.ndarray) -> ClassificationScores:
     """Accuracy, balanced accuracy, macro precision/recall/F1, one-vs-rest AUC, per-class recall, confusion."""
-    from sklearn import metrics as skm
-
     y_pred = proba.argmax(1)
     labels = list(range(proba.shape[1]))
     precision, recall, f1, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
@@ -95,14 +91,12 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray) -> dict:
     except ValueError:
         auc = None
     per_class_recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    return {
-        KEY_ACCURACY: float(skm.accuracy_score(y_true, y_pred)),
-        KEY_BALANCED_ACCURACY: float(skm.balanced_accuracy_score(y_true, y_pred)),
-        KEY_MACRO_PRECISION: float(precision), KEY_MACRO_RECALL: float(recall), KEY_MACRO_F1: float(f1),
-        KEY_AUC: auc,
-        KEY_PER_CLASS_RECALL: per_class_recall.round(4).tolist(),
-        KEY_CONFUSION: skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
+    return ClassificationScores(
+        accuracy=float(skm.accuracy_score(y_true, y_pred)),
+        balanced_accuracy=float(skm.balanced_accuracy_score(y_true, y_pred)),
+        macro_precision=float(precision), macro_recall=float(recall), macro_f1=float(f1), auc_ovr=auc,
+        per_class_recall=per_class_recall.round(4).tolist(),
+        confusion_matrix=skm.confusion_matrix(y_true, y_pred, labels=labels).tolist())
 
 
 def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -112,10 +106,6 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray
 
     Returns the model (on the accelerator's device, in eval mode) and a history dict.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm import tqdm
-
     images, labels = train
     if len(images) < recipe.batch_size:
         recipe = replace(recipe, batch_size=max(1, len(images)))
@@ -163,10 +153,6 @@ def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir
 
     Without a recipe, `default_recipe()` picks the full or the CPU-sized one; the info records which.
     """
-    from safetensors.torch import load_file, save_file
-
-    from bloodgen.provenance import atomic_path, environment, write_json
-
     recipe = recipe or default_recipe()
     folder = Path(cache_dir or default_cache_dir()) / "classifier" / f"{data.sha256[:16]}-{recipe.key()}"
     weights, info_path = folder / "model.safetensors", folder / "info.json"
@@ -183,7 +169,7 @@ def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir
             print(f"bloodgen: rebuilding damaged classifier cache {folder}: {type(err).__name__}")
     model, info = train_classifier(data.split("train"), data.split("val"), recipe, model=model)
     info.update(recipe=asdict(recipe), data=data.provenance(), environment=environment(),
-                test=classification_report(data.labels("test"), predict_proba(model, data.images("test"))))
+                test=classification_report(data.labels("test"), predict_proba(model, data.images("test"))).to_json())
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     write_json(info_path, info)
@@ -191,8 +177,6 @@ def reference_classifier(data, recipe: ClassifierRecipe | None = None, cache_dir
 
 
 def _shipped_folder() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("bloodgen").joinpath("pretrained", SHIPPED_CLASSIFIER)))
 
 
@@ -220,8 +204,6 @@ def shipped_reference_classifier(data) -> tuple[nn.Module, dict]:
 
 def load_classifier(path: str | Path) -> nn.Module:
     """A reference classifier from a `model.safetensors` file (or the folder holding it)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():

@@ -1,27 +1,24 @@
 """Are synthetic cells faithful and useful? Class fidelity, train-on-synthetic/test-on-real, augmentation,
-and memorisation. Math on arrays only: images, labels and features come in, plain dicts go out.
+and memorisation. Images, labels and features come in; typed records (ClassFidelity, Memorisation) and the
+utility report's JSON-ready dict go out.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
 
-from bloodgen.classify.reference import (KEY_BALANCED_ACCURACY, ClassifierRecipe, classification_report,
-                                         predict_proba, train_classifier)
+from bloodgen.classify.reference import (ClassifierRecipe, classification_report, predict_proba, reference_classifier,
+                                         train_classifier)
+from bloodgen.classify.scores import ClassificationScores
 from bloodgen.data import N_CLASSES
 from bloodgen.data.analysis import image_keys
+from bloodgen.errors import UserError
+from bloodgen.metrics.features import dataset_feature_store
 
-KEY_FIDELITY_PER_CLASS = "class_fidelity_per_class"
-KEY_FIDELITY_MACRO = "class_fidelity_macro"
-KEY_FIDELITY_CONFUSION = "class_fidelity_confusion"
-KEY_MEMORISED_FRACTION = "memorised_fraction"
-KEY_EXACT_COPIES = "exact_copies"
-KEY_MEMORISATION_FLAG = "memorisation_flag"
-KEY_CLOSEST = "closest"
-KEY_AUGMENTATION_GAIN = "augmentation_gain_balanced_accuracy"
-KEY_CLASSIFIER = "classifier"
+AUGMENTATION_GAIN = "augmentation_gain_balanced_accuracy"  # the utility report's key for augmented - real
 
 MEMORISATION_FLAG_FRACTION = 0.01
 
@@ -29,15 +26,33 @@ MEMORISATION_FLAG_FRACTION = 0.01
 Step = Callable[[str, Callable[[], Any]], Any]
 
 
-def class_fidelity(model, images: np.ndarray, labels: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class ClassFidelity:
+    """How often the reference classifier reads a generated image of class c as c: per class (None for a class
+    not drawn), their mean, and the confusion matrix (class drawn for x class read)."""
+
+    per_class: list[float | None]
+    macro: float | None
+    confusion: list[list[int]]
+
+    def to_json(self) -> dict:
+        return {"class_fidelity_per_class": self.per_class, "class_fidelity_macro": self.macro,
+                "class_fidelity_confusion": self.confusion}
+
+    @classmethod
+    def from_json(cls, record: dict) -> "ClassFidelity":
+        return cls(record["class_fidelity_per_class"], record["class_fidelity_macro"],
+                   record["class_fidelity_confusion"])
+
+
+def class_fidelity(model, images: np.ndarray, labels: np.ndarray) -> ClassFidelity:
     """Fraction of generated images of class c that the reference classifier assigns to c."""
     pred = predict_proba(model, images).argmax(1)
     per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else None for c in range(N_CLASSES)]
     present = [v for v in per_class if v is not None]
     confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=int)
     np.add.at(confusion, (labels, pred), 1)
-    return {KEY_FIDELITY_PER_CLASS: per_class, KEY_FIDELITY_MACRO: float(np.mean(present)) if present else None,
-            KEY_FIDELITY_CONFUSION: confusion.tolist()}
+    return ClassFidelity(per_class, float(np.mean(present)) if present else None, confusion.tolist())
 
 
 def matched_class_counts(real_labels: np.ndarray) -> np.ndarray:
@@ -50,7 +65,7 @@ def train_and_test(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     """One classifier trained with `recipe` on `train` (selected on `val`) and scored on `test`; `desc`
     names its progress bar (each training takes minutes to an hour on a CPU)."""
     model, info = train_classifier(train, val, recipe, desc=desc)
-    report = classification_report(test[1], predict_proba(model, test[0]))
+    report = classification_report(test[1], predict_proba(model, test[0])).to_json()
     report["train_seconds"] = info["train_seconds"]
     report["n_train"] = int(len(train[1]))
     return report
@@ -65,8 +80,6 @@ def minority_top_up(real_labels: np.ndarray) -> np.ndarray:
 def take_per_class(images: np.ndarray, labels: np.ndarray, counts: np.ndarray,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`counts[c]` images of each class c, drawn without replacement; too few of a class is an error."""
-    from bloodgen.errors import UserError
-
     picks = []
     for c, k in enumerate(counts):
         idx = np.flatnonzero(labels == c)
@@ -105,9 +118,33 @@ def copy_masks(generated: np.ndarray, train: np.ndarray, test: np.ndarray) -> di
             "test_copies": np.isin(image_keys(test), train_keys)}
 
 
+@dataclass(frozen=True)
+class Memorisation:
+    """`memorisation`'s figures in one space (field = JSON key): nearest-training-image distances of the
+    generated and the real test items, the threshold, what falls under it, and the closest pairs."""
+
+    n_generated: int
+    generated_nn_distance_median: float
+    test_nn_distance_median: float
+    distance_ratio_median: float
+    threshold: float
+    test_copies_excluded: int
+    memorised_fraction: float
+    exact_copies: int
+    memorisation_flag: bool
+    closest: list[list]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict) -> "Memorisation":
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+
 def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray, *,
                  generated_copies: np.ndarray | None = None, test_copies: np.ndarray | None = None,
-                 flag_fraction: float = MEMORISATION_FLAG_FRACTION, n_closest: int = 16) -> dict:
+                 flag_fraction: float = MEMORISATION_FLAG_FRACTION, n_closest: int = 16) -> Memorisation:
     """Nearest-training-image distances of generated vs real test items, in one space (pixels or features).
 
     Inputs are 2-d float arrays of vectors (flattened pixels in [0, 1], or Inception features). A generated
@@ -128,18 +165,13 @@ def memorisation(generated: np.ndarray, train: np.ndarray, test: np.ndarray, *,
     memorised = gen_copy | (d_gen < threshold)
     order = np.argsort(d_gen, kind="stable")[:n_closest]
     fraction = float(memorised.mean()) if len(d_gen) else 0.0
-    return {
-        "n_generated": int(len(d_gen)),
-        "generated_nn_distance_median": float(np.median(d_gen)),
-        "test_nn_distance_median": float(np.median(d_test)),
-        "distance_ratio_median": float(np.median(d_gen) / max(np.median(d_test), 1e-12)),
-        "threshold": threshold,
-        "test_copies_excluded": int(test_copy.sum()),
-        KEY_MEMORISED_FRACTION: fraction,
-        KEY_EXACT_COPIES: int(gen_copy.sum()),
-        KEY_MEMORISATION_FLAG: bool(fraction > flag_fraction or gen_copy.any()),
-        KEY_CLOSEST: [[int(i), int(nn_gen[i]), round(float(d_gen[i]), 5)] for i in order],
-    }
+    return Memorisation(
+        n_generated=int(len(d_gen)), generated_nn_distance_median=float(np.median(d_gen)),
+        test_nn_distance_median=float(np.median(d_test)),
+        distance_ratio_median=float(np.median(d_gen) / max(np.median(d_test), 1e-12)), threshold=threshold,
+        test_copies_excluded=int(test_copy.sum()), memorised_fraction=fraction, exact_copies=int(gen_copy.sum()),
+        memorisation_flag=bool(fraction > flag_fraction or gen_copy.any()),
+        closest=[[int(i), int(nn_gen[i]), round(float(d_gen[i]), 5)] for i in order])
 
 
 def pixel_vectors(images: np.ndarray) -> np.ndarray:
@@ -170,7 +202,7 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     """
     images, labels = generated
     train, val, test = data.split("train"), data.split("val"), data.split("test")
-    report: dict = {KEY_CLASSIFIER: {k: reference_info[k] for k in ("recipe", "best_val_accuracy", "train_seconds",
+    report: dict = {"classifier": {k: reference_info[k] for k in ("recipe", "best_val_accuracy", "train_seconds",
                                                                      "device") if k in reference_info},
                     "train_on_real": reference_info["test"]}
     m = len(images) if memorisation_n is None else min(memorisation_n, len(images))
@@ -178,9 +210,9 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     recipe = ClassifierRecipe(**reference_info["recipe"])
     rng = np.random.default_rng(seed)  # the TSTR draw, then the top-up draw: the same images on a resumed run
     if labels is not None:
-        report["fidelity"] = step("fidelity", lambda: class_fidelity(reference_model, images, labels))
+        report["fidelity"] = step("fidelity", lambda: class_fidelity(reference_model, images, labels).to_json())
     memorised = {"pixels": step("memorisation_pixels", lambda: memorisation(
-        pixel_vectors(images[:m]), pixel_vectors(train[0]), pixel_vectors(test[0]), **copies))}
+        pixel_vectors(images[:m]), pixel_vectors(train[0]), pixel_vectors(test[0]), **copies).to_json())}
     if labels is not None:
         synthetic = take_per_class(images, labels, matched_class_counts(train[1]), rng)
         report["tstr"] = step("tstr", lambda: train_and_test(synthetic, val, test, recipe,
@@ -188,7 +220,7 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     if features is not None:
         def in_features() -> dict:
             f = features()
-            return memorisation(f["generated"][:m], f["train"], f["test"], **copies)
+            return memorisation(f["generated"][:m], f["train"], f["test"], **copies).to_json()
 
         memorised["inception"] = step("memorisation_inception", in_features)
     report["memorisation"] = memorised
@@ -199,8 +231,8 @@ def utility_report(reference_model, reference_info: dict, generated: tuple[np.nd
     mixed = (np.concatenate([train[0], top_up[0]]), np.concatenate([train[1], top_up[1]]))
     report["augmented"] = step("augmented", lambda: train_and_test(mixed, val, test, recipe,
                                                                    desc="augmented classifier"))
-    report[KEY_AUGMENTATION_GAIN] = (report["augmented"][KEY_BALANCED_ACCURACY]
-                                     - report["train_on_real"][KEY_BALANCED_ACCURACY])
+    report[AUGMENTATION_GAIN] = (ClassificationScores.from_json(report["augmented"]).balanced_accuracy
+                                     - ClassificationScores.from_json(report["train_on_real"]).balanced_accuracy)
     return report
 
 
@@ -210,14 +242,10 @@ def evaluate_utility(generated: tuple[np.ndarray, np.ndarray | None], data, *, r
     """`utility_report` of the `generated` (images, labels or None) with the cached reference classifier and,
     given an extractor, Inception features (the dataset's from the feature cache; the generated images'
     computed now, first `memorisation_n`, only when that part runs)."""
-    from bloodgen.classify.reference import reference_classifier
-
     images, labels = generated
     model, info = reference_classifier(data, recipe, cache_dir=cache_dir)
 
     def features() -> dict[str, np.ndarray]:
-        from bloodgen.metrics.features import dataset_feature_store
-
         sizes = data.split_sizes
         store = dataset_feature_store(data, extractor, cache_dir)  # rows in "all" order: train, val, test
         m = len(images) if memorisation_n is None else min(memorisation_n, len(images))

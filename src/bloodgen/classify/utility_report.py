@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodgen.classify.reference import (KEY_ACCURACY, KEY_AUC, KEY_BALANCED_ACCURACY, KEY_MACRO_F1,
-                                         KEY_MACRO_PRECISION, KEY_MACRO_RECALL)
-from bloodgen.classify.utility import (KEY_AUGMENTATION_GAIN, KEY_CLASSIFIER, KEY_CLOSEST, KEY_EXACT_COPIES,
-                                       KEY_FIDELITY_CONFUSION, KEY_FIDELITY_MACRO, KEY_MEMORISATION_FLAG,
-                                       KEY_MEMORISED_FRACTION)
+from bloodgen.classify.scores import ClassificationScores
+from bloodgen.classify.utility import AUGMENTATION_GAIN, ClassFidelity, Memorisation
 from bloodgen.data.bloodmnist import CLASS_NAMES
 from bloodgen.report.document import Image, Paragraph, Table
+from bloodgen.report.plots import pyplot
 
 UTILITY_NOTE = (
     "Class fidelity: share of the samples generated for class c that the reference classifier assigns to c "
@@ -38,14 +36,21 @@ def _f(value, decimals: int = 3, signed: bool = False) -> str:
 
 def _memorised(report: dict, space: str) -> str:
     block = report.get("memorisation", {}).get(space)
-    return "n/a" if block is None else f"{100 * block[KEY_MEMORISED_FRACTION]:.2f}% (< {block['threshold']:.2f})"
+    if block is None:
+        return "n/a"
+    found = Memorisation.from_json(block)
+    return f"{100 * found.memorised_fraction:.2f}% (< {found.threshold:.2f})"
 
 
 def _flag(report: dict) -> str:
-    blocks = report.get("memorisation", {}).values()
-    flagged = any(b[KEY_MEMORISATION_FLAG] for b in blocks)
-    copies = max((b[KEY_EXACT_COPIES] for b in blocks), default=0)
+    found = [Memorisation.from_json(b) for b in report.get("memorisation", {}).values()]
+    flagged = any(m.memorisation_flag for m in found)
+    copies = max((m.exact_copies for m in found), default=0)
     return ("**copies training images**" if copies else "**flagged**") if flagged else "no"
+
+
+def _score_cells(s: ClassificationScores) -> list[str]:
+    return [_f(v) for v in (s.accuracy, s.balanced_accuracy, s.macro_precision, s.macro_recall, s.macro_f1, s.auc_ovr)]
 
 
 def utility_table(reports: dict[str, dict]) -> Table:
@@ -56,36 +61,32 @@ def utility_table(reports: dict[str, dict]) -> Table:
     first = next(iter(reports.values()), None)
     rows = []
     if first is not None:
-        real = first["train_on_real"]
-        rows.append(["real images (train on real)", "n/a", _f(real[KEY_ACCURACY]), _f(real[KEY_BALANCED_ACCURACY]),
-                     _f(real[KEY_MACRO_PRECISION]), _f(real[KEY_MACRO_RECALL]), _f(real[KEY_MACRO_F1]),
-                     _f(real[KEY_AUC]), "", "", "", ""])
+        rows.append(["real images (train on real)", "n/a",
+                     *_score_cells(ClassificationScores.from_json(first["train_on_real"])), "", "", "", ""])
     for name, report in reports.items():
         tstr, aug = report.get("tstr"), report.get("augmented")
-        fidelity = report.get("fidelity", {}).get(KEY_FIDELITY_MACRO)
-        cells = [_f(tstr[k]) if tstr else "n/a" for k in (KEY_ACCURACY, KEY_BALANCED_ACCURACY, KEY_MACRO_PRECISION,
-                                                           KEY_MACRO_RECALL, KEY_MACRO_F1, KEY_AUC)]
-        augmented = (f"{aug[KEY_BALANCED_ACCURACY]:.3f} ({report[KEY_AUGMENTATION_GAIN]:+.3f})" if aug else "n/a")
+        fidelity = ClassFidelity.from_json(report["fidelity"]).macro if "fidelity" in report else None
+        cells = _score_cells(ClassificationScores.from_json(tstr)) if tstr else ["n/a"] * 6
+        augmented = (f"{ClassificationScores.from_json(aug).balanced_accuracy:.3f} "
+                     f"({report[AUGMENTATION_GAIN]:+.3f})" if aug else "n/a")
         rows.append([name, _f(fidelity), *cells, augmented, _memorised(report, "pixels"),
                      _memorised(report, "inception"), _flag(report)])
     return Table(header, rows, caption="Utility of the synthetic images, judged on the real test split")
 
 
 def classifier_paragraph(report: dict) -> Paragraph:
-    info = report.get(KEY_CLASSIFIER, {})
+    info = report.get("classifier", {})
     recipe = info.get("recipe", {})
     return Paragraph(
         f"Reference classifier: ResNet-18 (28x28 stem, width {recipe.get('width', 64)}), {recipe.get('epochs')} "
         f"epochs, batch {recipe.get('batch_size')}, lr {recipe.get('lr')}, seed {recipe.get('seed')}; best val "
-        f"accuracy {_f(info.get('best_val_accuracy'))}, test accuracy {_f(report['train_on_real'][KEY_ACCURACY])}; "
+        f"accuracy {_f(info.get('best_val_accuracy'))}, test accuracy {_f(ClassificationScores.from_json(report['train_on_real']).accuracy)}; "
         f"trained on {info.get('device', 'n/a')}. TSTR and augmentation classifiers use the same recipe.")
 
 
 def plot_fidelity_confusions(reports: dict[str, dict], path: Path) -> bool:
     """Row-normalised confusion matrices (generated-for class x classifier's class), one panel per model."""
-    from bloodgen.report.plots import pyplot
-
-    panels = {name: np.asarray(r["fidelity"][KEY_FIDELITY_CONFUSION], float) for name, r in reports.items()
+    panels = {name: np.asarray(ClassFidelity.from_json(r["fidelity"]).confusion, float) for name, r in reports.items()
               if "fidelity" in r}
     if not panels:
         return False
@@ -117,9 +118,7 @@ def plot_nearest_pairs(panels: dict[str, tuple[np.ndarray, dict]], train_images:
 
     `panels` maps a model name to (its generated images, its utility report).
     """
-    from bloodgen.report.plots import pyplot
-
-    rows = [(name, images, report["memorisation"][space][KEY_CLOSEST][:n_pairs])
+    rows = [(name, images, Memorisation.from_json(report["memorisation"][space]).closest[:n_pairs])
             for name, (images, report) in panels.items() if space in report.get("memorisation", {})]
     if not rows:
         return False

@@ -1,15 +1,7 @@
 """BloodMNIST: locating, validating and loading the file, and turning it into training tensors."""
 
-from bloodgen.data.bloodmnist import (
-    CLASS_NAMES,
-    CLASS_NAMES_FULL,
-    DATA_ENV,
-    N_CLASSES,
-    SPLITS,
-    BloodMNIST,
-    load_bloodmnist,
-    resolve_data_path,
-)
+from bloodgen.data.bloodmnist import (CLASS_NAMES, CLASS_NAMES_FULL, DATA_ENV, N_CLASSES, SPLITS, BloodMNIST,
+                                      load_bloodmnist, resolve_data_path)
 
 _TORCH_NAMES = ("ImageDataset", "dihedral", "make_loader", "random_colour_jitter", "random_dihedral",
                 "random_rotation", "to_model_range", "to_uint8")

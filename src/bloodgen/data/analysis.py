@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES, OFFICIAL_SPLIT_SIZES, SPLITS, BloodMNIST
+from bloodgen.provenance import environment, write_json
+from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import pyplot
 
 SPLITS_AND_ALL = SPLITS + (ALL,)
@@ -145,8 +148,6 @@ def plot_histograms(hist: np.ndarray, path: Path) -> None:
 
 
 def summary_document(summary: dict, figures: dict[str, str]):
-    from bloodgen.report.document import Document, Heading, Image, Paragraph, Table
-
     counts = summary["class_counts"]
     data = summary["data"]
     doc = Document("BloodMNIST: data summary")
@@ -180,11 +181,6 @@ def summary_document(summary: dict, figures: dict[str, str]):
 
 def analyse(data: BloodMNIST, out_dir: str | Path, seed: int = 0) -> dict:
     """Write summary.md, summary.html (self-contained), summary.json and the PNG figures to `out_dir`; return the summary dict."""
-    from tqdm import tqdm
-
-    from bloodgen.provenance import environment, write_json
-    from bloodgen.report.document import write_report
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = data.split(ALL)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 
 def to_model_range(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -50,8 +51,6 @@ def random_rotation(x: torch.Tensor) -> torch.Tensor:
 def random_colour_jitter(x: torch.Tensor, strengths: tuple[float, float, float, float]) -> torch.Tensor:
     """torchvision's ColorJitter (brightness, contrast, saturation, hue) drawn anew for each image of a batch
     in [-1, 1] (one ColorJitter call on a batch would draw one set of factors for all of it)."""
-    from torchvision.transforms import v2
-
     jitter = v2.ColorJitter(*strengths)
     images = (x + 1) / 2
     return torch.stack([jitter(image) for image in images]) * 2 - 1

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
-from bloodgen.data.bloodmnist import CLASS_NAMES, N_CLASSES, SPLITS, BloodMNIST
+from bloodgen.data.bloodmnist import CLASS_NAMES, N_CLASSES, SPLITS, BloodMNIST, load_bloodmnist
 from bloodgen.data.subset import write_splits
 from bloodgen.errors import UserError
+from bloodgen.provenance import write_json
 
 SOURCE_DOMAIN = "A"
 
@@ -41,8 +43,6 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of (N, H, W, C) floats over the two image axes only."""
-    from scipy.ndimage import gaussian_filter
-
     return gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="nearest")
 
 
@@ -120,8 +120,6 @@ def train_parts(labels: np.ndarray, parts: int, seed: int) -> list[np.ndarray]:
 def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: int = 0) -> dict[str, Path]:
     """Write domain A and every named domain into `out` (A.npz, <name>.npz, each with its .json); returns
     their paths by domain name."""
-    from bloodgen.provenance import write_json
-
     domains = get_domains(names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +146,6 @@ def make_domains(data: BloodMNIST, out: str | Path, names: Sequence[str], seed: 
 
 def domains_figure(paths: dict[str, Path], out: Path, per_class: int = 3) -> Path:
     """The same test cells in every domain: one panel per domain, one row per class."""
-    from bloodgen.data.bloodmnist import load_bloodmnist
     from bloodgen.report.plots import class_rows, plot_side_by_side
 
     panels = {}
@@ -209,8 +206,6 @@ NORMALISERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 def normalise_file(source: BloodMNIST, reference: BloodMNIST, method: str, path: str | Path) -> Path:
     """Every split of `source` normalised to the colours of `reference`'s train images, as a BloodMNIST file
     with a JSON sidecar."""
-    from bloodgen.provenance import write_json
-
     if method not in NORMALISERS:
         raise UserError(f"unknown normalisation {method!r}: choose from {', '.join(NORMALISERS)}")
     target = reference.images("train")

@@ -104,13 +104,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_normalise(args: argparse.Namespace) -> int:
     import warnings
+    from pathlib import Path
 
     from bloodgen import checks
     from bloodgen.data.bloodmnist import load_bloodmnist
     from bloodgen.data.domains import normalise_file
-
-    from pathlib import Path
-
     from bloodgen.errors import UserError
 
     for option, path in (("DOMAIN.npz", args.domain), ("--to", args.reference)):

@@ -16,6 +16,7 @@ import numpy as np
 
 from bloodgen.data.bloodmnist import N_CLASSES, SPLITS, BloodMNIST
 from bloodgen.errors import UserError
+from bloodgen.provenance import atomic_path, write_json
 
 
 def subset_indices(labels: np.ndarray, exclude_classes: Iterable[int] = (), per_class: int | None = None,
@@ -40,8 +41,6 @@ def write_subset(data: BloodMNIST, path: str | Path, *, exclude_classes: Iterabl
 
     Returns `path`. The sidecar `path.json` records the source file's hash and the filter.
     """
-    from bloodgen.provenance import write_json
-
     exclude = sorted(set(int(c) for c in exclude_classes))
     if any(not 0 <= c < N_CLASSES for c in exclude):
         raise UserError(f"classes to hold out must be in 0..{N_CLASSES - 1}, got {exclude}")
@@ -73,8 +72,6 @@ def write_subset(data: BloodMNIST, path: str | Path, *, exclude_classes: Iterabl
 def write_splits(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], **extra: np.ndarray) -> None:
     """A BloodMNIST-format .npz (`<split>_images`, `<split>_labels` as (N, 1) uint8) written atomically, with
     `extra` arrays beside the splits."""
-    from bloodgen.provenance import atomic_path
-
     arrays = dict(extra)
     for split, (images, labels) in splits.items():
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)[:, None]

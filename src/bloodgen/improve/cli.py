@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
                                           "train-on-synthetic F1. Finished stages are reused on a re-run.",
                               epilog=EXAMPLES, formatter_class=HelpFormatter)
     add_data_argument(comp)
-    from bloodgen.improve.compare import PRESETS, REGIMES
+    from bloodgen.improve.budgets import PRESETS, REGIMES
 
     comp.add_argument("--out", required=True, help="comparison folder; an existing one is continued")
     comp.add_argument("--preset", default="quick", choices=tuple(PRESETS),
@@ -95,11 +95,11 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_learn(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.classify.prototype_options import PrototypeOptions
     from bloodgen.classify.prototypes import learn_prototypes
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.data import load_bloodmnist
-    from bloodgen import checks
 
     options = PrototypeOptions(per_class=args.per_class, dim=args.dim, gamma=args.gamma, lam=args.lam,
                                hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

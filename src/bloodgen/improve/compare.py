@@ -25,84 +25,46 @@ interrupted comparison continues where it stopped:
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bloodgen.classify.prototype_options import PrototypeEncoder, PrototypeOptions
+from bloodgen.classify.prototypes import learn_prototypes, read_info
 from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
+from bloodgen.classify.reference import reference_classifier
+from bloodgen.classify.scores import ClassificationScores
+from bloodgen.classify.utility import class_fidelity, take_per_class, train_and_test
+from bloodgen.data import CLASS_NAMES, N_CLASSES, load_bloodmnist
+from bloodgen.data.subset import subset_indices, write_subset
+from bloodgen.errors import UserError
+from bloodgen.improve.budgets import FULL, REGIME_LABELS, REGIMES, Budget, budget_for
+from bloodgen.metrics.protocol import calculate_metrics
+from bloodgen.metrics.records import figure
+from bloodgen.metrics.registry import FID, FID_CLASS_AVERAGED, FID_PER_CLASS
 from bloodgen.models.prototype_file import LEARNED, PROTOTYPES
 from bloodgen.models.registry import PROTOTYPE_FAMILY
-from bloodgen.errors import UserError
+from bloodgen.provenance import environment, portable_path, write_json
+from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
+from bloodgen.report.plots import class_rows, plot_side_by_side
+from bloodgen.samplefile import IMAGES, LABELS, write_samples
+from bloodgen.sampling.api import load_model, sample
+from bloodgen.training import RunOptions
+from bloodgen.training import checkpoint as ck
+from bloodgen.training import resume, train
 
 SCHEMA = "bloodgen-prototypes-compare/1"
 MODEL = PROTOTYPE_FAMILY
-FULL, LOW = "full", "low"
-REGIMES = {FULL: None, LOW: 100}  # images per class kept in train and val
 ARMS = (LEARNED, PROTOTYPES)  # baseline first, as in the paper's table
 REAL = "real"
 ARM_LABELS = {REAL: "real images", LEARNED: "learned class embedding (baseline)",
               PROTOTYPES: "frozen prototypes (IMPROVE)"}
-REGIME_LABELS = {FULL: "full data", LOW: "100 images per class"}
 RESULTS_FILE = "results.json"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What one comparison spends; all of it is recorded in results.json."""
-
-    diffusion_preset: str  # the proto-ddpm preset both arms train with
-    diffusion_overrides: dict = field(default_factory=dict)  # on top of it, identical for both arms
-    prototypes: PrototypeOptions = PrototypeOptions()
-    prototype_max_per_class: int | None = None  # train images whose encoder features are computed
-    classifier: str = "full"  # RECIPES name of the reference classifier: fidelity judge and default encoder
-    classifier_epochs: int | None = None  # overrides that recipe's epochs (a smaller CPU budget)
-    n_samples: int = 10_000  # generated images per run (FID draws and the TSTR training set)
-    fid_n: int = 10_000
-    fid_seeds: int = 3
-    tstr_epochs: int = 30  # the TSTR classifiers: the reference classifier's recipe with this many epochs
-    eval_per_class: int | None = None  # cap on val/test images per class for TSTR (None: whole splits)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, record: dict[str, Any]) -> "Budget":
-        return cls(**{**record, "prototypes": PrototypeOptions(**record["prototypes"])})
-
-
-PRESETS = {
-    # A CPU budget: minutes per diffusion run, a few hundred images, a weak classifier. It shows the
-    # pipeline and the direction of effects at best; FID at N=256 is strongly biased upwards.
-    "quick": Budget(diffusion_preset="quick", diffusion_overrides={"sample_steps": 10},
-                    prototypes=PrototypeOptions(epochs=60), prototype_max_per_class=300,
-                    classifier="cpu", n_samples=256, fid_n=256, fid_seeds=1,
-                    tstr_epochs=20, eval_per_class=50),
-    # The record diffusion recipe on a CPU, in the paper's setting (100 generated images per class, TSTR on
-    # 50 real test images per class); FID at N = 800 says little, the TSTR and fidelity rows more.
-    "record": Budget(diffusion_preset="record", prototypes=PrototypeOptions(epochs=60), prototype_max_per_class=300,
-                     classifier="cpu", n_samples=800, fid_n=800, fid_seeds=1, tstr_epochs=6, eval_per_class=50),
-    # A GPU budget: the full presets and protocol-sized sample sets.
-    "full": Budget(diffusion_preset="full", n_samples=12_000, fid_n=10_000, fid_seeds=3),
-}
-
-
-def budget_for(preset: str, steps: int | None = None, classifier_epochs: int | None = None) -> Budget:
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    budget = PRESETS[preset]
-    if classifier_epochs is not None:
-        if classifier_epochs < 1:
-            raise UserError(f"--classifier-epochs must be >= 1, got {classifier_epochs}")
-        budget = replace(budget, classifier_epochs=classifier_epochs)
-    if steps is not None:
-        if steps < 1:
-            raise UserError(f"--steps must be >= 1, got {steps}")
-        budget = replace(budget, diffusion_overrides={**budget.diffusion_overrides, "steps": steps})
-    return budget
 
 
 # ---- records: what comparison.json, results.json and the evaluations hold, JSON keys the field names
@@ -259,18 +221,12 @@ def _load_json(path: Path) -> dict | None:
 
 
 def _quiet_load(path):
-    import warnings
-
-    from bloodgen.data import load_bloodmnist
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # derived files are "not the official BloodMNIST", by design
         return load_bloodmnist(path)
 
 
 def _cap(split: tuple[np.ndarray, np.ndarray], per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from bloodgen.data.subset import subset_indices
-
     if per_class is None:
         return split
     keep = subset_indices(split[1], per_class=per_class, seed=seed)
@@ -303,10 +259,6 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
 
     `extractor` replaces the InceptionV3 feature extractor of FID (tests use a cheap one).
     """
-    from bloodgen.classify.reference import KEY_ACCURACY, reference_classifier
-    from bloodgen.data.subset import write_subset
-    from bloodgen.provenance import environment, write_json
-
     started = time.perf_counter()
     preset_name, budget = comparison.budget()
     regimes, seed, encoder = comparison.regimes, comparison.seed, comparison.encoder
@@ -331,7 +283,7 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
     if budget.classifier_epochs is not None:
         recipe = replace(recipe, epochs=budget.classifier_epochs)
     judge, judge_info = reference_classifier(full, recipe, cache_dir=cache_dir)
-    judge_summary = JudgeSummary(recipe, full.provenance(), judge_info["test"][KEY_ACCURACY])
+    judge_summary = JudgeSummary(recipe, full.provenance(), ClassificationScores.from_json(judge_info["test"]).accuracy)
 
     setting = _Setting(out, full, judge, recipe, budget, seed, encoder, cache_dir, progress, extractor)
     results = ComparisonResult(
@@ -346,8 +298,6 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
 def _claim(out: Path, budget: Budget, seed: int, encoder: str) -> None:
     """Record what this folder compares; a folder started with another budget, seed or encoder is refused,
     since its finished stages would be silently mixed with new ones."""
-    from bloodgen.provenance import write_json
-
     spec = json.loads(json.dumps(ComparisonSpec(budget, seed, encoder).to_json()))
     path = out / "comparison.json"
     existing = _load_json(path)
@@ -374,10 +324,6 @@ class _Setting:
 
 
 def _regime(s: _Setting, regime: str, data) -> RegimeResult:
-    from bloodgen.classify.prototypes import learn_prototypes, read_info
-    from bloodgen.data import CLASS_NAMES, N_CLASSES
-    from bloodgen.report.plots import class_rows, plot_side_by_side
-
     proto_path = s.out / "prototypes" / regime / "prototypes.safetensors"
     if not proto_path.is_file():
         learn_prototypes(data, proto_path, s.budget.prototypes, encoder=s.encoder, encoder_data=s.full,
@@ -404,9 +350,6 @@ def _regime(s: _Setting, regime: str, data) -> RegimeResult:
 
 
 def _train_arm(s: _Setting, regime: str, arm: str, data, proto_path: Path) -> Path:
-    from bloodgen.training import checkpoint as ck
-    from bloodgen.training import RunOptions, resume, train
-
     run_dir = s.out / "runs" / f"{regime}-{arm}"
     if (run_dir / ck.EXPORT_WEIGHTS).is_file():
         return run_dir
@@ -429,9 +372,6 @@ def _samples_path(out: Path, regime: str, arm: str) -> Path:
 
 
 def _samples(s: _Setting, regime: str, arm: str, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    from bloodgen.samplefile import IMAGES, LABELS, write_samples
-    from bloodgen.sampling.api import load_model, sample
-
     path = _samples_path(s.out, regime, arm)
     if not path.is_file():
         images, labels = sample(load_model(run_dir, device="cpu"), s.budget.n_samples, s.seed, progress=s.progress)
@@ -441,21 +381,13 @@ def _samples(s: _Setting, regime: str, arm: str, run_dir: Path) -> tuple[np.ndar
 
 
 def _tstr(train, val, test, recipe, budget: Budget) -> TstrScores:
-    from bloodgen.classify.reference import KEY_ACCURACY, KEY_MACRO_F1, KEY_MACRO_PRECISION, KEY_MACRO_RECALL
-    from bloodgen.classify.utility import train_and_test
-
-    report = train_and_test(train, val, test, replace(recipe, epochs=budget.tstr_epochs),
-                            desc="train-on-synthetic classifier")
-    return TstrScores(report[KEY_MACRO_PRECISION], report[KEY_MACRO_RECALL], report[KEY_MACRO_F1],
-                      report[KEY_ACCURACY], len(train[1]), len(test[1]))
+    report = ClassificationScores.from_json(train_and_test(train, val, test, replace(recipe, epochs=budget.tstr_epochs),
+                                                           desc="train-on-synthetic classifier"))
+    return TstrScores(report.macro_precision, report.macro_recall, report.macro_f1, report.accuracy, len(train[1]),
+                      len(test[1]))
 
 
 def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, val, test) -> ArmRow:
-    from bloodgen.classify.utility import KEY_FIDELITY_MACRO, KEY_FIDELITY_PER_CLASS, class_fidelity
-    from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED, KEY_FID_PER_CLASS
-    from bloodgen.metrics.protocol import KEY_MEAN, calculate_metrics
-    from bloodgen.provenance import portable_path, write_json
-
     path = s.out / "evaluations" / f"{regime}-{arm}.json"
     saved = _load_json(path)
     if saved is not None:
@@ -467,10 +399,10 @@ def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, 
     fidelity = class_fidelity(s.judge, images, labels)
     summary = json.loads((run_dir / "summary.json").read_text())
     row = ArmRow(run_dir=portable_path(str(run_dir)), steps=summary["step"], train_time_s=summary["train_time_s"],
-                 n_samples=len(labels), fid=metrics[KEY_FID][KEY_MEAN],
-                 fid_class_averaged=metrics[KEY_FID_CLASS_AVERAGED][KEY_MEAN],
-                 fid_per_class=metrics[KEY_FID_PER_CLASS][KEY_MEAN], class_fidelity=fidelity[KEY_FIDELITY_MACRO],
-                 class_fidelity_per_class=fidelity[KEY_FIDELITY_PER_CLASS],
+                 n_samples=len(labels), fid=figure(metrics, FID.key).mean,
+                 fid_class_averaged=figure(metrics, FID_CLASS_AVERAGED.key).mean,
+                 fid_per_class=list(figure(metrics, FID_PER_CLASS.key).mean), class_fidelity=fidelity.macro,
+                 class_fidelity_per_class=fidelity.per_class,
                  tstr=_tstr((images, labels), val, test, s.recipe, s.budget), fid_protocol=metrics["protocol"])
     write_json(path, row.to_json())
     return row
@@ -479,10 +411,6 @@ def _evaluate_arm(s: _Setting, regime: str, arm: str, run_dir: Path, generated, 
 def _real_row(s: _Setting, regime: str, data, synthetic_labels: np.ndarray, val, test) -> TstrScores:
     """TSTR's real-data row: as many real train images of the regime, with the synthetic set's class counts
     (capped by what the regime has)."""
-    from bloodgen.classify.utility import take_per_class
-    from bloodgen.data import N_CLASSES
-    from bloodgen.provenance import write_json
-
     path = s.out / "evaluations" / f"{regime}-{REAL}.json"
     saved = _load_json(path)
     if saved is not None:
@@ -504,10 +432,6 @@ def _f(value, digits: int = 3) -> str:
 def report_blocks(results: ComparisonResult, out_dir: Path, results_dir: Path | None = None) -> list:
     """The comparison as report blocks (headings, tables, grids); image paths relative to `out_dir`, for a
     comparison written in `results_dir` (default: `out_dir` itself)."""
-    import os
-
-    from bloodgen.report.document import Heading, Image
-
     regimes = list(results.regimes)
     blocks: list = [Heading("Prototype-guided diffusion (IMPROVE)"), _setup_paragraph(results),
                     _tstr_table(results, regimes), _quality_table(results, regimes), _prototypes_table(results, regimes)]
@@ -519,8 +443,6 @@ def report_blocks(results: ComparisonResult, out_dir: Path, results_dir: Path | 
 
 
 def _setup_paragraph(results: ComparisonResult):
-    from bloodgen.report.document import Paragraph
-
     budget = results.budget
     steps = budget.diffusion_overrides.get("steps", f"the {budget.diffusion_preset!r} preset's")
     recipe = results.classifier.recipe
@@ -541,8 +463,6 @@ def _setup_paragraph(results: ComparisonResult):
 
 
 def _tstr_table(results: ComparisonResult, regimes: list[str]):
-    from bloodgen.report.document import Table
-
     header = ["training images"]
     for regime in regimes:
         header += [f"{REGIME_LABELS[regime]}: precision", "recall", "F1"]
@@ -560,8 +480,6 @@ def _tstr_table(results: ComparisonResult, regimes: list[str]):
 
 
 def _quality_table(results: ComparisonResult, regimes: list[str]):
-    from bloodgen.report.document import Table
-
     rows = []
     for regime in regimes:
         for arm in ARMS:
@@ -574,8 +492,6 @@ def _quality_table(results: ComparisonResult, regimes: list[str]):
 
 
 def _prototypes_table(results: ComparisonResult, regimes: list[str]):
-    from bloodgen.report.document import Table
-
     rows = []
     for regime in regimes:
         p = results.regimes[regime].prototypes
@@ -587,8 +503,6 @@ def _prototypes_table(results: ComparisonResult, regimes: list[str]):
 
 
 def write_compare_report(results: ComparisonResult, out_dir: Path) -> tuple[Path, Path]:
-    from bloodgen.report.document import Document, write_report
-
     doc = Document("bloodgen: prototype-guided diffusion (IMPROVE) vs. a learned class embedding")
     doc.add(*report_blocks(results, out_dir))
     return write_report(doc, out_dir)

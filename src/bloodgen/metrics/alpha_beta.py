@@ -18,12 +18,11 @@ Written here because the maintained implementation (synthcity) pulls in a large 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-KEY_ALPHA_PRECISION = "alpha_precision"
-KEY_BETA_RECALL = "beta_recall"
-KEY_AUTHENTICITY = "authenticity"
 LEVELS = np.linspace(0.0, 1.0, 30)  # the reference code's 30 levels of alpha and beta
 
 
@@ -37,7 +36,13 @@ def _nearest(reference: np.ndarray, queries: np.ndarray, k: int = 1) -> tuple[np
     return distances[:, k - 1], indices[:, k - 1]
 
 
-def alpha_beta(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+class AlphaBeta(NamedTuple):
+    alpha_precision: float
+    beta_recall: float
+    authenticity: float
+
+
+def alpha_beta(real: np.ndarray, fake: np.ndarray) -> AlphaBeta:
     """The three scores between real and generated features (N, d), each in [0, 1] for authenticity and
     <= 1 for the integrated precision and recall (1: the supports match at every level)."""
     real = np.asarray(real, dtype=np.float64)
@@ -56,5 +61,4 @@ def alpha_beta(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
 
     fake_to_real, nearest_real = _nearest(real, fake)
     authentic = fake_to_real > real_to_real[nearest_real]
-    return {KEY_ALPHA_PRECISION: _integrated(precision), KEY_BETA_RECALL: _integrated(recall),
-            KEY_AUTHENTICITY: float(authentic.mean())}
+    return AlphaBeta(_integrated(precision), _integrated(recall), float(authentic.mean()))

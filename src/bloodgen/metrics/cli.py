@@ -163,10 +163,10 @@ def _utility(args: argparse.Namespace) -> dict:
 
     from bloodgen.classify.recipe import RECIPES
     from bloodgen.classify.utility import evaluate_utility
+    from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
     from bloodgen.data import load_bloodmnist
     from bloodgen.metrics.inputs import load_images
     from bloodgen.report.document import Document, Heading, write_report
-    from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
 
     samples = load_images(args.samples)
     data = load_bloodmnist(args.data)

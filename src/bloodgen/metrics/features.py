@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
+from tqdm import tqdm
 
 from bloodgen import checks
+from bloodgen.data.bloodmnist import ALL
 from bloodgen.errors import UserError
 from bloodgen.provenance import atomic_path
 
@@ -101,7 +103,6 @@ class FeatureExtractor:
 
     def __call__(self, images: np.ndarray, desc: str = "features") -> np.ndarray:
         import torch
-        from tqdm import tqdm
 
         n = len(images)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -191,8 +192,6 @@ class FeatureStore:
 
 def dataset_feature_store(data, extractor: Extractor, cache_dir: str | os.PathLike | None = None) -> FeatureStore:
     """The cached features of every image of a loaded `BloodMNIST`, indexed like its `all` split."""
-    from bloodgen.data.bloodmnist import ALL
-
     images = data.images(ALL)
     key = {"format": CACHE_FORMAT, "network": extractor.name, "weights_sha256": extractor.weights_sha256,
            "data_sha256": data.sha256, "n_images": len(images), "dim": extractor.dim}

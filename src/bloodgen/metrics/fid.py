@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KEY_FID = "fid"
-KEY_FID_PER_CLASS = "fid_per_class"
-KEY_FID_CLASS_AVERAGED = "fid_class_averaged"
-
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance (ddof=1) in float64."""

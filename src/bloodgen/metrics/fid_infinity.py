@@ -16,7 +16,6 @@ import numpy as np
 
 from bloodgen.metrics.fid import fid_from_features
 
-KEY_FID_INFINITY = "fid_infinity"
 DEFAULT_POINTS = 6
 SMALLEST_FRACTION = 0.5
 

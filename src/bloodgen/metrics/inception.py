@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_fid import inception as pfi
 from torch import nn
 
 from bloodgen import checks
@@ -129,8 +130,6 @@ def _hub_cache_holding(state: dict[str, torch.Tensor]) -> Iterator[None]:
 
 def _pytorch_fid_network(state: dict[str, torch.Tensor], path: Path) -> nn.Module:
     """pytorch-fid's `InceptionV3([pool3])`, built by the library with `state` in place of its download."""
-    from pytorch_fid import inception as pfi
-
     if pfi.FID_WEIGHTS_URL.rsplit("/", 1)[-1] != WEIGHTS_FILENAME:
         raise UserError(f"this pytorch-fid asks for {pfi.FID_WEIGHTS_URL}, not {WEIGHTS_FILENAME}: "
                         f"install pytorch-fid 0.3.x")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from bloodgen.data.bloodmnist import IMAGE_SHAPE, N_CLASSES
 from bloodgen import checks
+from bloodgen.data.bloodmnist import IMAGE_SHAPE, N_CLASSES
 from bloodgen.errors import UserError
 from bloodgen.provenance import portable_path
 from bloodgen.samplefile import IMAGES, LABELS, UNLABELLED
@@ -174,8 +175,6 @@ def _load_npz(path: Path, role: str) -> ImageSet:
 
 
 def _load_png_folder(folder: Path, role: str) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise UserError(f"{role} folder {folder} holds no .png files")

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KEY_ISC = "isc"
-KEY_ISC_SPLIT_STD = "isc_split_std"
-
 
 def inception_score(features: np.ndarray, logits_weight: np.ndarray, splits: int = 10) -> tuple[float, float]:
     logits = np.asarray(features, dtype=np.float64) @ np.asarray(logits_weight, dtype=np.float64).T

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KEY_KID = "kid"
-KEY_KID_SUBSET_STD = "kid_subset_std"
-
 
 def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # float32 products (fast BLAS) made float64 before the cube and the sums, where precision matters.

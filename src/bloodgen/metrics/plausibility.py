@@ -23,8 +23,19 @@ Why hand-written: no library measures these cell criteria; scikit-image supplies
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import binary_fill_holes, gaussian_filter
+from skimage import measure
+from skimage.color import rgb2hed, rgb2hsv
+from skimage.filters import threshold_otsu
+from skimage.morphology import convex_hull_image
+from tqdm.auto import tqdm
+
+from bloodgen.data import N_CLASSES
+from bloodgen.metrics.features import default_cache_dir
+from bloodgen.provenance import atomic_path
 
 CRITERIA = ("cell_area", "nucleus_area", "nc_ratio", "nucleus_solidity", "nucleus_lobes", "cytoplasm_hue",
             "cytoplasm_saturation", "cytoplasm_value", "granularity", "chromatin_texture")
@@ -34,10 +45,6 @@ MEASURE_VERSION = 2  # bump when a measurement changes: the cached real measurem
 
 
 def _segment(hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.ndimage import binary_fill_holes
-    from skimage import measure
-    from skimage.filters import threshold_otsu
-
     saturation = hsv[..., 1]
     if np.ptp(saturation) == 0:
         empty = np.zeros(saturation.shape, dtype=bool)
@@ -55,11 +62,6 @@ def _segment(hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _measure(image: np.ndarray) -> list[float]:
-    from scipy.ndimage import gaussian_filter
-    from skimage import measure
-    from skimage.color import rgb2hed, rgb2hsv
-    from skimage.morphology import convex_hull_image
-
     hsv = rgb2hsv(image)
     haematoxylin = gaussian_filter(rgb2hed(image)[..., 0], 0.7)
     cell, nucleus = _segment(hsv, haematoxylin)
@@ -77,8 +79,6 @@ def _measure(image: np.ndarray) -> list[float]:
 
 def cell_measurements(images: np.ndarray, progress: bool = False) -> np.ndarray:
     """(N, len(CRITERIA)) float64 measurements of uint8 (N, 28, 28, 3) images (about 2 ms an image)."""
-    from tqdm.auto import tqdm
-
     return np.array([_measure(image) for image in tqdm(images, desc="cell measurements", disable=not progress,
                                                       leave=False)], dtype=np.float64).reshape(-1, len(CRITERIA))
 
@@ -114,11 +114,6 @@ class PlausibleRanges:
 
 def real_measurements(data, cache_dir=None, progress: bool = False) -> dict[str, np.ndarray]:
     """The train and test splits' measurements, cached per data file (about a minute to compute)."""
-    from pathlib import Path
-
-    from bloodgen.metrics.features import default_cache_dir
-    from bloodgen.provenance import atomic_path
-
     path = Path(cache_dir or default_cache_dir()) / f"plausibility-{data.sha256[:16]}-v{MEASURE_VERSION}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -138,8 +133,6 @@ def evaluate_plausibility(images: np.ndarray, labels: np.ndarray | None, data, c
                           progress: bool = False) -> dict:
     """Per-class plausible fraction of `images` (labels None or all -1: unconditional) beside the real test
     split's, with ranges fitted on the train split; also how often each criterion fails."""
-    from bloodgen.data import N_CLASSES
-
     real = real_measurements(data, cache_dir, progress)
     ranges = PlausibleRanges.fit(real["train"], data.labels("train"), N_CLASSES)
     test_labels = data.labels("test")

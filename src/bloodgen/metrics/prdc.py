@@ -18,16 +18,22 @@ The distance matrices are computed in row blocks, so memory stays O(block x N) a
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-KEY_PRECISION = "precision"
-KEY_RECALL = "recall"
-KEY_DENSITY = "density"
-KEY_COVERAGE = "coverage"
-KEY_PRECISION_PRDC = "precision_prdc"
-KEY_RECALL_PRDC = "recall_prdc"
-
 _BLOCK = 2048
+
+
+class PRDC(NamedTuple):
+    """The six figures: k=3 closed-ball precision/recall and the prdc library's k=5 open-ball four."""
+
+    precision: float
+    recall: float
+    precision_prdc: float
+    recall_prdc: float
+    density: float
+    coverage: float
 
 
 def _squared_distances(a: np.ndarray, a_sq: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
@@ -46,7 +52,7 @@ def _kth_neighbour_sq(x: np.ndarray, x_sq: np.ndarray, ks: tuple[int, ...]) -> d
     return radii
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, nearest_k_pr: int = 3, nearest_k_dc: int = 5) -> dict[str, float]:
+def prdc(real: np.ndarray, fake: np.ndarray, nearest_k_pr: int = 3, nearest_k_dc: int = 5) -> PRDC:
     """The six figures for features (N, d) and (M, d); needs N and M larger than both k."""
     k_pr, k_dc = nearest_k_pr, nearest_k_dc
     if min(len(real), len(fake)) <= max(k_pr, k_dc):
@@ -76,11 +82,6 @@ def prdc(real: np.ndarray, fake: np.ndarray, nearest_k_pr: int = 3, nearest_k_dc
         real_in_fake[start:stop] = (d <= fake_radii[k_pr][None, :]).any(axis=1)
         real_in_fake_open[start:stop] = (d < fake_radii[k_dc][None, :]).any(axis=1)
         real_covered[start:stop] = inside_dc.any(axis=1)
-    return {
-        KEY_PRECISION: float(fake_in_real.mean()),
-        KEY_RECALL: float(real_in_fake.mean()),
-        KEY_PRECISION_PRDC: float(fake_in_real_open.mean()),
-        KEY_RECALL_PRDC: float(real_in_fake_open.mean()),
-        KEY_DENSITY: float(real_balls_per_fake.sum() / (k_dc * len(f))),
-        KEY_COVERAGE: float(real_covered.mean()),
-    }
+    return PRDC(precision=float(fake_in_real.mean()), recall=float(real_in_fake.mean()),
+                precision_prdc=float(fake_in_real_open.mean()), recall_prdc=float(real_in_fake_open.mean()),
+                density=float(real_balls_per_fake.sum() / (k_dc * len(f))), coverage=float(real_covered.mean()))

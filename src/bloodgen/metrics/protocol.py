@@ -23,25 +23,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
+from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, load_bloodmnist
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import Extractor, FeatureStore, dataset_feature_store
-from bloodgen.metrics.fid import KEY_FID, KEY_FID_PER_CLASS
 from bloodgen.metrics.inputs import ImageSet, as_samples
-from bloodgen.metrics.isc import KEY_ISC, KEY_ISC_SPLIT_STD, inception_score
-from bloodgen.metrics.kid import KEY_KID, KEY_KID_SUBSET_STD
-from bloodgen.metrics.registry import (INCEPTION, METRICS, STREAM_CLASSIFIER_KID, STREAM_DISJOINT,
-                                       STREAM_FID_INFINITY, STREAM_KID, STREAM_SAME_POOL, STREAM_SAMPLES, Drawn,
-                                       Options, default_metrics, stream_rng)
+from bloodgen.metrics.isc import inception_score
+from bloodgen.metrics.records import ClassFigures, Figure, Floor, SampleSpread
+from bloodgen.metrics.registry import (FID, INCEPTION, ISC, ISC_SPLIT_STD, KID, METRICS, SPREADS, STREAM_CLASSIFIER_KID,
+                                       STREAM_DISJOINT, STREAM_FID_INFINITY, STREAM_KID, STREAM_SAME_POOL,
+                                       STREAM_SAMPLES, Drawn, Options, default_metrics, per_class_keys, stream_rng)
 from bloodgen.provenance import environment
 
 SCHEMA = "bloodgen-evaluation/1"
-KEY_MEAN = "mean"
-KEY_STD = "std"
-KEY_PER_SEED = "per_seed"
-KEY_FLOOR = "floor"
-KEY_SAME_POOL = "same_pool"
-KEY_DISJOINT = "disjoint"
 
 FLOOR_NOTE = (
     "Same-pool floor: the seed's real draw against a second independent draw from the same reference images "
@@ -49,7 +42,6 @@ FLOOR_NOTE = (
     "halves of the reference with no image in common (what a perfect model that never copies approaches at "
     "this sample size)."
 )
-KEY_SAMPLE_OVERLAP = "sample_draw_overlap"
 
 
 def real_draw(pool_size: int, n: int, seed: int) -> np.ndarray:
@@ -80,31 +72,20 @@ def compare(real: Drawn, fake: Drawn, options: Options, seed: int) -> dict:
 
 def summarise(values: list) -> dict:
     """Mean and sample std (ddof=1) over seeds, and the values; None where any seed has no value."""
-    if any(v is None for v in values):
-        mean = std = None
-    else:
-        mean = float(np.mean(values))
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return {KEY_MEAN: mean, KEY_STD: std, KEY_PER_SEED: list(values)}
-
-
-# Per-seed spreads over KID subsets / IS splits are kept next to their metric, not summarised over seeds.
-_SPREADS = {KEY_KID_SUBSET_STD: KEY_KID, KEY_ISC_SPLIT_STD: KEY_ISC}
+    return Figure.of(values).to_json()
 
 
 def summarise_seeds(per_seed: list[dict]) -> dict:
     out: dict = {}
     for key in per_seed[0]:
         values = [result[key] for result in per_seed]
-        if key in _SPREADS:
+        if key in SPREADS:
             continue
-        if key == KEY_FID_PER_CLASS:
-            by_class = [summarise([v[c] for v in values]) for c in range(N_CLASSES)]
-            out[key] = {"classes": list(CLASS_NAMES), KEY_MEAN: [s[KEY_MEAN] for s in by_class],
-                        KEY_STD: [s[KEY_STD] for s in by_class], KEY_PER_SEED: values}
+        if key in per_class_keys():
+            out[key] = ClassFigures.of(CLASS_NAMES, values).to_json()
         else:
             out[key] = summarise(values)
-    for spread, metric in _SPREADS.items():
+    for spread, metric in SPREADS.items():
         if spread in per_seed[0]:
             out[metric][f"{spread.split('_', 1)[1]}_per_seed"] = [result[spread] for result in per_seed]
     return out
@@ -131,8 +112,6 @@ def _check_options(options: Options, pool_size: int, floor: bool) -> None:
 def _reference(reference, data):
     """(the BloodMNIST object or None, images, labels or None, provenance) of the real side."""
     if reference is None:
-        from bloodgen.data.bloodmnist import load_bloodmnist
-
         data_set = load_bloodmnist(data)
         images = data_set.images(ALL)
         provenance = {"source": "BloodMNIST, all splits (train+val+test in that order)", "kind": "dataset",
@@ -198,9 +177,9 @@ def calculate_metrics(
 
     reference_side, timing = _reference_features(data_set, ref_images, ref_labels, spaces, options, floor,
                                                  cache_dir, progress)
-    sample_side, sample_info = _sample_features(source, spaces, options, progress)
+    sample_side, sample_info, spread = _sample_features(source, spaces, options, progress)
     scores = _score_seeds(reference_side, sample_side, len(ref_images), options, floor, logits_weight, progress)
-    return _result(scores, options, len(ref_images), spaces, ref_provenance, source,
+    return _result(scores, options, len(ref_images), spaces, ref_provenance, source, spread,
                    {**timing, **sample_info, "seconds": round(time.perf_counter() - started, 1)})
 
 
@@ -222,7 +201,7 @@ def _score_seeds(reference_side, sample_side, pool_size: int, options: Options, 
         if sample_side is not None:
             figures = compare(real, sample_side(s), options, s)
             if logits_weight is not None:
-                figures[KEY_ISC], figures[KEY_ISC_SPLIT_STD] = inception_score(
+                figures[ISC.key], figures[ISC_SPLIT_STD.key] = inception_score(
                     sample_side(s).features, logits_weight, options.isc_splits)
             scores.samples.append(figures)
             line.append(_brief(figures, "samples"))
@@ -253,12 +232,12 @@ def _check_source_size(source, options: Options) -> None:
 def _feature_spaces(options: Options, extractor, extractors, inception_weights, device, batch_size,
                     progress: bool) -> dict[str, Extractor]:
     """The extractor of every feature space the selected metrics read (Inception always: FID's space)."""
+    from bloodgen.metrics.inception import inception_extractor
+
     spaces = dict(extractors or {})
     if extractor is not None:
         spaces[INCEPTION] = extractor
     if INCEPTION not in spaces:
-        from bloodgen.metrics.inception import inception_extractor
-
         spaces[INCEPTION] = inception_extractor(inception_weights, device=device, batch_size=batch_size,
                                                 progress=progress)
     for name in options.metrics:
@@ -305,10 +284,10 @@ def _reference_features(data_set, ref_images, ref_labels, spaces: dict, options:
 
 def _sample_features(source, spaces: dict, options: Options, progress: bool):
     """`sample_side(seed) -> Drawn` of the samples (features of a fixed set computed once, a generator's
-    per seed and remembered for the seed) and the record of how many images were embedded and how far the
-    seeds' draws from a fixed set overlap."""
+    per seed and remembered for the seed), the record of how many images were embedded, and how far the
+    seeds' draws from a fixed set overlap (None for a generator or a single seed)."""
     if source is None:
-        return None, {}
+        return None, {}, None
     if isinstance(source, ImageSet):
         stores = {space: FeatureStore(source.images, ex, desc=f"sample images ({space})") for space, ex in spaces.items()}
         picks = {s: samples_draw(len(source), options.n, s) for s in options.seeds}
@@ -317,17 +296,15 @@ def _sample_features(source, spaces: dict, options: Options, progress: bool):
             store.features(union)
         info = {"sample_images_computed": stores[INCEPTION].n_computed_now}
         overlap = _draw_overlap(list(picks.values()), options.n)
-        if overlap is not None:
-            info[KEY_SAMPLE_OVERLAP] = overlap
-            if overlap >= OVERLAP_WARNING:
-                _warn_overlap(source, options, overlap)
+        if overlap is not None and overlap >= OVERLAP_WARNING:
+            _warn_overlap(source, options, overlap)
 
         def side(seed: int) -> Drawn:
             idx = picks[seed]
             return Drawn({space: store.features(idx) for space, store in stores.items()},
                          None if source.labels is None else source.labels[idx])
 
-        return side, info
+        return side, info, None if overlap is None else SampleSpread.of(overlap)
     made: dict[int, Drawn] = {}
 
     def generated(seed: int) -> Drawn:
@@ -338,7 +315,7 @@ def _sample_features(source, spaces: dict, options: Options, progress: bool):
                                 for space, ex in spaces.items()}, labels)
         return made[seed]
 
-    return generated, {"sample_images_computed": options.n * len(options.seeds)}
+    return generated, {"sample_images_computed": options.n * len(options.seeds)}, None
 
 
 # At or above this mean overlap between two seeds' draws from a fixed sample set, the evaluation warns that the
@@ -362,19 +339,15 @@ def _warn_overlap(source, options: Options, overlap: float) -> None:
 
 
 def _result(scores: _SeedScores, options: Options, pool_size: int, spaces: dict, ref_provenance: dict, source,
-            timing: dict) -> dict:
+            spread: SampleSpread | None, timing: dict) -> dict:
     result: dict = {"schema": SCHEMA}
     floor = bool(scores.same_pool)
     if scores.samples:
         result.update(summarise_seeds(scores.samples))
-        if KEY_SAMPLE_OVERLAP in timing:
-            overlap = timing.pop(KEY_SAMPLE_OVERLAP)
-            result["spread"] = {KEY_SAMPLE_OVERLAP: overlap, "note": (
-                "std over seeds: the real draws' spread only (every seed scores the same generated images)"
-                if overlap == 1.0 else f"std over seeds: real draws and sample draws sharing {overlap:.0%} of "
-                                       f"their images on average")}
+        if spread is not None:
+            result[SampleSpread.key] = spread.to_json()
     if floor:
-        result[KEY_FLOOR] = _floor_block(scores.same_pool, scores.disjoint, options.n, pool_size)
+        result[Floor.key] = _floor_block(scores.same_pool, scores.disjoint, options.n, pool_size)
     result.update({
         "protocol": _protocol_record(options, floor, pool_size),
         "network": spaces[INCEPTION].provenance(),
@@ -395,13 +368,13 @@ def _floor_block(same_pool: list[dict], disjoint: list[dict], n: int, pool_size:
         disjoint_block["cap_note"] = (
             f"N={n} is more than half of the {pool_size} reference images, so each disjoint half holds {m} images: "
             f"this floor is at N={m}, and FID's small-sample bias puts it slightly above the disjoint floor at N={n}")
-    return {"note": FLOOR_NOTE, KEY_SAME_POOL: {"n": n, **summarise_seeds(same_pool)}, KEY_DISJOINT: disjoint_block}
+    return Floor(FLOOR_NOTE, {"n": n, **summarise_seeds(same_pool)}, disjoint_block).to_json()
 
 
 def _brief(result: dict, label: str) -> str:
-    parts = [f"FID {result[KEY_FID]:.3f}"] if KEY_FID in result else []
-    if KEY_KID in result:
-        parts.append(f"KID x 10^3 {1e3 * result[KEY_KID]:.3f}")
+    parts = [f"FID {result[FID.key]:.3f}"] if FID.key in result else []
+    if KID.key in result:
+        parts.append(f"KID x 10^3 {1e3 * result[KID.key]:.3f}")
     return f"{label} {', '.join(parts) or 'done'}"
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bloodgen.data import N_CLASSES
 from bloodgen.errors import UserError
 from bloodgen.models.registry import get_family, get_spec
 
@@ -176,8 +177,6 @@ class TrainerConfig:
 
 def validate(model: str, config: dict[str, Any]) -> None:
     """Check ranges and choices; the family is instantiated (cheaply, no networks) for its own checks."""
-    from bloodgen.data import N_CLASSES
-
     family = get_family(model)(model, config, N_CLASSES)
     for key, allowed in {**COMMON_CHOICES, **family.choices}.items():
         if config[key] not in allowed:

@@ -34,10 +34,13 @@ import math
 from typing import Any
 
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torch import nn
 
+from bloodgen.data import random_colour_jitter, random_rotation
 from bloodgen.errors import UserError
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
+from bloodgen.models.config import require
 
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction"}
@@ -71,8 +74,6 @@ class DDPM(Family):
         return self.sample_channels, self.levels[0], self.levels[0]
 
     def check(self) -> None:
-        from bloodgen.models.config import require
-
         c = self.config
         require(all(ch >= 1 for ch in c["channels"]), "channels", "must be positive widths", c)
         require(len(c["attention"]) == len(c["channels"]), "attention",
@@ -107,8 +108,6 @@ class DDPM(Family):
 
     def unet(self, **class_conditioning: Any) -> nn.Module:
         """The config's U-Net; subclasses (proto-ddpm) pass their own class-conditioning arguments."""
-        from diffusers import UNet2DModel
-
         c = self.config
         widths = c["channels"]
         channels, size, _ = self.sample_shape
@@ -130,15 +129,11 @@ class DDPM(Family):
         return self.noise_scheduler()
 
     def noise_scheduler(self):
-        from diffusers import DDPMScheduler
-
         c = self.config
         return DDPMScheduler(num_train_timesteps=c["timesteps"], beta_schedule=SCHEDULES[c["beta_schedule"]],
                              prediction_type=PREDICTIONS[c["prediction"]], clip_sample=self.clip_sample)
 
     def sampling_scheduler(self, sampler: str):
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
         base = self.noise_scheduler()
         if sampler == "ddpm":
             return base
@@ -158,8 +153,6 @@ class DDPM(Family):
     def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The config's rotation, colour jitter and mixup (see the module doc); y becomes (N, classes + 1)
         mixing weights under mixup."""
-        from bloodgen.data import random_colour_jitter, random_rotation
-
         c = self.config
         if c["rotate"]:
             x = random_rotation(x)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
+from bloodgen.models.config import require
 
 LOSSES = ("hinge", "ns")
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
@@ -146,8 +147,6 @@ class GAN(Family):
     choices = {"loss": LOSSES}
 
     def check(self) -> None:
-        from bloodgen.models.config import require
-
         c = self.config
         for key in ("z_dim", "channels"):
             require(c[key] >= 1, key, "must be >= 1", c)

@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bloodgen.data import to_model_range, to_uint8
 from bloodgen.models.base import StepContext, norm_groups
+from bloodgen.models.config import require
 from bloodgen.models.ddpm import DDPM
 from bloodgen.models.vae import ResBlock, conv_stage
 from bloodgen.report.grid import reconstruction_picks, save_reconstruction_grid
@@ -92,8 +94,6 @@ class LDM(DDPM):
         return self.config["latent_channels"]
 
     def check(self) -> None:
-        from bloodgen.models.config import require
-
         super().check()
         c = self.config
         for key in ("rotate", "colour_jitter", "cond_mixup"):  # image-space options of the pixel ddpm
@@ -135,8 +135,6 @@ class LDM(DDPM):
 
     def extras(self, network: LatentDiffusion, data, out_dir: Path, seed: int) -> dict[str, Any]:
         """The autoencoder's test-split reconstructions: a grid and their L1 / PSNR, the bound on the samples."""
-        from bloodgen.data import to_model_range, to_uint8
-
         test_x, test_y = data.split("test")
         device = next(network.parameters()).device
         errors, mse, images = [], [], []

@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.models.embeddings import TimestepEmbedding
 from torch import nn
 
 from bloodgen.errors import UserError
+from bloodgen.models.config import require
 from bloodgen.models.ddpm import DDPM
 from bloodgen.models.prototype_file import CLASS_EMBEDDINGS, LEARNED, PROTOTYPES, read_prototypes
+from bloodgen.provenance import state_digest
 
 PROTOTYPE_BUFFER = "prototypes"
 class _NoTimeEmbedding(nn.Module):
@@ -52,8 +55,6 @@ class ConcatConditionedUNet(nn.Module):
 
     def __init__(self, unet: nn.Module, n_classes: int, class_dim: int, mode: str,
                  class_vectors: torch.Tensor | None, source: str = ""):
-        from diffusers.models.embeddings import TimestepEmbedding
-
         super().__init__()
         self.unet, self.mode, self.source = unet, mode, source
         time_dim = unet.config.block_out_channels[0] * 4
@@ -94,8 +95,6 @@ class ProtoDDPM(DDPM):
     choices = {**DDPM.choices, "class_embedding": CLASS_EMBEDDINGS}
 
     def check(self) -> None:
-        from bloodgen.models.config import require
-
         super().check()
         c = self.config
         require(c["conditional"], "conditional", "must be true: proto-ddpm conditions on classes", c)
@@ -137,8 +136,6 @@ class ProtoDDPM(DDPM):
 
     def extras(self, network: nn.Module, data, out_dir: Path, seed: int) -> dict[str, Any]:
         """Which class vectors the run used: the file named in the config and a digest of the frozen buffer."""
-        from bloodgen.provenance import state_digest
-
         if self.config["class_embedding"] != PROTOTYPES:
             return {}
         return {"prototypes_file": self.config["prototypes"],

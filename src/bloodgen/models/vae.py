@@ -18,10 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
+from bloodgen.data import to_model_range, to_uint8
 from bloodgen.errors import UserError
 from bloodgen.models.base import Family, StepContext, norm_groups, randn
+from bloodgen.models.config import require
 from bloodgen.report.grid import reconstruction_picks, save_grid, save_reconstruction_grid
 
 RECON_LOSSES = ("mse", "l1", "bce", "gaussian")
@@ -85,8 +88,6 @@ class VAE(Family):
     choices = {"recon_loss": RECON_LOSSES}
 
     def check(self) -> None:
-        from bloodgen.models.config import require
-
         c = self.config
         for key in ("latent_dim", "channels"):
             require(c[key] >= 1, key, "must be >= 1", c)
@@ -146,8 +147,6 @@ class VAE(Family):
         return self.to_image(network.decode(z, labels.to(device) if self.conditional else None))
 
     def extras(self, network: ConvVAE, data, out_dir: Path, seed: int) -> dict[str, Any]:
-        from bloodgen.data import to_uint8
-
         test_x, test_y = data.split("test")
         device = next(network.parameters()).device
         pick = reconstruction_picks(test_y, self.n_classes)
@@ -168,8 +167,6 @@ class VAE(Family):
     @torch.no_grad()
     def interpolations(self, network: ConvVAE, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per class, the decoded straight line between the latent means of two test images of that class."""
-        from bloodgen.data import to_uint8
-
         device = next(network.parameters()).device
         rows = []
         for k in range(self.n_classes):
@@ -183,15 +180,11 @@ class VAE(Family):
 
     @staticmethod
     def _tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-        from bloodgen.data import to_model_range
-
         return to_model_range(images).to(device)
 
 
 @torch.no_grad()
 def latent_means(network: ConvVAE, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    from bloodgen.data import to_model_range
-
     device = next(network.parameters()).device
     out = [network.encode(to_model_range(images[i:i + batch_size]).to(device))[0].float().cpu()
            for i in range(0, len(images), batch_size)]
@@ -200,8 +193,6 @@ def latent_means(network: ConvVAE, images: np.ndarray, batch_size: int = 512) ->
 
 def latent_probe_accuracy(network: ConvVAE, data, trees: int = 100, seed: int = 0) -> float:
     """Test accuracy of a random forest trained on the encoder's latent means of the train split."""
-    from sklearn.ensemble import RandomForestClassifier
-
     network.eval()
     forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=-1)
     forest.fit(latent_means(network, data.images("train")), data.labels("train"))

@@ -11,6 +11,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bloodgen.provenance import write_text
+
 
 @dataclass
 class Heading:
@@ -129,8 +131,6 @@ def to_html(doc: Document, base_dir: str | Path) -> str:
 
 def write_report(doc: Document, out_dir: str | Path, stem: str = "report") -> tuple[Path, Path]:
     """Write `stem.md` and a self-contained `stem.html` into `out_dir` (atomically)."""
-    from bloodgen.provenance import write_text
-
     out = Path(out_dir)
     return (write_text(out / f"{stem}.md", to_markdown(doc)),
             write_text(out / f"{stem}.html", to_html(doc, out)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from bloodgen.provenance import atomic_path
 
@@ -24,8 +25,6 @@ def grid_image(images: np.ndarray, ncol: int, scale: int = 2) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: str | Path, ncol: int, scale: int = 2) -> Path:
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(grid_image(np.asarray(images, dtype=np.uint8), ncol, scale)).save(tmp, format="PNG")
     return Path(path)
@@ -44,8 +43,6 @@ def class_grid(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, .
                scale: int = 2):
     """A PIL image: one row per class present (its first `per_class` images, in order), the class name
     left of the row."""
-    from PIL import Image, ImageDraw
-
     rows, names = [], []
     for k, name in enumerate(class_names):
         picked = images[labels == k][:per_class]

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 
 def pyplot():
-    import matplotlib
-
     matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
 
     return plt
 

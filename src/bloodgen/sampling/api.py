@@ -20,10 +20,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from bloodgen import checks
+from bloodgen.data import CLASS_NAMES, N_CLASSES, to_uint8
 from bloodgen.errors import UserError
+from bloodgen.models.config import validate
+from bloodgen.models.registry import get_family
 from bloodgen.sampling.pretrained import resolve_model_path
+from bloodgen.training import checkpoint as ck
 from bloodgen.training.checkpoint import RunSpec
 
 PRIOR, BALANCED = "prior", "balanced"
@@ -62,11 +67,6 @@ class LoadedModel:
 def load_model(path: str | Path, device: str | torch.device | None = None) -> LoadedModel:
     """A checkpoint (.pt), an export (.safetensors or its .json), a run folder (its export if the run
     finished, else its latest checkpoint) or `pretrained:NAME` (weights shipped with bloodgen)."""
-    from bloodgen.data import N_CLASSES
-    from bloodgen.models.config import validate
-    from bloodgen.models.registry import get_family
-    from bloodgen.training import checkpoint as ck
-
     path = resolve_model_path(path)
     if path.is_dir():  # the file actually read is the model's source (its hash goes into sample records)
         path = path / ck.EXPORT_WEIGHTS if (path / ck.EXPORT_WEIGHTS).is_file() else ck.find_checkpoint(path)
@@ -94,8 +94,6 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Lo
 
 def parse_class(value: int | str, class_names: tuple[str, ...] | None = None) -> int:
     """A class index (0-7) or a class name such as 'neutrophil' -> index; anything else is a UserError."""
-    from bloodgen.data import CLASS_NAMES
-
     names = class_names or CLASS_NAMES
     text = str(value).strip().lower()
     if text.lstrip("-").isdigit():
@@ -163,8 +161,6 @@ def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed
              batch_size: int | None = None, progress: bool = False, **options: Any) -> np.ndarray:
     """uint8 (n, 28, 28, 3) images from `network` (labels ignored by unconditional families); the batch size
     changes speed only (default: `default_batch_size` of the network's device)."""
-    from bloodgen.data import to_uint8
-
     if batch_size is None:
         batch_size = default_batch_size(next(network.parameters()).device)
     options = family.check_sampler_options(options)
@@ -172,7 +168,6 @@ def generate(family, network: nn.Module, labels: np.ndarray | None, n: int, seed
     out = np.empty((n, 28, 28, 3), dtype=np.uint8)
     was_training = network.training
     network.eval()
-    from tqdm.auto import tqdm
 
     # The bar moves on every network pass (a diffusion batch takes many): it counts image-steps, in
     # integers, and shows them scaled to images.
@@ -197,8 +192,6 @@ def generate_indices(family, network: nn.Module, labels: np.ndarray | None, indi
     """Images `indices` of the draw `generate(..., labels, n, seed)` makes, without the others: a sample's
     noise depends on (seed, index) only, so a few images of a long diffusion draw come back in seconds.
     Equal to that draw's images up to the rounding of other batch sizes."""
-    from bloodgen.data import to_uint8
-
     options = family.check_sampler_options(options)
     generators = [noise_generators(seed, i, i + 1)[0] for i in indices]
     y = torch.as_tensor(labels[np.asarray(indices, dtype=np.int64)]) if labels is not None else None

@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from bloodgen.data import CLASS_NAMES
     from bloodgen.models.registry import sampler_flags
     from bloodgen.provenance import environment, file_digests, write_json
+    from bloodgen.report.grid import save_class_grid, save_grid
     from bloodgen.samplefile import UNLABELLED, write_samples
     from bloodgen.sampling.api import BALANCED, PRIOR, default_batch_size, load_model, sample
-    from bloodgen.report.grid import save_class_grid, save_grid
 
     out, record, grid, device = _check_args(args)
     model = load_model(args.checkpoint, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from bloodgen.errors import UserError
@@ -12,8 +13,6 @@ PRETRAINED_PREFIX = "pretrained:"
 def pretrained_names() -> list[str]:
     """Generative models shipped with the package (bloodgen/pretrained/<name>/model.safetensors + model.json;
     the reference classifier beside them has no model.json)."""
-    from importlib import resources
-
     root = resources.files("bloodgen").joinpath("pretrained")
     if not root.is_dir():
         return []
@@ -23,8 +22,6 @@ def pretrained_names() -> list[str]:
 
 def resolve_model_path(path: str | Path) -> Path:
     """`pretrained:NAME` -> the shipped export of that family; any other path as given."""
-    from importlib import resources
-
     text = str(path)
     if not text.startswith(PRETRAINED_PREFIX):
         return Path(text).expanduser()

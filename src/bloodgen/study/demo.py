@@ -13,11 +13,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from bloodgen.classify.reference import shipped_reference_classifier
+from bloodgen.classify.utility import class_fidelity, memorisation, pixel_vectors
+from bloodgen.data import CLASS_NAMES, load_bloodmnist
+from bloodgen.metrics import ImageSet, calculate_metrics
+from bloodgen.metrics.inception import inception_extractor
+from bloodgen.metrics.inputs import load_images
+from bloodgen.models.config import resolve_config
 from bloodgen.provenance import write_json
+from bloodgen.report.grid import save_class_grid, save_grid
+from bloodgen.samplefile import write_samples
+from bloodgen.sampling.api import load_model, sample
+from bloodgen.sampling.pretrained import pretrained_names
+from bloodgen.study.demo_report import write_demo_report
+from bloodgen.training import RunOptions, resume, train
+from bloodgen.training.loop import SUMMARY_FILE
 from bloodgen.training.records import COMPLETED, RunSummary
 
 SAMPLE_SEED = 0
@@ -55,12 +70,6 @@ def _cached_json(path: Path, key: dict, compute) -> dict:
 
 def sample_stage(settings: DemoSettings, name: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """N images of the shipped model in the training class mix (kept as OUT/samples/NAME.npz), its grid."""
-    from bloodgen.data import CLASS_NAMES
-    from bloodgen.sampling.api import load_model, sample
-    from bloodgen.report.grid import save_class_grid, save_grid
-    from bloodgen.metrics.inputs import load_images
-    from bloodgen.samplefile import write_samples
-
     path = settings.out / "samples" / f"{name}.npz"
     record = settings.out / "samples" / f"{name}.json"
     key = {"model": f"pretrained:{name}", "n": settings.n, "seed": SAMPLE_SEED}
@@ -81,8 +90,6 @@ def sample_stage(settings: DemoSettings, name: str) -> tuple[np.ndarray, np.ndar
 
 
 def _shipped_json(name: str, file: str) -> dict:
-    from importlib import resources
-
     return json.loads(resources.files("bloodgen").joinpath("pretrained", name, file).read_text())
 
 
@@ -92,8 +99,6 @@ def _provenance(name: str) -> dict:
 
 def ranked_shipped_models() -> tuple[str, ...]:
     """The shipped generative models, lowest record FID first."""
-    from bloodgen.sampling.pretrained import pretrained_names
-
     return tuple(sorted(pretrained_names(), key=lambda name: _provenance(name).get("fid", float("inf"))))
 
 
@@ -103,8 +108,6 @@ def utility_model(models: tuple[str, ...]) -> str | None:
 
 
 def evaluate_stage(settings: DemoSettings, name: str, images, labels, extractor) -> dict:
-    from bloodgen.metrics import ImageSet, calculate_metrics
-
     key = {"n": settings.n, "seed": PROTOCOL_SEED, "samples": f"pretrained:{name}", "extractor": extractor.name}
 
     def compute() -> dict:
@@ -118,18 +121,16 @@ def evaluate_stage(settings: DemoSettings, name: str, images, labels, extractor)
 
 def utility_stage(settings: DemoSettings, name: str, images: np.ndarray, labels: np.ndarray, data) -> dict:
     """Class fidelity by the shipped reference classifier, and nearest training images in pixel space."""
-    from bloodgen.classify.reference import shipped_reference_classifier
-    from bloodgen.classify.utility import class_fidelity, memorisation, pixel_vectors
-
     key = {"n": settings.n, "model": f"pretrained:{name}", "data": data.sha256}
 
     def compute() -> dict:
         log(f"class fidelity and memorisation of pretrained:{name}")
         classifier, info = shipped_reference_classifier(data)
         train, test = data.images("train"), data.images("test")
-        return {"fidelity": class_fidelity(classifier, images, labels),
+        return {"fidelity": class_fidelity(classifier, images, labels).to_json(),
                 "classifier": {"test_accuracy": info["test"]["accuracy"], "recipe": info["recipe"]},
-                "memorisation_pixels": memorisation(pixel_vectors(images), pixel_vectors(train), pixel_vectors(test))}
+                "memorisation_pixels": memorisation(pixel_vectors(images), pixel_vectors(train),
+                                                    pixel_vectors(test)).to_json()}
 
     result = _cached_json(settings.out / "eval" / f"utility-{name}.json", key, compute)
     return {"model": name, **result}
@@ -137,9 +138,6 @@ def utility_stage(settings: DemoSettings, name: str, images: np.ndarray, labels:
 
 def train_stage(settings: DemoSettings, name: str) -> dict:
     """A short quick-preset run of one family: the machinery at work (loss log, grids, export)."""
-    from bloodgen.training import RunOptions, resume, train
-    from bloodgen.training.loop import SUMMARY_FILE
-
     run_dir = settings.out / "runs" / name
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.is_file():
@@ -158,8 +156,6 @@ def train_stage(settings: DemoSettings, name: str) -> dict:
 
 def _short_run(name: str, steps: int) -> dict:
     """The quick preset cut to `steps`; phases counted in steps (ldm's autoencoder) shrink in proportion."""
-    from bloodgen.models.config import resolve_config
-
     quick = resolve_config(name, "quick", None, {})
     phases = {key: max(1, round(quick[key] * steps / quick["steps"])) for key in ("ae_steps",) if key in quick}
     return {"steps": steps, "sample_every": 0, **phases}
@@ -167,10 +163,6 @@ def _short_run(name: str, steps: int) -> dict:
 
 def run_demo(settings: DemoSettings) -> Path:
     """Every stage in turn, then OUT/report.md and OUT/report.html; returns the report's path."""
-    from bloodgen.data import load_bloodmnist
-    from bloodgen.metrics.inception import inception_extractor
-    from bloodgen.study.demo_report import write_demo_report
-
     data = load_bloodmnist(settings.data)
     extractor = inception_extractor(settings.inception_weights, device=settings.device, progress=settings.progress)
     evaluations, samples, utility = {}, {}, None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 DEMO_EXAMPLES = """\
 examples:
   bloodgen demo                                  # about 20 min on 2 CPU cores: report in demo/report.html

@@ -6,32 +6,29 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bloodgen.classify.utility import (KEY_EXACT_COPIES, KEY_FIDELITY_MACRO, KEY_FIDELITY_PER_CLASS,
-                                       KEY_MEMORISED_FRACTION)
+from bloodgen.classify.utility import ClassFidelity, Memorisation
+from bloodgen.classify.utility_report import plot_fidelity_confusions
 from bloodgen.data import CLASS_NAMES
-from bloodgen.metrics.fid import KEY_FID, KEY_FID_CLASS_AVERAGED
-from bloodgen.metrics.kid import KEY_KID
-from bloodgen.metrics.prdc import KEY_PRECISION, KEY_RECALL
-from bloodgen.metrics.protocol import KEY_DISJOINT, KEY_FLOOR, KEY_MEAN, KEY_SAME_POOL
+from bloodgen.metrics.records import Floor, figure
+from bloodgen.metrics.registry import FID, FID_CLASS_AVERAGED, KID, PRECISION, RECALL
 from bloodgen.provenance import environment, write_json
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 
 # (key, column label, scale, decimals)
-COLUMNS = ((KEY_FID, "FID", 1, 2), (KEY_KID, "KID x 10^3", 1e3, 2), (KEY_PRECISION, "precision", 1, 3),
-           (KEY_RECALL, "recall", 1, 3), (KEY_FID_CLASS_AVERAGED, "class-avg FID", 1, 1))
+COLUMNS = ((FID.key, "FID", 1, 2), (KID.key, "KID x 10^3", 1e3, 2), (PRECISION.key, "precision", 1, 3),
+           (RECALL.key, "recall", 1, 3), (FID_CLASS_AVERAGED.key, "class-avg FID", 1, 1))
 
 
 def _cell(block: dict, key: str, scale: float, decimals: int) -> str:
-    value = (block.get(key) or {}).get(KEY_MEAN)
-    return "" if value is None else f"{scale * value:.{decimals}f}"
+    value = figure(block, key)
+    return "" if value is None or value.mean is None else f"{scale * value.mean:.{decimals}f}"
 
 
 def metrics_table(evaluations: dict[str, dict], samples: dict[str, dict], n: int) -> Table:
-    first = next(iter(evaluations.values()))
-    floor = first[KEY_FLOOR]
-    rows = [[label, *(_cell(floor[key], c[0], c[2], c[3]) for c in COLUMNS), "", ""]
-            for label, key in (("real vs real, same-pool floor", KEY_SAME_POOL),
-                               ("real vs real, disjoint floor", KEY_DISJOINT))]
+    floor = Floor.of(next(iter(evaluations.values())))
+    rows = [[label, *(_cell(block, c[0], c[2], c[3]) for c in COLUMNS), "", ""]
+            for label, block in (("real vs real, same-pool floor", floor.same_pool),
+                                 ("real vs real, disjoint floor", floor.disjoint))]
     for name, result in evaluations.items():
         record = samples[name]["provenance"]
         rows.append([f"pretrained:{name}", *(_cell(result, c[0], c[2], c[3]) for c in COLUMNS),
@@ -41,22 +38,19 @@ def metrics_table(evaluations: dict[str, dict], samples: dict[str, dict], n: int
 
 
 def utility_blocks(utility: dict, out: Path) -> list:
-    from bloodgen.classify.utility_report import plot_fidelity_confusions
-
-    fidelity = utility["fidelity"]
-    per_class = fidelity[KEY_FIDELITY_PER_CLASS]
-    memo = utility["memorisation_pixels"]
+    fidelity = ClassFidelity.from_json(utility["fidelity"])
+    memo = Memorisation.from_json(utility["memorisation_pixels"])
     name = utility["model"]
     blocks = [Heading(f"Are the {name}'s cells the class they were drawn for?"),
               Paragraph(f"The shipped reference classifier (a ResNet-18 of the cpu recipe, test accuracy "
                         f"{utility['classifier']['test_accuracy']:.3f} on real cells) reads "
-                        f"{fidelity[KEY_FIDELITY_MACRO]:.3f} of the {name}'s cells (macro over classes) as the class "
+                        f"{fidelity.macro:.3f} of the {name}'s cells (macro over classes) as the class "
                         f"they were generated for. Nearest training image in pixel space: "
-                        f"{memo[KEY_EXACT_COPIES]} exact copies, {100 * memo[KEY_MEMORISED_FRACTION]:.2f}% closer "
+                        f"{memo.exact_copies} exact copies, {100 * memo.memorised_fraction:.2f}% closer "
                         f"to a training image than any real test image is (median distance ratio "
-                        f"{memo['distance_ratio_median']:.2f}; 1 means as far as unseen real cells)."),
+                        f"{memo.distance_ratio_median:.2f}; 1 means as far as unseen real cells)."),
               Table(["class", "class fidelity"], [[f"{k} {name}", "" if v is None else f"{v:.3f}"]
-                                                  for k, (name, v) in enumerate(zip(CLASS_NAMES, per_class))])]
+                                                  for k, (name, v) in enumerate(zip(CLASS_NAMES, fidelity.per_class))])]
     if plot_fidelity_confusions({f"pretrained:{name}": utility}, out / "figures" / "fidelity_confusion.png"):
         blocks.append(Image("figures/fidelity_confusion.png", "Rows: class generated for; columns: the "
                                                                "classifier's reading"))

@@ -16,8 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bloodgen.classify.diffusion_results import EvalResults
+from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.classify.diffusion_results import PARTS, EvalResults
+from bloodgen.data.domains import DOMAINS, make_domains
 from bloodgen.errors import UserError
+from bloodgen.improve.budgets import budget_for
 from bloodgen.models.registry import noise_classifiers
 from bloodgen.study.presets import StudyPreset
 from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, file_sha256, log, train_stage
@@ -26,7 +29,6 @@ from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, file_sha2
 @dataclass(frozen=True)
 class ExperimentContext:
     """What the study hands an experiment: the study's settings and folder, and its trained runs."""
-
     preset: StudyPreset
     models: tuple[str, ...]
     out: Path
@@ -48,8 +50,6 @@ class Experiment:
 
 def prototypes_budget(preset: StudyPreset) -> str:
     """The prototypes experiment's budget name for this study preset (a UserError if it has none)."""
-    from bloodgen.improve.compare import budget_for
-
     name = preset.prototypes_budget or preset.train_preset
     budget_for(name)
     return name
@@ -94,8 +94,7 @@ def _check_diffusion_classifier(preset: StudyPreset, models: Sequence[str]) -> N
 def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
     """The study's best conditional ddpm as a classifier (CytoDiffusion), plus a ddpm trained the same way
     without the held-out class for the anomaly part. Parts already saved are kept."""
-    from bloodgen.classify.diffusion_eval import PARTS, EvalConfig, holdout_data_path, run_evaluation, write_results
-    from bloodgen.classify.diffusion_options import ClassifierOptions
+    from bloodgen.classify.diffusion_eval import EvalConfig, holdout_data_path, run_evaluation, write_results
 
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in ctx.preset.diffusion_classifier.items()}
     if "options" in settings:
@@ -132,7 +131,6 @@ def _check_domain_shift(preset: StudyPreset, models: Sequence[str]) -> None:
 def _run_domain_shift(ctx: ExperimentContext) -> dict:
     """The study's data cut into shifted domains, and a domain-A classifier scored under each shift."""
     from bloodgen.classify.domain_shift import domain_shift_study
-    from bloodgen.data.domains import DOMAINS, make_domains
 
     folder = ctx.out / DOMAIN_SHIFT.folder
     if not all((folder / f"{name}.npz").is_file() for name in ("A", *DOMAINS)):

@@ -15,17 +15,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bloodgen.data import load_bloodmnist
 from bloodgen.errors import UserError
+from bloodgen.metrics.inception import inception_extractor
 from bloodgen.models.registry import model_names, study_families
-from bloodgen.provenance import write_json
+from bloodgen.provenance import environment, write_json
 from bloodgen.study.experiments import Experiment, ExperimentContext, experiments_for
-from bloodgen.study.layout import (K_AGGREGATE, K_EVAL, K_EXPERIMENTS, K_FAMILIES, K_FLOOR, K_PENDING, K_RUNS,
-                                   K_STUDY, K_TRAIN, K_UTILITY, RESULTS_FILE)
+from bloodgen.study.layout import (K_AGGREGATE, K_EVAL, K_EXPERIMENTS, K_FAMILIES, K_FLOOR, K_PENDING, K_RUNS, K_STUDY,
+                                   K_TRAIN, K_UTILITY, RESULTS_FILE)
 from bloodgen.study.presets import PRESETS, StudyPreset
 from bloodgen.study.report import write_study_report
 from bloodgen.study.stages import (DataFile, RunRef, StudyIncomplete, aggregate, best_run, eval_stage, floor_stage,
-                                   grid_stage, log, train_in_parallel, train_stage, train_units,
-                                   utility_samples_path, utility_stage)
+                                   grid_stage, log, train_in_parallel, train_stage, train_units, utility_samples_path,
+                                   utility_stage)
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,6 @@ def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, prog
     the report to a later run; it returns {"trained": [run folders]} and raises StudyIncomplete if
     `max_minutes` cut a training.
     """
-    from bloodgen.data import load_bloodmnist
-    from bloodgen.metrics.inception import inception_extractor
-
     clock, plan, out = _Clock(max_minutes), request.plan(), Path(folders.out)
     dataset = load_bloodmnist(folders.data)
     if extractor is None and not train_only:  # located now, so missing weights fail before hours of training
@@ -211,8 +210,6 @@ def _utility_units(plan: StudyPlan, families: dict, best: Callable[[str], RunRef
 
 def _results(plan: StudyPlan, dataset, extractor, clock: _Clock, floor: dict, families: dict, experiments: dict,
              pending: list[str]) -> dict:
-    from bloodgen.provenance import environment
-
     return {
         K_STUDY: {"preset": plan.preset_name, "settings": plan.preset.as_dict(), "models": list(plan.models),
                   "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),

@@ -31,7 +31,7 @@ class StudyPreset:
     experiments: tuple[str, ...] = ()  # names from bloodgen.study.experiments.EXPERIMENTS
     # The diffusion-classifier experiment's sizes (EvalConfig fields: n_test, n_val, n_anomaly, ...).
     diffusion_classifier: dict = field(default_factory=dict)
-    # The prototypes experiment's budget (bloodgen.improve.compare.PRESETS); None: the train preset's name.
+    # The prototypes experiment's budget (bloodgen.improve.budgets.PRESETS); None: the train preset's name.
     prototypes_budget: str | None = None
     # Classifier seeds of the domain-shift experiment (each trains S_A and one oracle per shifted domain).
     domain_shift_seeds: int = 3

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
 from bloodgen.data.bloodmnist import ALL, CLASS_NAMES, N_CLASSES
-from bloodgen.metrics import (KEY_COVERAGE, KEY_DENSITY, KEY_DISJOINT, KEY_FID, KEY_FID_PER_CLASS, KEY_KID,
-                              KEY_MEAN, KEY_PRECISION, KEY_PRECISION_PRDC, KEY_RECALL, KEY_RECALL_PRDC, KEY_SAME_POOL,
-                              KEY_STD)
-from bloodgen.metrics.registry import study_columns
+from bloodgen.metrics.records import Figure, Floor, figure
+from bloodgen.metrics.registry import (COVERAGE, DENSITY, FID, FID_PER_CLASS, KID, PRECISION, PRECISION_PRDC, RECALL,
+                                       RECALL_PRDC, study_columns)
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
 from bloodgen.study.experiments import EXPERIMENTS
@@ -44,11 +44,10 @@ HOW_TO_READ = [
 ]
 
 
-def fmt(block: dict | None, scale: float = 1.0, decimals: int = 2) -> str:
-    if not block or block.get(KEY_MEAN) is None:
+def fmt(value: Figure | None, scale: float = 1.0, decimals: int = 2) -> str:
+    if value is None or value.mean is None:
         return "n/a"
-    mean = block[KEY_MEAN] * scale
-    std = block.get(KEY_STD)
+    mean, std = value.mean * scale, value.std
     return f"{mean:.{decimals}f}" if std is None else f"{mean:.{decimals}f} ± {std * scale:.{decimals}f}"
 
 
@@ -60,27 +59,28 @@ def _seconds(s: float | None) -> str:
 
 def _metric_cells(block: dict) -> list[str]:
     """The comparison table's cells after FID, one per study column of the metric registry."""
-    return [fmt(block[c.key], c.scale, c.study_decimals) if c.key in block else c.missing for c in study_columns()]
+    return [fmt(figure(block, c.key), c.scale, c.study_decimals) if c.key in block else c.missing
+            for c in study_columns()]
 
 
 def _floor_rows(results: dict) -> list[tuple[str, dict]]:
-    floor = results["floor"]["floor"]
-    return [("real vs real, same-pool floor", floor[KEY_SAME_POOL]),
-            (f"real vs real, disjoint floor (N={floor[KEY_DISJOINT]['n_per_side']:,})", floor[KEY_DISJOINT])]
+    floor = Floor.of(results["floor"])
+    return [("real vs real, same-pool floor", floor.same_pool),
+            (f"real vs real, disjoint floor (N={floor.disjoint_n:,})", floor.disjoint)]
 
 
 def comparison_table(results: dict) -> Table:
     header = ["row", "FID (sampling seeds)", "FID (training seeds)", *[c.study for c in study_columns()],
               "parameters", "training time", "sampling 10k", "device"]
     # The floor's class-averaged FID (real class c vs real class c) is what a perfect conditional model reaches.
-    rows = [[name, fmt(block.get(KEY_FID)), "", *_metric_cells(block), "", "", "", ""]
+    rows = [[name, fmt(figure(block, FID.key)), "", *_metric_cells(block), "", "", "", ""]
             for name, block in _floor_rows(results)]
     for model, family in results["families"].items():
         first = family["runs"][0]
         evaluation, train = first["eval"], first["train"]
         agg = family["aggregate"]
-        over_training = fmt(agg.get(KEY_FID)) if len(family["runs"]) > 1 else "1 run"
-        rows.append([f"**{model}**", fmt(evaluation.get(KEY_FID)), over_training, *_metric_cells(evaluation),
+        over_training = fmt(figure(agg, FID.key)) if len(family["runs"]) > 1 else "1 run"
+        rows.append([f"**{model}**", fmt(figure(evaluation, FID.key)), over_training, *_metric_cells(evaluation),
                      f"{train['sampling_parameters'] / 1e6:.2f} M", _seconds(train["train_time_s"]),
                      _seconds(evaluation.get("sampling_seconds_per_10k")), train["device"]])
     return Table(header, rows, caption="Sampling-seed columns: mean ± std over the protocol's seeds for the first "
@@ -91,12 +91,12 @@ def comparison_table(results: dict) -> Table:
 def definitions_table(results: dict) -> Table | None:
     """Precision and recall under both published definitions, side by side (None for results without k=5)."""
     blocks = _floor_rows(results) + [(f"**{m}**", f["runs"][0]["eval"]) for m, f in results["families"].items()]
-    if not any(KEY_PRECISION_PRDC in block for _, block in blocks):
+    if not any(PRECISION_PRDC.key in block for _, block in blocks):
         return None  # results computed before both definitions were recorded
-    keys = (KEY_PRECISION, KEY_RECALL, KEY_PRECISION_PRDC, KEY_RECALL_PRDC, KEY_DENSITY, KEY_COVERAGE)
+    keys = [c.key for c in (PRECISION, RECALL, PRECISION_PRDC, RECALL_PRDC, DENSITY, COVERAGE)]
     return Table(["row", "precision (k=3, closed)", "recall (k=3, closed)", "precision (k=5, prdc)",
                   "recall (k=5, prdc)", "density (k=5, prdc)", "coverage (k=5, prdc)"],
-                 [[name, *[fmt(block.get(k), 1, 3) for k in keys]] for name, block in blocks],
+                 [[name, *[fmt(figure(block, k), 1, 3) for k in keys]] for name, block in blocks],
                  caption="k=3, closed balls: Kynkäänniemi et al. 2019's code; k=5, open balls: the prdc library "
                          "(Naeem et al. 2020). Mean ± std over the protocol's seeds, first training seed.")
 
@@ -131,13 +131,13 @@ def _curves_figure(results: dict, out: Path) -> str | None:
 
 
 def _per_class_figure(results: dict, out: Path) -> str | None:
-    rows = {m: f["aggregate"][KEY_FID_PER_CLASS][KEY_MEAN] for m, f in results["families"].items()
-            if KEY_FID_PER_CLASS in f["aggregate"]}
+    rows = {m: figure(f["aggregate"], FID_PER_CLASS.key).mean for m, f in results["families"].items()
+            if FID_PER_CLASS.key in f["aggregate"]}
     if not rows:
         return None
-    disjoint = results["floor"]["floor"][KEY_DISJOINT]
-    if KEY_FID_PER_CLASS in disjoint:  # what a model that never copies could reach, class by class
-        rows["real (disjoint floor)"] = disjoint[KEY_FID_PER_CLASS][KEY_MEAN]
+    disjoint = Floor.of(results["floor"]).disjoint
+    if FID_PER_CLASS.key in disjoint:  # what a model that never copies could reach, class by class
+        rows["real (disjoint floor)"] = figure(disjoint, FID_PER_CLASS.key).mean
     path = out / FIGURES_DIR / "per_class_fid.png"
     plot_heatmap(np.array(list(rows.values()), dtype=float), list(rows), list(CLASS_NAMES), path,
                  "Per-class FID (generated class c vs real class c)", "FID (lower is better)", cmap="viridis_r")
@@ -155,10 +155,6 @@ def hyperparameter_table(results: dict) -> Table:
 
 def _utility_section(results: dict, dataset, out: Path) -> list:
     """The utility table and figures for the families that have utility results (the best run of each)."""
-    import numpy as np
-
-    from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
-
     reports = {m: f["utility"] for m, f in results["families"].items() if f.get("utility")}
     if not reports:
         return [Paragraph("Not run in this preset: each family's check trains two classifiers (minutes on a GPU, "
@@ -257,8 +253,8 @@ def _runs_table(results: dict) -> Table:
     for model, family in results["families"].items():
         for run in family["runs"]:
             t, e = run["train"], run["eval"]
-            rows.append([model, str(run["seed"]), f"{t['step']:,}", _seconds(t["train_time_s"]), fmt(e.get(KEY_FID)),
-                         fmt(e.get(KEY_KID), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run['run_dir']}`"])
+            rows.append([model, str(run["seed"]), f"{t['step']:,}", _seconds(t["train_time_s"]), fmt(figure(e, FID.key)),
+                         fmt(figure(e, KID.key), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run['run_dir']}`"])
     return Table(["model", "training seed", "steps", "training time", "FID", "KID x 10^3", "sampler options",
                   "run folder"], rows, align_right_from=1)
 

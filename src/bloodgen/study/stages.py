@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bloodgen.provenance import write_json
-from bloodgen.study.layout import (RUNS_DIR, EVAL_DIR, K_RUNS, K_EVAL, K_SAMPLING_TIME_10K, closest_samples_file,
+import numpy as np
+
+from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
+from bloodgen.data import N_CLASSES
+from bloodgen.errors import UserError
+from bloodgen.metrics import calculate_metrics
+from bloodgen.metrics.inputs import load_images
+from bloodgen.metrics.records import figure
+from bloodgen.metrics.registry import FID
+from bloodgen.provenance import file_digests, write_json
+from bloodgen.samplefile import write_samples
+from bloodgen.study.layout import (EVAL_DIR, K_EVAL, K_RUNS, K_SAMPLING_TIME_10K, RUNS_DIR, closest_samples_file,
                                    utility_samples_file)
 from bloodgen.study.presets import StudyPreset
 from bloodgen.training.records import COMPLETED, TIME_LIMIT, RunSummary
@@ -69,8 +82,8 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: Dat
     """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
     which names a run on derived data). None when `max_minutes` stopped it (with a checkpoint to resume)."""
     from bloodgen.models.config import resolve_config
-    from bloodgen.training.loop import SUMMARY_FILE, RunOptions, resume, train
     from bloodgen.training.checkpoint import CHECKPOINT_DIR
+    from bloodgen.training.loop import SUMMARY_FILE, RunOptions, resume, train
 
     overrides = preset.config_overrides.get(model) or None
     config = resolve_config(model, preset.train_preset, None, overrides)
@@ -96,8 +109,6 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: Dat
         log(f"{model} seed {seed}: stopped by the time limit at step {result.step}; a re-run resumes it")
         return None
     if result.status != COMPLETED:
-        from bloodgen.errors import UserError
-
         raise UserError(f"training {model} seed {seed} stopped ({result.status}); run the study again to resume it")
     return RunRef(model, seed, run_dir, result.summary)
 
@@ -169,7 +180,6 @@ def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | Non
                progress: bool, allow_compute: bool = True) -> dict | None:
     """The protocol on one trained run, with its sampling time; cached by weights, protocol and sampler
     (None if it is not cached and not `allow_compute`)."""
-    from bloodgen.metrics import calculate_metrics
     from bloodgen.sampling.api import PRIOR, make_sample_fn
 
     export = run.export
@@ -205,10 +215,6 @@ def train_in_parallel(units: list[tuple[str, int]], preset: StudyPreset, out: Pa
                       max_minutes: float | None) -> None:
     """Train the units `preset.train_jobs` at a time, one process each: small networks use a fraction of a
     GPU, so several trainings share it. The unit loop then finds them finished (or resumes what was cut)."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     jobs = min(preset.train_jobs, len(units))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"training {len(units)} run(s), {jobs} at a time")
@@ -242,8 +248,6 @@ def train_units(units: list[tuple[str, int]], preset: StudyPreset, out: Path, da
 
 def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha: str, extractor, cache_dir,
                 progress: bool) -> dict:
-    from bloodgen.metrics import calculate_metrics
-
     seeds = preset.floor_seeds()
     key = config_hash({"n": preset.n_images, "seeds": seeds_key(preset, seeds), "data": data_sha,
                        "features": feature_key(extractor)})
@@ -258,10 +262,6 @@ def floor_stage(preset: StudyPreset, out: Path, data_path: str | None, data_sha:
 
 def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
     """`grid_per_class` samples of each class, in class order (seed 0), kept as .npz for the report."""
-    import numpy as np
-
-    from bloodgen.data import N_CLASSES
-    from bloodgen.samplefile import write_samples
     from bloodgen.sampling.api import generate, load_model
 
     path = out / "grids" / f"{run.model}-s{run.seed}.npz"
@@ -276,8 +276,6 @@ def grid_stage(run: RunRef, preset: StudyPreset, out: Path) -> str:
 
 def classifier_recipe(preset: StudyPreset):
     """The preset's reference-classifier recipe (None: the device's default)."""
-    from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
-
     r = preset.classifier_recipe
     if r is None or isinstance(r, ClassifierRecipe):
         return r
@@ -291,10 +289,6 @@ def utility_samples_path(run: RunRef, out: Path) -> Path:
 def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extractor, cache_dir) -> dict:
     """Utility checks of one run: samples with exactly the per-class counts TSTR and the top-up need
     (kept as .npz for the figures), then `classify.utility.evaluate_utility`; cached like the evaluation."""
-    from dataclasses import asdict
-
-    import numpy as np
-
     from bloodgen.classify.reference import default_recipe
     from bloodgen.classify.utility import evaluate_utility, required_class_counts
     from bloodgen.sampling.api import load_model
@@ -332,15 +326,12 @@ def keep_closest(run: RunRef, report: dict, out: Path, dataset, options: dict) -
     """Keep the generated images the memorisation figure shows (those nearest to a training image) in a small
     file beside the samples, so the report renders from a clone without the samples file (tens of MB, not
     committed). Taken from the samples when present, else regenerated by index from the run's weights."""
-    import numpy as np
-
-    from bloodgen.classify.utility import KEY_CLOSEST, required_class_counts
-    from bloodgen.metrics.inputs import load_images
-    from bloodgen.samplefile import write_samples
+    from bloodgen.classify.utility import Memorisation, required_class_counts
     from bloodgen.sampling.api import generate_indices, load_model
 
     path = out / closest_samples_file(run.model, run.seed)
-    wanted = sorted({g for block in report.get("memorisation", {}).values() for g, _, _ in block[KEY_CLOSEST]})
+    wanted = sorted({g for block in report.get("memorisation", {}).values()
+                     for g, _, _ in Memorisation.from_json(block).closest})
     if path.is_file() or not wanted:
         return
     samples = utility_samples_path(run, out)
@@ -358,8 +349,6 @@ def keep_closest(run: RunRef, report: dict, out: Path, dataset, options: dict) -
 def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str):
     """The utility checks' samples: generated once (the long part for a diffusion model) and kept in `path`
     with the key of what made them, so an interrupted utility stage resumes after the sampling."""
-    from bloodgen.metrics.inputs import load_images
-    from bloodgen.samplefile import write_samples
     from bloodgen.sampling.api import generate
 
     record = path.with_suffix(".json")
@@ -373,33 +362,25 @@ def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str)
 
 def best_run(family: dict) -> dict:
     """The family's run with the lowest mean FID (its first run where FID is missing)."""
-    from bloodgen.metrics.fid import KEY_FID
-
     def fid(run: dict) -> float:
-        block = run[K_EVAL].get(KEY_FID) or {}
-        return block.get("mean") if block.get("mean") is not None else float("inf")
+        value = figure(run[K_EVAL], FID.key)
+        return value.mean if value is not None and value.mean is not None else float("inf")
 
     return min(family[K_RUNS], key=fid)
 
 
 def file_sha256(path: Path) -> str:
-    from bloodgen.provenance import file_digests
-
     return file_digests(path, ("sha256",))["sha256"]
 
 
 def aggregate(evals: list[dict]) -> dict:
     """Across training seeds: mean and std of each run's mean, per metric (std None for one run)."""
-    import numpy as np
-
-    from bloodgen.metrics import KEY_MEAN
-
     out = {}
     for key in evals[0]:
-        blocks = [e.get(key) for e in evals]
-        if all(isinstance(b, dict) and KEY_MEAN in b and b[KEY_MEAN] is not None for b in blocks):
+        figures = [figure(e, key) for e in evals]
+        if all(f is not None and f.mean is not None for f in figures):
             # Scalars (FID, KID...) or per-class lists (per-class FID): averaged over runs, element-wise.
-            means = np.array([b[KEY_MEAN] for b in blocks], dtype=float)
+            means = np.array([f.mean for f in figures], dtype=float)
             std = means.std(axis=0, ddof=1) if len(means) > 1 else None
             out[key] = {"mean": means.mean(axis=0).tolist(), "std": None if std is None else std.tolist(),
                         "per_training_seed": means.tolist()}

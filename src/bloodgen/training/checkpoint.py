@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from bloodgen import checks
 from bloodgen.errors import UserError
 from bloodgen.models.config import upgrade
-from bloodgen.training.records import CHECKPOINT_DIR
 from bloodgen.provenance import atomic_path, write_json
+from bloodgen.training.records import CHECKPOINT_DIR
 
 FORMAT = "bloodgen-checkpoint"
 EXPORT_FORMAT = "bloodgen-export"
@@ -165,8 +166,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 def export_model(run_dir: Path, state: dict[str, torch.Tensor], meta: ExportMeta) -> Path:
     """Write `model.safetensors` (+ `model.json`); returns the weights' path."""
-    from safetensors.torch import save_file
-
     weights = run_dir / EXPORT_WEIGHTS
     with atomic_path(weights) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
@@ -177,8 +176,6 @@ def export_model(run_dir: Path, state: dict[str, torch.Tensor], meta: ExportMeta
 
 def load_export(path: Path) -> tuple[ExportMeta, dict[str, torch.Tensor]]:
     """(meta, state) from `X.safetensors` + `X.json` (or either path of the pair)."""
-    from safetensors.torch import load_file
-
     weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     for p in (weights, meta_path):
         if not p.is_file():

@@ -26,6 +26,8 @@ import json
 import math
 import os
 import signal
+import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,10 +36,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
+from tqdm.auto import tqdm
 
 from bloodgen import checks
+from bloodgen.data import N_CLASSES, load_bloodmnist, random_dihedral, to_model_range
 from bloodgen.errors import UserError
+from bloodgen.models.base import count_parameters
+from bloodgen.models.config import TrainerConfig, resolve_config, validate
+from bloodgen.models.registry import get_family
 from bloodgen.provenance import atomic_path, environment, state_digest, write_json, write_text
+from bloodgen.report.grid import save_grid
+from bloodgen.sampling.api import generate
 from bloodgen.training import checkpoint as ck
 from bloodgen.training import monitor
 from bloodgen.training.ema import EMA
@@ -87,8 +99,6 @@ def train(model: str, *, preset: str = "quick", config_file: str | Path | None =
           run_dir: str | Path | None = None, options: RunOptions = RunOptions()) -> TrainResult:
     """Train `model` (a registry name) in a new run folder (`out/<time>-...`, or exactly `run_dir`) and
     return where it is and how it ended."""
-    from bloodgen.models.config import resolve_config
-
     checks.seed(seed)
     if run_dir is None:
         checks.output_folder(out, "--out")
@@ -130,10 +140,6 @@ def _start(spec: ck.RunSpec, ckpt: ck.Checkpoint | None, run_path: Path | None, 
 
 def make_accelerator(cpu: bool, mixed_precision: str, find_unused_parameters: bool = False):
     """The process's Accelerator; CPU when asked or when there is no GPU (torchrun then gives gloo DDP)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs
-
     cpu = cpu or not torch.cuda.is_available()
     if cpu:
         # Subnormal floats make CPU kernels several times slower (a DDPM step became ~5x slower after ~50
@@ -215,10 +221,6 @@ class Stepper:
 
 class _Run:
     def __init__(self, spec, ckpt, run_path, out, options: RunOptions):
-        from bloodgen.data import N_CLASSES, load_bloodmnist, to_model_range
-        from bloodgen.models.config import TrainerConfig, validate
-        from bloodgen.models.registry import get_family
-
         self.spec, self.config = spec, spec.config
         validate(spec.model, self.config)
         self.trainer = TrainerConfig.of(self.config)
@@ -272,8 +274,6 @@ class _Run:
     # ---- setup -------------------------------------------------------------------------------------
 
     def _run_folder(self, run_path: Path | None, out) -> Path:
-        from accelerate.utils import broadcast_object_list
-
         if run_path is None and self.main:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             base = Path(out) / f"{stamp}-{self.spec.model}-s{self.spec.seed}"
@@ -300,8 +300,6 @@ class _Run:
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
-        from accelerate.utils import set_seed
-
         set_seed(seed)
 
     def _restore(self, ckpt, raw, optimizers, schedulers) -> None:
@@ -340,8 +338,6 @@ class _Run:
         write_json(self.run_dir / name, env)
 
     def parameters(self) -> dict[str, int]:
-        from bloodgen.models.base import count_parameters
-
         return {name: count_parameters(net) for name, net in self.raw.items()}
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -401,8 +397,6 @@ class _Run:
         return TrainResult(self.run_dir, status, self.step, checkpoint, export, summary)
 
     def _one_step(self) -> dict[str, torch.Tensor]:
-        from bloodgen.data import random_dihedral
-
         idx = self.batches.indices(self.step).to(self.accelerator.device)
         x, y = self.images[idx], self.labels[idx]
         if self.trainer.augment:
@@ -438,8 +432,6 @@ class _Run:
     @contextlib.contextmanager
     def _sigint_stops(self):
         """First Ctrl-C: finish the step, checkpoint, stop. A second one interrupts at once."""
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -455,8 +447,6 @@ class _Run:
             signal.signal(signal.SIGINT, previous)
 
     def _progress_bar(self, total: int):
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
                     desc=f"{self.spec.model} s{self.spec.seed}",
                     disable=not (self.main and self.progress))
@@ -476,8 +466,6 @@ class _Run:
     def _snapshot(self, bar) -> None:
         if not self.main:
             return
-        from bloodgen.sampling.api import generate
-        from bloodgen.report.grid import save_grid
 
         labels = monitor.grid_labels(self.family.conditional, self.family.n_classes)
         n = len(labels) if labels is not None else monitor.UNCONDITIONAL_GRID
@@ -493,8 +481,6 @@ class _Run:
                       f"(diversity ratio < {monitor.COLLAPSE_RATIO}): possible mode collapse")
 
     def _checkpoint(self) -> Path:
-        from accelerate.utils import gather_object
-
         acc = self.accelerator
         networks = {name: acc.unwrap_model(net).state_dict() for name, net in self.networks.items()}
         optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()}
@@ -528,8 +514,6 @@ class _Run:
         return export
 
     def _summary(self, status, checkpoint, export) -> RunSummary:
-        from bloodgen.models.base import count_parameters
-
         summary = RunSummary.make(
             self.run_dir, checkpoint, export, status=status, model=self.spec.model,
             preset=self.spec.preset, seed=self.spec.seed, step=self.step, steps=self.trainer.steps,
@@ -556,8 +540,6 @@ class RunLock:
 
     @staticmethod
     def _owner() -> list[str]:
-        import socket
-
         boot = Path("/proc/sys/kernel/random/boot_id")
         return [socket.gethostname(), boot.read_text().strip() if boot.is_file() else "-", str(os.getpid())]
 
