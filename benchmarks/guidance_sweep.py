@@ -13,6 +13,7 @@ guidance.png. On 2 CPU cores a scale takes about an hour (sampling ~25 min, feat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -70,13 +71,14 @@ def scale_samples(model, scale: float, n: int, cache: Path) -> tuple[np.ndarray,
 
 def run_scale(model, scale: float, n: int, data, out: Path, cache: Path) -> dict:
     step = saved_parts(out / f"g{scale}.json", f"guidance {scale}")
-    images, labels = scale_samples(model, scale, n, cache)
-    classifier, info = reference_classifier(data)
-    evaluation = step("evaluation", lambda: calculate_metrics(images, n=n, seeds=(0,), floor=True, data=data.path,
-                                                               metrics=("fid", "kid", "prdc")))
-    fidelity = step("fidelity", lambda: class_fidelity(classifier, images, labels).to_json())
-    tstr = step("tstr", lambda: train_and_test((images, labels), data.split("val"), data.split("test"),
-                                               ClassifierRecipe(**info["recipe"]), desc="train-on-synthetic"))
+    # Drawn or loaded only when a part is still to compute: a finished scale costs nothing.
+    samples = functools.cache(lambda: scale_samples(model, scale, n, cache))
+    reference = functools.cache(lambda: reference_classifier(data))
+    evaluation = step("evaluation", lambda: calculate_metrics(samples()[0], n=n, seeds=(0,), floor=True,
+                                                               data=data.path, metrics=("fid", "kid", "prdc")))
+    fidelity = step("fidelity", lambda: class_fidelity(reference()[0], *samples()).to_json())
+    tstr = step("tstr", lambda: train_and_test(samples(), data.split("val"), data.split("test"),
+                                               ClassifierRecipe(**reference()[1]["recipe"]), desc="train-on-synthetic"))
     return {"evaluation": evaluation, "fidelity": fidelity, "tstr": tstr}
 
 
