@@ -40,9 +40,7 @@ from bloodgen.metrics.registry import FID  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
 from bloodgen.study.report import FIGURES_DIR  # noqa: E402
 from bloodgen.study.experiments import EXPERIMENTS  # noqa: E402
-from bloodgen.study.layout import (EVAL_DIR, K_AGGREGATE, K_EVAL, K_FAMILIES, K_STUDY, RESULTS_FILE,  # noqa: E402
-                                   RUNS_DIR, UTILITY_DIR)
-from bloodgen.study.stages import best_run  # noqa: E402
+from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE, RUNS_DIR, UTILITY_DIR, StudyResults  # noqa: E402
 from bloodgen.training.checkpoint import EXPORT_META, EXPORT_WEIGHTS  # noqa: E402
 
 RESULTS_LIMIT, PRETRAINED_LIMIT = 20 * 2**20, 50 * 2**20
@@ -78,37 +76,37 @@ def portable(meta):
     return meta
 
 
-def study_command(data: dict, where: str) -> str:
+def study_command(data: StudyResults, where: str) -> str:
     """The study's command with the --out it was published under (results.json records it without)."""
-    words = data[K_STUDY]["command"].split()
+    words = data.study.command.split()
     if "--out" not in words:
         at = words.index("--preset") + 2 if "--preset" in words else min(2, len(words))
         words[at:at] = ["--out", where]
     return " ".join(words)
 
 
-def ship(data: dict, study: Path, published: Path, pretrained: Path) -> dict:
+def ship(data: StudyResults, study: Path, published: Path, pretrained: Path) -> dict:
     """Each family's best run of `study` into `pretrained`/<family>/; provenance names the copy in `published`."""
     shipped = {}
-    for model, family in data[K_FAMILIES].items():
-        best = best_run(family)
-        if not (study / best["run_dir"] / EXPORT_WEIGHTS).is_file():
-            raise SystemExit(f"{study / best['run_dir']} holds no {EXPORT_WEIGHTS}: its training did not finish")
+    for model, family in data.families.items():
+        best = family.best()
+        if not (study / best.run_dir / EXPORT_WEIGHTS).is_file():
+            raise SystemExit(f"{study / best.run_dir} holds no {EXPORT_WEIGHTS}: its training did not finish")
         folder = pretrained / model
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        shutil.copy2(study / best["run_dir"] / EXPORT_WEIGHTS, folder / EXPORT_WEIGHTS)
-        write_json(folder / EXPORT_META, portable(json.loads((study / best["run_dir"] / EXPORT_META).read_text())))
-        evaluation, aggregate = best[K_EVAL], family[K_AGGREGATE].get(FID.key, {})
+        shutil.copy2(study / best.run_dir / EXPORT_WEIGHTS, folder / EXPORT_WEIGHTS)
+        write_json(folder / EXPORT_META, portable(json.loads((study / best.run_dir / EXPORT_META).read_text())))
+        evaluation, aggregate = best.eval, family.aggregate.get(FID.key, {})
         shipped[model] = {
-            "study": study_command(data, repo_path(published)), "study_preset": data[K_STUDY]["preset"],
-            "run": repo_path(published / best["run_dir"]), "training_seed": best["seed"],
+            "study": study_command(data, repo_path(published)), "study_preset": data.study.preset,
+            "run": repo_path(published / best.run_dir), "training_seed": best.seed,
             "fid": (evaluation.get(FID.key) or {}).get("mean"),
             "fid_protocol": {k: evaluation.get("protocol", {}).get(k) for k in ("n", "seeds")},
             "family_fid": {"mean": aggregate.get("mean"), "std": aggregate.get("std"),
                            "training_seeds": len(aggregate.get("per_training_seed") or [])},
-            "selected_as": "the family's run with the lowest FID (study.stages.best_run)",
+            "selected_as": "the family's run with the lowest FID (study.layout.FamilyResult.best)",
             "report": repo_path(published / "report.md")}
         write_json(folder / "provenance.json", shipped[model])
     return shipped
@@ -129,7 +127,7 @@ def size(path: Path, skip: set[str] = frozenset(), weights: bool | None = None) 
 
 def publish(study: Path, results: Path, pretrained: Path | None) -> dict:
     """Copy `study` into `results` (and ship its best runs into `pretrained` unless it is None)."""
-    data = json.loads((study / RESULTS_FILE).read_text())
+    data = StudyResults.load(study)
     results.mkdir(parents=True, exist_ok=True)
     kept = nested_studies(results) | {README}  # README: how this study was made and what it shows
     for child in results.iterdir():
@@ -156,10 +154,10 @@ def publish(study: Path, results: Path, pretrained: Path | None) -> dict:
     for closest in sorted(study.glob(f"{UTILITY_DIR}/*-closest.npz")):  # the memorisation figure's images
         (results / UTILITY_DIR).mkdir(exist_ok=True)
         shutil.copy2(closest, results / UTILITY_DIR / closest.name)
-    for family in data[K_FAMILIES].values():  # the best runs sample from their own folders
-        best = best_run(family)
-        if (study / best["run_dir"] / EXPORT_WEIGHTS).is_file():
-            shutil.copy2(study / best["run_dir"] / EXPORT_WEIGHTS, results / best["run_dir"] / EXPORT_WEIGHTS)
+    for family in data.families.values():  # the best runs sample from their own folders
+        best = family.best()
+        if (study / best.run_dir / EXPORT_WEIGHTS).is_file():
+            shutil.copy2(study / best.run_dir / EXPORT_WEIGHTS, results / best.run_dir / EXPORT_WEIGHTS)
 
     shipped = ship(data, study, results, pretrained) if pretrained is not None else {}
     nested = nested_studies(results)
@@ -180,7 +178,7 @@ def check_sizes(sizes: dict) -> None:
 
 def publish_pretrained(study: Path, pretrained: Path) -> dict:
     """Only replace the shipped models, by the best runs of `study`, a study folder kept in the repository."""
-    shipped = ship(json.loads((study / RESULTS_FILE).read_text()), study, study, pretrained)
+    shipped = ship(StudyResults.load(study), study, study, pretrained)
     sizes = {"pretrained_bytes": size(pretrained)}
     check_sizes(sizes)
     return {"shipped": shipped, **sizes}

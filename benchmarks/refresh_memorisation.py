@@ -31,21 +31,21 @@ from bloodgen.classify.utility import (Memorisation, copy_masks, memorisation, p
                                        required_class_counts)
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.provenance import write_json  # noqa: E402
-from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE  # noqa: E402
+from bloodgen.study.layout import EVAL_DIR, RESULTS_FILE, FamilyResult, StudyResults  # noqa: E402
 from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.study.stages import UTILITY_SAMPLE_SEED  # noqa: E402
 
 OLD_ROUNDING = 0.02  # the float32 expansion's error on 2,352-d pixel distances (~0.0156)
 
 
-def regenerate(study: Path, model: str, family: dict, settings: dict,
+def regenerate(study: Path, model: str, family: FamilyResult, settings: dict,
                train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from bloodgen.sampling.api import generate, load_model
     from bloodgen.training.checkpoint import EXPORT_WEIGHTS
 
-    runs = [run["run_dir"] for run in family["runs"] if run["seed"] == family["utility"]["seed"]]
+    runs = [run.run_dir for run in family.runs if run.seed == family.utility["seed"]]
     if len(runs) != 1:
-        sys.exit(f"{model}: expected one run of the utility seed {family['utility']['seed']}, found {runs}")
+        sys.exit(f"{model}: expected one run of the utility seed {family.utility['seed']}, found {runs}")
     weights = study / runs[0] / EXPORT_WEIGHTS
     if not weights.is_file():
         sys.exit(f"{weights} not found: the utility run's exported weights must be kept in its run folder "
@@ -80,11 +80,11 @@ def main() -> None:
     from bloodgen.study.report import write_study_report
 
     out = Path(args.study)
-    results = json.loads((out / RESULTS_FILE).read_text())
+    results = StudyResults.load(out)
     data = load_bloodmnist(args.data)
-    if data.sha256 != results["study"]["data"]["sha256"]:
+    if data.sha256 != results.study.data["sha256"]:
         sys.exit(f"{data.path} is not the data file of {out} (sha256 differs)")
-    settings = results["study"]["settings"]
+    settings = results.study.settings
     train, test = data.images("train"), data.images("test")
     sizes = data.split_sizes
     extractor = inception_extractor(progress=True)
@@ -92,8 +92,8 @@ def main() -> None:
     train_features = store.features(np.arange(sizes["train"]))
     test_features = store.features(np.arange(sizes["train"] + sizes["val"], sum(sizes.values())))
     written = []
-    for model, family in results["families"].items():
-        utility = family.get("utility")
+    for model, family in results.families.items():
+        utility = family.utility
         if not utility:
             continue
         images, labels = regenerate(out, model, family, settings, data.labels("train"))
@@ -123,7 +123,7 @@ def main() -> None:
             print(f"{model} {space}: exact copies {block['exact_copies']}, memorised "
                   f"{block['memorised_fraction']:.4f}, threshold {block['threshold']:.4f}, median ratio "
                   f"{block['distance_ratio_median']:.3f}")
-    write_json(out / RESULTS_FILE, results)
+    write_json(out / RESULTS_FILE, results.to_json())
     write_study_report(results, data, out)
     for path in written:
         path.unlink()

@@ -65,15 +65,15 @@ def finished_study(tiny_npz, tmp_path_factory):
 
 def test_study_writes_report_and_every_figure(finished_study):
     out, results = finished_study
-    assert set(results["families"]) == set(FAMILIES)
-    for model, family in results["families"].items():
-        evaluation = family["runs"][0]["eval"]
+    assert set(results.families) == set(FAMILIES)
+    for model, family in results.families.items():
+        evaluation = family.runs[0].eval
         assert evaluation["fid"]["mean"] > 0 and len(evaluation["fid"]["per_seed"]) == 2
         assert evaluation["sampling_seconds_per_10k"] > 0
-        assert ("fid_per_class" in evaluation) == family["config"]["conditional"]
-    floor = results["floor"]["floor"]
+        assert ("fid_per_class" in evaluation) == family.config["conditional"]
+    floor = results.floor["floor"]
     assert floor["same_pool"]["fid"]["mean"] >= 0 and floor["disjoint"]["fid"]["mean"] > 0
-    assert json.loads((out / "results.json").read_text())["families"].keys() == results["families"].keys()
+    assert json.loads((out / "results.json").read_text())["families"].keys() == results.families.keys()
     report = (out / "report.md").read_text()
     assert "real vs real, same-pool floor" in report and "Reduced protocol" in report
     for model in FAMILIES:
@@ -91,7 +91,7 @@ def test_rerun_redoes_nothing(finished_study, tiny_npz, monkeypatch):
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", forbidden)
     again = study(out, tiny_npz)
-    assert again["families"]["ddpm"]["runs"][0]["eval"] == results["families"]["ddpm"]["runs"][0]["eval"]
+    assert again.families["ddpm"].runs[0].eval == results.families["ddpm"].runs[0].eval
 
 
 def test_interrupted_study_resumes_with_only_the_missing_pieces(finished_study, tiny_npz, tmp_path, monkeypatch):
@@ -141,13 +141,13 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
 
     first = tmp_path / "first"
     results = study(first, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
-    for family in results["families"].values():
-        assert [run["seed"] for run in family["runs"]] == [0, 1]
-        for run in family["runs"]:  # protocol seed = training seed, one draw each
-            assert run["eval"]["protocol"]["seeds"] == [run["seed"]]
-        agg = family["aggregate"]["fid"]
+    for family in results.families.values():
+        assert [run.seed for run in family.runs] == [0, 1]
+        for run in family.runs:  # protocol seed = training seed, one draw each
+            assert run.eval["protocol"]["seeds"] == [run.seed]
+        agg = family.aggregate["fid"]
         assert len(agg["per_training_seed"]) == 2 and agg["std"] is not None
-    assert results["floor"]["protocol"]["seeds"] == [0, 1] and results["pending_units"] == []
+    assert results.floor["protocol"]["seeds"] == [0, 1] and results.pending_units == []
 
     # The study folder moves (a commit checked out elsewhere); one evaluation is lost.
     moved = tmp_path / "moved"
@@ -175,8 +175,8 @@ def test_record_units_each_have_their_own_draw_and_a_moved_study_continues(tiny_
     assert "**Unfinished.** 3 of 4 units" in (moved / "report.md").read_text()
     # Without the limit only the lost evaluation is computed, on its own seed, from the moved weights.
     finished = study(moved, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
-    assert calls == [[1]] and finished["pending_units"] == []
-    assert finished["families"]["vae"]["runs"][1]["eval"]["fid"] == results["families"]["vae"]["runs"][1]["eval"]["fid"]
+    assert calls == [[1]] and finished.pending_units == []
+    assert finished.families["vae"].runs[1].eval["fid"] == results.families["vae"].runs[1].eval["fid"]
 
 
 def test_a_training_cut_by_the_time_limit_resumes(tiny_npz, tmp_path):
@@ -219,8 +219,8 @@ def test_train_only_trains_every_unit_and_a_later_run_only_evaluates(tiny_npz, t
     monkeypatch.setattr("bloodgen.study.stages.calculate_metrics", real_calc)
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden_training)
     results = study(tmp_path, tiny_npz, preset=TINY_RECORD, models=RECORD_MODELS)
-    assert results["pending_units"] == []
-    assert {m: [r["seed"] for r in f["runs"]] for m, f in results["families"].items()} == {"gan": [0, 1],
+    assert results.pending_units == []
+    assert {m: [r.seed for r in f.runs] for m, f in results.families.items()} == {"gan": [0, 1],
                                                                                            "vae": [0, 1]}
 
 
@@ -232,8 +232,8 @@ def test_parallel_trainings_are_reused_by_the_unit_loop(tiny_npz, tmp_path, monk
     monkeypatch.setattr("bloodgen.training.loop._start", forbidden)
     preset = replace(TINY_STUDY, train_jobs=2)
     results = study(tmp_path, tiny_npz, preset=preset, models=RECORD_MODELS)
-    for family in results["families"].values():
-        assert family["runs"][0]["train"]["status"] == "completed"
+    for family in results.families.values():
+        assert family.runs[0].summary.status == "completed"
 
 
 def test_unknown_model_and_bad_seeds_are_user_errors(tiny_npz, tmp_path):
@@ -278,10 +278,10 @@ def test_a_new_experiment_and_a_new_metric_are_one_record_each(tiny_npz, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, models=["vae"], experiments=["toy"])
-    assert results["experiments"]["toy"]["best_seed"] == 0 and (tmp_path / "toy").is_dir()
+    assert results.experiments["toy"]["best_seed"] == 0 and (tmp_path / "toy").is_dir()
     report = (tmp_path / "report.md").read_text()
     assert "TOY best seed 0" in report
-    gap = results["families"]["vae"]["runs"][0]["eval"]["toy_gap"]
+    gap = results.families["vae"].runs[0].eval["toy_gap"]
     assert gap["mean"] > 0 and len(gap["per_seed"]) == 2
     header = next(line for line in report.splitlines() if line.startswith("| row | FID (sampling seeds)"))
     row = next(line for line in report.splitlines() if line.startswith("| **vae** |"))
@@ -294,7 +294,7 @@ def test_the_domain_shift_experiment_cuts_the_study_data_and_reports_the_table(t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["domain-shift"])
-    shift = results["experiments"]["domain-shift"]
+    shift = results.experiments["domain-shift"]
     assert shift["domains"] == ["artificial", "stain", "scope"] and shift["seeds"] == [0]
     assert 0 <= shift["results"]["stain"]["reinhard"]["macro_f1"]["mean"] <= 1
     assert (tmp_path / "domain_shift" / "stain.npz").is_file()
@@ -371,7 +371,7 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, preset, models=["gan", "cgan"])
-    cgan, gan = results["families"]["cgan"]["utility"], results["families"]["gan"]["utility"]
+    cgan, gan = results.families["cgan"].utility, results.families["gan"].utility
     assert 0 <= cgan["fidelity"]["class_fidelity_macro"] <= 1 and "tstr" in cgan and "augmented" in cgan
     assert "tstr" not in gan and "skipped" in gan  # unconditional: memorisation only
     assert {"pixels", "inception"} <= set(cgan["memorisation"]) and {"pixels", "inception"} <= set(gan["memorisation"])
@@ -396,8 +396,8 @@ def test_utility_section_for_conditional_and_unconditional_families(tiny_npz, tm
         # --utility-models: only the named families get the checks (here, reused from the run above)
         only = run_tiny(tmp_path, tiny_npz, replace(preset, utility=False), models=["gan", "cgan"],
                         utility_models=["cgan"])
-    assert "utility" in only["families"]["cgan"] and "utility" not in only["families"]["gan"]
-    assert only["study"]["command"].endswith("--utility-models cgan")
+    assert only.families["cgan"].utility is not None and only.families["gan"].utility is None
+    assert only.study.command.endswith("--utility-models cgan")
     from bloodgen.errors import UserError
 
     with pytest.raises(UserError, match="--utility-models names vae"):
@@ -467,13 +467,13 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
                            experiments=["prototypes", "diffusion-classifier"])
     assert calls["prototypes"][0] == tmp_path / "prototypes" and calls["prototypes"][1].preset == "quick"
     cfg = calls["diffusion-classifier"]
-    ddpm = results["families"]["ddpm"]["runs"][0]
-    assert Path(cfg.checkpoint) == tmp_path / ddpm["run_dir"] / ddpm["train"]["export"] and cfg.n_test == 5
+    ddpm = results.families["ddpm"].runs[0]
+    assert Path(cfg.checkpoint) == tmp_path / ddpm.run_dir / ddpm.summary.export and cfg.n_test == 5
     trained_on = json.loads((Path(cfg.holdout_checkpoint).parent / "environment.json").read_text())["data"]
     holdout_data = load_bloodmnist(next((tmp_path / "cache" / "subsets").glob("*-without-2.npz")))
     assert 2 not in holdout_data.labels("train") and trained_on["sha256"] == holdout_data.sha256
     report = (tmp_path / "report.md").read_text()
     assert "SECTION prototypes" in report and "SECTION diffusion classifier" in report
-    assert "--experiments prototypes diffusion-classifier" in results["study"]["command"]
+    assert "--experiments prototypes diffusion-classifier" in results.study.command
     with pytest.raises(Exception, match="uses the study's ddpm"):
         run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["diffusion-classifier"], cache=False)

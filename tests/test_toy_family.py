@@ -110,6 +110,6 @@ def test_the_toy_family_runs_in_a_quick_study(toy, tiny_npz, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_tiny(tmp_path, tiny_npz, preset, models=[toy])
-    evaluation = results["families"][toy]["runs"][0]["eval"]
+    evaluation = results.families[toy].runs[0].eval
     assert evaluation["fid"]["mean"] > 0 and "fid_per_class" in evaluation
     assert f"| **{toy}** |" in (tmp_path / "report.md").read_text()

@@ -21,12 +21,11 @@ from bloodgen.metrics.inception import inception_extractor
 from bloodgen.models.registry import model_names, study_families
 from bloodgen.provenance import environment, write_json
 from bloodgen.study.experiments import Experiment, ExperimentContext, experiments_for
-from bloodgen.study.layout import (K_AGGREGATE, K_EVAL, K_EXPERIMENTS, K_FAMILIES, K_FLOOR, K_PENDING, K_RUNS, K_STUDY,
-                                   K_TRAIN, K_UTILITY, RESULTS_FILE)
+from bloodgen.study.layout import RESULTS_FILE, FamilyResult, RunResult, StudyInfo, StudyResults
 from bloodgen.study.presets import PRESETS, StudyPreset
 from bloodgen.study.report import write_study_report
-from bloodgen.study.stages import (DataFile, RunRef, StudyIncomplete, aggregate, best_run, eval_stage, floor_stage,
-                                   grid_stage, log, train_in_parallel, train_stage, train_units, utility_samples_path,
+from bloodgen.study.stages import (DataFile, RunRef, StudyIncomplete, aggregate, eval_stage, floor_stage, grid_stage,
+                                   log, train_in_parallel, train_stage, train_units, utility_samples_path,
                                    utility_stage)
 
 
@@ -118,7 +117,7 @@ class _Clock:
 
 
 def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, progress: bool = True,
-              max_minutes: float | None = None, train_only: bool = False) -> dict:
+              max_minutes: float | None = None, train_only: bool = False) -> StudyResults | dict:
     """Run (or finish) the study in `folders.out` and write results.json, report.md and report.html there.
 
     `extractor` replaces the InceptionV3 feature extractor (tests use a cheap one). With `max_minutes`, no
@@ -153,7 +152,7 @@ def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, prog
         log(f"time limit reached: the experiments wait for the {len(pending)} unit(s) left")
     experiments = {} if pending else {e.name: e.run(context) for e in plan.experiments}
     results = _results(plan, dataset, extractor, clock, floor, families, experiments, pending)
-    write_json(out / RESULTS_FILE, results)
+    write_json(out / RESULTS_FILE, results.to_json())
     md, html = write_study_report(results, dataset, out)
     log(f"{'stopped' if pending else 'done'} after {clock.seconds():.0f} s: {md}, {html}, {out / RESULTS_FILE}")
     if pending:
@@ -162,11 +161,11 @@ def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, prog
 
 
 def _run_units(plan: StudyPlan, folders: StudyFolders, dataset, extractor, progress: bool,
-               clock: _Clock) -> tuple[dict, list[RunRef], list[str]]:
+               clock: _Clock) -> tuple[dict[str, FamilyResult], list[RunRef], list[str]]:
     """Train, evaluate and draw the grid of every unit; past the deadline, finished units are still
     collected and nothing new starts. Returns the families' runs, the finished runs and the units left."""
     preset, out = plan.preset, Path(folders.out)
-    families: dict[str, Any] = {}
+    families: dict[str, FamilyResult] = {}
     runs: list[RunRef] = []
     pending: list[str] = []
     for model, seed in plan.units():
@@ -180,45 +179,39 @@ def _run_units(plan: StudyPlan, folders: StudyFolders, dataset, extractor, progr
             pending.append(f"{model} seed {seed}")
             continue
         runs.append(run)
-        family = families.setdefault(model, {K_RUNS: []})
-        family[K_RUNS].append({"seed": seed, "run_dir": str(run.run_dir.relative_to(out)), K_TRAIN: run.summary.to_dict(),
-                               K_EVAL: evaluation, "grid": grid_stage(run, preset, out)})
+        families.setdefault(model, FamilyResult([])).runs.append(RunResult(
+            seed, str(run.run_dir.relative_to(out)), run.summary.to_dict(), evaluation, grid_stage(run, preset, out)))
     return families, runs, pending
 
 
-def _summarise_families(families: dict, runs: list[RunRef], out: Path) -> Callable[[str], RunRef]:
+def _summarise_families(families: dict[str, FamilyResult], runs: list[RunRef],
+                        out: Path) -> Callable[[str], RunRef]:
     """Each family's aggregate over training seeds and config, in place; returns its best run by FID."""
     for family in families.values():
-        family[K_AGGREGATE] = aggregate([r[K_EVAL] for r in family[K_RUNS]])
-        with open(out / family[K_RUNS][0]["run_dir"] / "config.json") as fh:
-            family["config"] = json.load(fh)["config"]
+        family.aggregate = aggregate([r.eval for r in family.runs])
+        with open(out / family.runs[0].run_dir / "config.json") as fh:
+            family.config = json.load(fh)["config"]
     by_key = {(r.model, r.seed): r for r in runs}
-    return lambda model: by_key[(model, best_run(families[model])["seed"])]
+    return lambda model: by_key[(model, families[model].best().seed)]
 
 
-def _utility_units(plan: StudyPlan, families: dict, best: Callable[[str], RunRef], folders: StudyFolders,
-                   dataset, extractor) -> None:
+def _utility_units(plan: StudyPlan, families: dict[str, FamilyResult], best: Callable[[str], RunRef],
+                   folders: StudyFolders, dataset, extractor) -> None:
     """The utility checks on each family's best run (those of --utility-models only, when given), in place."""
     out = Path(folders.out)
     for name, family in families.items():
         if plan.preset.utility_models and name not in plan.preset.utility_models:
             continue
         run = best(name)
-        family[K_UTILITY] = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
-                             **utility_stage(run, plan.preset, out, dataset, extractor, folders.cache_dir)}
+        family.utility = {"seed": run.seed, "samples": str(utility_samples_path(run, out).relative_to(out)),
+                          **utility_stage(run, plan.preset, out, dataset, extractor, folders.cache_dir)}
 
 
-def _results(plan: StudyPlan, dataset, extractor, clock: _Clock, floor: dict, families: dict, experiments: dict,
-             pending: list[str]) -> dict:
-    return {
-        K_STUDY: {"preset": plan.preset_name, "settings": plan.preset.as_dict(), "models": list(plan.models),
-                  "data": dataset.provenance(), "network": extractor.provenance(), "environment": environment(),
-                  "command": plan.command, "wall_seconds_this_invocation": round(clock.seconds(), 1)},
-        K_FLOOR: floor,
-        K_FAMILIES: families,
-        K_EXPERIMENTS: experiments,
-        K_PENDING: pending,
-    }
+def _results(plan: StudyPlan, dataset, extractor, clock: _Clock, floor: dict, families: dict[str, FamilyResult],
+             experiments: dict, pending: list[str]) -> StudyResults:
+    study = StudyInfo(plan.preset_name, plan.preset.as_dict(), list(plan.models), dataset.provenance(),
+                      extractor.provenance(), environment(), plan.command, round(clock.seconds(), 1))
+    return StudyResults(study, floor, families, experiments, pending)
 
 
 def _command_args(preset_name: str, models: Sequence[str], request: StudyRequest) -> list[str]:

@@ -16,11 +16,10 @@ from bloodgen.metrics.registry import (COVERAGE, DENSITY, FID, FID_PER_CLASS, KI
 from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, write_report
 from bloodgen.report.plots import class_rows, plot_curves, plot_heatmap, plot_side_by_side
 from bloodgen.study.experiments import EXPERIMENTS
-from bloodgen.study.layout import K_EXPERIMENTS, closest_samples_file
+from bloodgen.study.layout import StudyInfo, StudyResults, closest_samples_file
+from bloodgen.training.records import read_log
 
 FIGURES_DIR = "figures"
-# log.jsonl columns that are bookkeeping, not losses.
-NOT_LOSSES = {"step", "epoch", "train_time_s", "lr", "steps_per_s"}
 
 HOW_TO_READ = [
     "**FID** (Fréchet Inception Distance, lower is better) compares the mean and covariance of InceptionV3 "
@@ -63,34 +62,33 @@ def _metric_cells(block: dict) -> list[str]:
             for c in study_columns()]
 
 
-def _floor_rows(results: dict) -> list[tuple[str, dict]]:
-    floor = Floor.of(results["floor"])
+def _floor_rows(results: StudyResults) -> list[tuple[str, dict]]:
+    floor = Floor.of(results.floor)
     return [("real vs real, same-pool floor", floor.same_pool),
             (f"real vs real, disjoint floor (N={floor.disjoint_n:,})", floor.disjoint)]
 
 
-def comparison_table(results: dict) -> Table:
+def comparison_table(results: StudyResults) -> Table:
     header = ["row", "FID (sampling seeds)", "FID (training seeds)", *[c.study for c in study_columns()],
               "parameters", "training time", "sampling 10k", "device"]
     # The floor's class-averaged FID (real class c vs real class c) is what a perfect conditional model reaches.
     rows = [[name, fmt(figure(block, FID.key)), "", *_metric_cells(block), "", "", "", ""]
             for name, block in _floor_rows(results)]
-    for model, family in results["families"].items():
-        first = family["runs"][0]
-        evaluation, train = first["eval"], first["train"]
-        agg = family["aggregate"]
-        over_training = fmt(figure(agg, FID.key)) if len(family["runs"]) > 1 else "1 run"
+    for model, family in results.families.items():
+        first = family.runs[0]
+        evaluation, train = first.eval, first.summary
+        over_training = fmt(figure(family.aggregate, FID.key)) if len(family.runs) > 1 else "1 run"
         rows.append([f"**{model}**", fmt(figure(evaluation, FID.key)), over_training, *_metric_cells(evaluation),
-                     f"{train['sampling_parameters'] / 1e6:.2f} M", _seconds(train["train_time_s"]),
-                     _seconds(evaluation.get("sampling_seconds_per_10k")), train["device"]])
+                     f"{train.sampling_parameters / 1e6:.2f} M", _seconds(train.train_time_s),
+                     _seconds(first.sampling_seconds_10k), train.device])
     return Table(header, rows, caption="Sampling-seed columns: mean ± std over the protocol's seeds for the first "
                                        "training seed; training-seed column: mean ± std of the per-run means. "
                                        "Precision/recall: k=3, closed balls (Kynkäänniemi et al.).")
 
 
-def definitions_table(results: dict) -> Table | None:
+def definitions_table(results: StudyResults) -> Table | None:
     """Precision and recall under both published definitions, side by side (None for results without k=5)."""
-    blocks = _floor_rows(results) + [(f"**{m}**", f["runs"][0]["eval"]) for m, f in results["families"].items()]
+    blocks = _floor_rows(results) + [(f"**{m}**", f.runs[0].eval) for m, f in results.families.items()]
     if not any(PRECISION_PRDC.key in block for _, block in blocks):
         return None  # results computed before both definitions were recorded
     keys = [c.key for c in (PRECISION, RECALL, PRECISION_PRDC, RECALL_PRDC, DENSITY, COVERAGE)]
@@ -101,11 +99,11 @@ def definitions_table(results: dict) -> Table | None:
                          "(Naeem et al. 2020). Mean ± std over the protocol's seeds, first training seed.")
 
 
-def _grids_figure(results: dict, dataset, out: Path, per_class: int) -> str:
+def _grids_figure(results: StudyResults, dataset, out: Path, per_class: int) -> str:
     rng = np.random.default_rng(0)
     panels = {"real": class_rows(dataset.images(ALL), dataset.labels(ALL), N_CLASSES, per_class, rng)}
-    for model, family in results["families"].items():
-        with np.load(out / family["runs"][0]["grid"]) as grid:
+    for model, family in results.families.items():
+        with np.load(out / family.runs[0].grid) as grid:
             conditional = grid["labels"][0] >= 0
             panels[model if conditional else f"{model} (unconditional)"] = grid["images"]
     path = out / FIGURES_DIR / "grids.png"
@@ -114,15 +112,12 @@ def _grids_figure(results: dict, dataset, out: Path, per_class: int) -> str:
     return str(path.relative_to(out))
 
 
-def _curves_figure(results: dict, out: Path) -> str | None:
+def _curves_figure(results: StudyResults, out: Path) -> str | None:
     series = {}
-    for model, family in results["families"].items():
-        log = out / family["runs"][0]["run_dir"] / "log.jsonl"
-        if not log.is_file():
-            continue
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        keys = [k for k in rows[0] if k not in NOT_LOSSES and not k.startswith("grad_norm")] if rows else []
-        series[model] = {k: ([r["step"] for r in rows], [r[k] for r in rows]) for k in keys}
+    for model, family in results.families.items():
+        rows = read_log(out / family.runs[0].run_dir)
+        if rows:
+            series[model] = {k: ([r.step for r in rows], [r.means[k] for r in rows]) for k in rows[0].losses()}
     if not series:
         return None
     path = out / FIGURES_DIR / "training_curves.png"
@@ -130,12 +125,12 @@ def _curves_figure(results: dict, out: Path) -> str | None:
     return str(path.relative_to(out))
 
 
-def _per_class_figure(results: dict, out: Path) -> str | None:
-    rows = {m: figure(f["aggregate"], FID_PER_CLASS.key).mean for m, f in results["families"].items()
-            if FID_PER_CLASS.key in f["aggregate"]}
+def _per_class_figure(results: StudyResults, out: Path) -> str | None:
+    rows = {m: figure(f.aggregate, FID_PER_CLASS.key).mean for m, f in results.families.items()
+            if FID_PER_CLASS.key in f.aggregate}
     if not rows:
         return None
-    disjoint = Floor.of(results["floor"]).disjoint
+    disjoint = Floor.of(results.floor).disjoint
     if FID_PER_CLASS.key in disjoint:  # what a model that never copies could reach, class by class
         rows["real (disjoint floor)"] = figure(disjoint, FID_PER_CLASS.key).mean
     path = out / FIGURES_DIR / "per_class_fid.png"
@@ -144,8 +139,8 @@ def _per_class_figure(results: dict, out: Path) -> str | None:
     return str(path.relative_to(out))
 
 
-def hyperparameter_table(results: dict) -> Table:
-    configs = {m: f["config"] for m, f in results["families"].items()}
+def hyperparameter_table(results: StudyResults) -> Table:
+    configs = {m: f.config for m, f in results.families.items()}
     keys = sorted({k for c in configs.values() for k in c})
     rows = [[k] + [json.dumps(c[k]) if k in c else "" for c in configs.values()] for k in keys]
     return Table(["key", *configs], rows, caption="Every config key of every family (bloodgen/configs/<model>.json, "
@@ -153,9 +148,9 @@ def hyperparameter_table(results: dict) -> Table:
                  align_right_from=len(configs) + 1)
 
 
-def _utility_section(results: dict, dataset, out: Path) -> list:
+def _utility_section(results: StudyResults, dataset, out: Path) -> list:
     """The utility table and figures for the families that have utility results (the best run of each)."""
-    reports = {m: f["utility"] for m, f in results["families"].items() if f.get("utility")}
+    reports = {m: f.utility for m, f in results.families.items() if f.utility}
     if not reports:
         return [Paragraph("Not run in this preset: each family's check trains two classifiers (minutes on a GPU, "
                           "much longer on a CPU). Add `--utility` to the study command to include it.")]
@@ -177,23 +172,22 @@ def _utility_section(results: dict, dataset, out: Path) -> list:
     return [Paragraph(f"Each family's best run by FID ({seeds})."), *utility_blocks(reports, figures)]
 
 
-def _experiment_sections(results: dict, out: Path) -> list:
+def _experiment_sections(results: StudyResults, out: Path) -> list:
     """Each experiment's own report blocks (they bring their headings), with figures relative to `out`."""
-    done = results.get(K_EXPERIMENTS) or {}
     blocks: list = []
     for name, experiment in EXPERIMENTS.items():
-        if name in done:
-            blocks += experiment.report(done[name], out, out / experiment.folder)
+        if name in results.experiments:
+            blocks += experiment.report(results.experiments[name], out, out / experiment.folder)
     return blocks
 
 
-def study_document(results: dict, dataset, out: Path) -> Document:
-    settings = results["study"]["settings"]
+def study_document(results: StudyResults, dataset, out: Path) -> Document:
+    settings = results.study.settings
     doc = Document("bloodgen study: generative models of BloodMNIST compared")
     doc.add(*_preamble(results))
     doc.add(Heading("How to read this"),
-            *[Paragraph(p.format(pool=results["floor"]["protocol"]["reference_pool_size"])) for p in HOW_TO_READ])
-    doc.add(Heading("Comparison"), comparison_table(results), Paragraph(results["floor"]["floor"]["note"]))
+            *[Paragraph(p.format(pool=results.protocol["reference_pool_size"])) for p in HOW_TO_READ])
+    doc.add(Heading("Comparison"), comparison_table(results), Paragraph(Floor.of(results.floor).note))
     definitions = definitions_table(results)
     doc.add(definitions if definitions is not None else Paragraph(
         "These results predate the k=5 (prdc library) precision and recall: their density and coverage were "
@@ -212,25 +206,25 @@ def study_document(results: dict, dataset, out: Path) -> Document:
     doc.add(*_experiment_sections(results, out))
     doc.add(Heading("Runs"), _runs_table(results))
     doc.add(Heading("Hyper-parameters"), hyperparameter_table(results))
-    doc.add(Heading("Provenance"), _provenance(results["study"]))
+    doc.add(Heading("Provenance"), _provenance(results.study))
     return doc
 
 
-def _preamble(results: dict) -> list:
+def _preamble(results: StudyResults) -> list:
     """What was run, and the warnings a reader needs first (unfinished, one draw per run, reduced protocol)."""
-    study, protocol = results["study"], results["floor"]["protocol"]
-    settings = study["settings"]
+    study, protocol = results.study, results.protocol
+    settings = study.settings
     blocks = [Paragraph(
-        f"Preset **{study['preset']}**: each family trained with its `{settings['train_preset']}` preset, "
+        f"Preset **{study.preset}**: each family trained with its `{settings['train_preset']}` preset, "
         f"{settings['train_seeds']} training seed(s); evaluation with N = {protocol['n']:,} generated vs "
         f"{protocol['n']:,} real images drawn from all {protocol['reference_pool_size']:,} BloodMNIST images, "
         f"for seeds {', '.join(map(str, protocol['seeds']))}; mean ± std over seeds. "
-        f"Command: `{study['command']}`.")]
+        f"Command: `{study.command}`.")]
     if settings.get("note"):
         blocks.append(Paragraph(settings["note"]))
-    pending = results.get("pending_units") or []
+    pending = results.pending_units or []
     if pending:
-        done = sum(len(f["runs"]) for f in results["families"].values())
+        done = sum(len(f.runs) for f in results.families.values())
         blocks.append(Paragraph(
             f"**Unfinished.** {done} of {done + len(pending)} units (one family's training seed each) are done; "
             f"still to do: {', '.join(pending)}. Every figure below covers the finished runs only; running the "
@@ -248,28 +242,28 @@ def _preamble(results: dict) -> list:
     return blocks
 
 
-def _runs_table(results: dict) -> Table:
+def _runs_table(results: StudyResults) -> Table:
     rows = []
-    for model, family in results["families"].items():
-        for run in family["runs"]:
-            t, e = run["train"], run["eval"]
-            rows.append([model, str(run["seed"]), f"{t['step']:,}", _seconds(t["train_time_s"]), fmt(figure(e, FID.key)),
-                         fmt(figure(e, KID.key), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run['run_dir']}`"])
+    for model, family in results.families.items():
+        for run in family.runs:
+            t, e = run.summary, run.eval
+            rows.append([model, str(run.seed), f"{t.step:,}", _seconds(t.train_time_s), fmt(figure(e, FID.key)),
+                         fmt(figure(e, KID.key), 1e3, 3), json.dumps(e.get("sampler_options") or {}), f"`{run.run_dir}`"])
     return Table(["model", "training seed", "steps", "training time", "FID", "KID x 10^3", "sampler options",
                   "run folder"], rows, align_right_from=1)
 
 
-def _provenance(study: dict) -> Paragraph:
-    env = study["environment"]
+def _provenance(study: StudyInfo) -> Paragraph:
+    env = study.environment
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     return Paragraph(
-        f"Data `{study['data']['path']}` (sha256 `{study['data']['sha256']}`). Feature network "
-        f"{study['network']['name']} (weights sha256 `{study['network']['sha256']}`). Platform {env['platform']}, "
+        f"Data `{study.data['path']}` (sha256 `{study.data['sha256']}`). Feature network "
+        f"{study.network['name']} (weights sha256 `{study.network['sha256']}`). Platform {env['platform']}, "
         f"{env['cpu_count']} CPUs, CUDA devices: {', '.join(env.get('cuda_devices') or []) or 'none'}. {versions}. "
         f"Every figure above is in `results.json`; each run folder holds its config, environment, logs and weights.")
 
 
-def write_study_report(results: dict, dataset, out: str | Path) -> tuple[Path, Path]:
+def write_study_report(results: StudyResults, dataset, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     return write_report(study_document(results, dataset, out), out)

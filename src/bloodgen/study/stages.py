@@ -28,11 +28,9 @@ from bloodgen.errors import UserError
 from bloodgen.metrics import calculate_metrics
 from bloodgen.metrics.inputs import load_images
 from bloodgen.metrics.records import figure
-from bloodgen.metrics.registry import FID
 from bloodgen.provenance import file_digests, write_json
 from bloodgen.samplefile import write_samples
-from bloodgen.study.layout import (EVAL_DIR, K_EVAL, K_RUNS, K_SAMPLING_TIME_10K, RUNS_DIR, closest_samples_file,
-                                   utility_samples_file)
+from bloodgen.study.layout import EVAL_DIR, RUNS_DIR, SAMPLING_TIME_10K, closest_samples_file, utility_samples_file
 from bloodgen.study.presets import StudyPreset
 from bloodgen.training.records import COMPLETED, TIME_LIMIT, RunSummary
 
@@ -193,7 +191,7 @@ def eval_stage(run: RunRef, preset: StudyPreset, out: Path, data_path: str | Non
         sampler = TimedSampler(make_sample_fn(export, classes=PRIOR, **options))
         result = calculate_metrics(sampler, n=preset.n_images, seeds=seeds, floor=False, data=data_path,
                                    extractor=extractor, cache_dir=cache_dir, progress=progress)
-        result[K_SAMPLING_TIME_10K] = round(sampler.seconds / sampler.images * 10_000, 1)
+        result[SAMPLING_TIME_10K] = round(sampler.seconds / sampler.images * 10_000, 1)
         result["sampling_measured_on"] = {"images": sampler.images, "seconds": round(sampler.seconds, 2)}
         result["sampler_options"] = options
         return result
@@ -358,15 +356,6 @@ def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str)
     write_samples(path, images, labels)
     write_json(record, {"key": key})
     return images
-
-
-def best_run(family: dict) -> dict:
-    """The family's run with the lowest mean FID (its first run where FID is missing)."""
-    def fid(run: dict) -> float:
-        value = figure(run[K_EVAL], FID.key)
-        return value.mean if value is not None and value.mean is not None else float("inf")
-
-    return min(family[K_RUNS], key=fid)
 
 
 def file_sha256(path: Path) -> str:

@@ -53,20 +53,17 @@ from bloodgen.sampling.api import generate
 from bloodgen.training import checkpoint as ck
 from bloodgen.training import monitor
 from bloodgen.training.ema import EMA
-from bloodgen.training.records import COMPLETED, DIVERGED, INTERRUPTED, RUNNING, TIME_LIMIT, RunSummary
+from bloodgen.training.records import (COMPLETED, DIVERGED, INTERRUPTED, LOG_JSONL, RUNNING, TIME_LIMIT, LogRow,
+                                       RunSummary)
 
 # Run folder files.
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
-LOG_JSONL = "log.jsonl"
 LOG_CSV = "log.csv"
 SNAPSHOTS_FILE = "snapshots.jsonl"
 SUMMARY_FILE = "summary.json"
 SAMPLES_DIR = "samples"
 EXTRAS_DIR = "extras"
-
-# log.jsonl keys beside the family's losses.
-L_STEP, L_EPOCH, L_TIME, L_LR, L_SPEED = "step", "epoch", "train_time_s", "lr", "steps_per_s"
 
 
 class TrainingDiverged(UserError):
@@ -458,10 +455,10 @@ class _Run:
             return
         # The learning rate of the last step taken, of the first optimiser (the generator's for GANs).
         lr = self.stepper.last_lr[next(iter(self.optimizers))]
-        row = {L_STEP: self.step, L_EPOCH: self.batches.epoch(self.step - 1), L_TIME: round(self.train_time, 3),
-               L_LR: lr, L_SPEED: round(speed, 3), **means}
+        row = LogRow(self.step, self.batches.epoch(self.step - 1), round(self.train_time, 3), lr, round(speed, 3),
+                     means)
         with open(self.run_dir / LOG_JSONL, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row.to_json()) + "\n")
 
     def _snapshot(self, bar) -> None:
         if not self.main:
@@ -473,7 +470,7 @@ class _Run:
         save_grid(images, self.run_dir / SAMPLES_DIR / f"step-{self.step:07d}.png", ncol=monitor.GRID_PER_CLASS)
         ratios = monitor.diversity_ratios(images, labels, self.real_diversity)
         with open(self.run_dir / SNAPSHOTS_FILE, "a") as fh:
-            fh.write(json.dumps({L_STEP: self.step, "diversity_ratio": ratios}) + "\n")
+            fh.write(json.dumps({"step": self.step, "diversity_ratio": ratios}) + "\n")
         low = [k for k, r in enumerate(ratios) if r is not None and r < monitor.COLLAPSE_RATIO]
         if low and not self.warned_collapse:
             self.warned_collapse = True
@@ -577,7 +574,7 @@ class RunLock:
 def _truncate_jsonl(path: Path, step: int) -> None:
     if not path.exists():
         return
-    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)[L_STEP] <= step]
+    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
     write_text(path, "".join(ln + "\n" for ln in kept))
 
 
