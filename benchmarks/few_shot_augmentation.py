@@ -180,6 +180,9 @@ def plot(units: dict, path: Path) -> None:
             ax.errorbar(ks, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], fmt="o" + style,
                         color="k" if arm == REAL else f"C{i}", capsize=3, label=label)
     ax.set_xscale("log")
+    regimes = sorted({k for _, k in units})
+    ax.set_xticks(regimes, [str(k) for k in regimes])  # the regimes themselves, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("real images per class")
     ax.set_ylabel("balanced accuracy on the real test split")
     ax.legend(fontsize=8)
