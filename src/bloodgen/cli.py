@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "bloodgen.classify.cli",
     "bloodgen.improve.cli",
     "bloodgen.classify.diffusion_cli",
+    "bloodgen.cellfeatures.cli",
 )
 
 DESCRIPTION = """\

@@ -61,10 +61,17 @@ def _segment(hsv: np.ndarray, haematoxylin: np.ndarray) -> tuple[np.ndarray, np.
     return cell, nucleus
 
 
-def _measure(image: np.ndarray) -> list[float]:
+def segment_cell(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cell and nucleus masks of a uint8 (28, 28, 3) image, with the HSV image and the smoothed
+    haematoxylin channel they were found in."""
     hsv = rgb2hsv(image)
     haematoxylin = gaussian_filter(rgb2hed(image)[..., 0], 0.7)
     cell, nucleus = _segment(hsv, haematoxylin)
+    return cell, nucleus, hsv, haematoxylin
+
+
+def _measure(image: np.ndarray) -> list[float]:
+    cell, nucleus, hsv, haematoxylin = segment_cell(image)
     cytoplasm = cell & ~nucleus
     if not cytoplasm.any():
         cytoplasm = cell if cell.any() else np.ones_like(cell)
