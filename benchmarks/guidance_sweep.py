@@ -7,7 +7,9 @@ floors at the same N, class fidelity by the reference classifier, and train-on-s
 reference recipe trained on the 5,000 samples, scored on the real test split). Each scale is a unit and each
 of its three parts is saved as it finishes (results/record/guidance/g<scale>.json; samples kept in the cache
 folder), so the sweep resumes part by part. The table and plot go to results/record/guidance/README.md and
-guidance.png. On 2 CPU cores a scale takes about an hour (sampling ~25 min, features ~12, classifier ~20).
+guidance.png. On 2 CPU cores a scale takes about an hour (sampling 25-45 min, features ~12, classifier ~20),
+plus about 40 minutes once per cache folder for the real images' Inception features (one core alone: about
+twice as long).
 """
 
 from __future__ import annotations
