@@ -41,13 +41,13 @@ from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.data.subset import describe_subset, write_subset  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
 from bloodgen.metrics.inputs import load_images  # noqa: E402
-from bloodgen.provenance import write_json, write_text  # noqa: E402
+from bloodgen.provenance import saved_parts, write_json, write_text  # noqa: E402
 from bloodgen.report.plots import pyplot  # noqa: E402
 from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.models.config import resolve_config  # noqa: E402
 from bloodgen.models.registry import study_families  # noqa: E402
 from bloodgen.sampling.api import generate, load_model  # noqa: E402
-from bloodgen.study.stages import UTILITY_SAMPLE_SEED, DataFile, saved_parts, train_stage  # noqa: E402
+from bloodgen.study.stages import UTILITY_SAMPLE_SEED, DataFile, train_stage  # noqa: E402
 from bloodgen.study.presets import PRESETS  # noqa: E402
 
 RECORD = PRESETS["record"]

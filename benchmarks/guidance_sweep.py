@@ -34,11 +34,11 @@ from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
 from bloodgen.metrics.inputs import load_images  # noqa: E402
 from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
-from bloodgen.provenance import write_text  # noqa: E402
+from bloodgen.provenance import saved_parts, write_text  # noqa: E402
 from bloodgen.report.plots import pyplot  # noqa: E402
 from bloodgen.samplefile import write_samples  # noqa: E402
 from bloodgen.sampling.api import PRIOR, draw_labels, generate_indices, load_model  # noqa: E402
-from bloodgen.study.stages import file_sha256, saved_parts  # noqa: E402
+from bloodgen.study.stages import file_sha256  # noqa: E402
 
 
 DEFAULT_SCALES = (1.0, 1.5, 2.0, 3.0)

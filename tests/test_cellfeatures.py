@@ -13,8 +13,9 @@ from bloodgen.cellfeatures.alignment import DomainDiscriminator, alignment_loss,
 from bloodgen.cellfeatures.autoencoder import CellAutoencoder, widths
 from bloodgen.cellfeatures.experiment import InputSpec, domain_inputs, load_domain
 from bloodgen.cellfeatures.inputs import cell_view, load_inputs
+from bloodgen.cellfeatures.options import AEOptions
 from bloodgen.cellfeatures.probe import forest_probe
-from bloodgen.cellfeatures.train import CHECKPOINT_FILE, LOG_FILE, WEIGHTS_FILE, AEOptions, embed, train_autoencoder
+from bloodgen.cellfeatures.train import CHECKPOINT_FILE, LOG_FILE, WEIGHTS_FILE, embed, train_autoencoder
 from bloodgen.cli import main
 
 PIXELS = InputSpec("pixels", "whole")
@@ -137,3 +138,22 @@ def test_features_commands_train_probe_and_refuse_bad_input(domains, tmp_path, c
     assert "needs a target domain" in capsys.readouterr().err
     assert main(["features", "probe", "--run", str(tmp_path / "nothing"), "--data", str(domains["A"])]) == 2
     assert main(args[:-3] + ["--bottleneck", "9", "--out", str(run), "--quiet"]) == 2  # other options, same folder
+
+
+def test_the_study_scores_every_domain_per_method_and_resumes(domains, tmp_path, monkeypatch, capsys):
+    import bloodgen.cellfeatures.study as study
+
+    args = ["features", "study", "--domains", str(domains["A"].parent), "--out", str(tmp_path / "s"), "--input",
+            "pixels", "--methods", "raw", "mmd", "--steps", "4", "--batch-size", "16", "--seeds", "2", "--quiet"]
+    assert main(args) == 0
+    mmd = json.loads((tmp_path / "s" / "pixels-mmd.json").read_text())
+    assert set(mmd) == {"plan", "trained on A", "trained on stain", "protocol"}
+    assert set(mmd["trained on stain"]) == {"A", "stain"} and mmd["plan"]["autoencoder"]["alignment"] == "mmd"
+    report = (tmp_path / "s" / "README.md").read_text()
+    assert "| pixels-raw |" in report and "| pixels-mmd |" in report and "### pixels-mmd" in report
+    monkeypatch.setattr(study, "forest_probe", lambda *a, **k: pytest.fail("a finished unit ran again"))
+    assert main(args) == 0
+    assert main(["features", "study", "--domains", str(tmp_path), "--out", str(tmp_path / "t")]) == 2
+    assert "bloodgen domains make" in capsys.readouterr().err
+    assert main(args[:-2] + ["3", "--quiet"]) == 2  # other forest seeds in the same folder
+    assert "begun with other options" in capsys.readouterr().err

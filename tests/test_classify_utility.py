@@ -147,7 +147,7 @@ def test_utility_report_runs_end_to_end(trained):
 def test_utility_report_resumes_after_its_last_saved_part(trained, tmp_path):
     """A report cut during a classifier training keeps its finished parts: the rerun computes only the rest
     and gives the same report as an uninterrupted run."""
-    from bloodgen.study.stages import saved_parts
+    from bloodgen.provenance import saved_parts
 
     data, model, info, _ = trained
     images, labels = np.concatenate([data.images("all")] * 3), np.concatenate([data.labels("all")] * 3)

@@ -76,6 +76,7 @@ DEFERRED_IMPORTS = {
                          "bloodgen.models.config", "bloodgen.sampling.api", "bloodgen.training.checkpoint",
                          "bloodgen.training.loop"}, HELP_PATH),
     "classify/corruptions.py": ({"cv2", "medmnistc.corruptions.filter", "medmnistc.corruptions.registry"}, OPTIONAL),
+    "cellfeatures/study.py": ({"umap"}, OPTIONAL),
     "data/bloodmnist.py": ({"medmnist"}, OPTIONAL),
 }
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 TRACKED_PACKAGES = (
     "bloodgen", "torch", "torchvision", "numpy", "scipy", "medmnist", "pytorch-fid",
@@ -144,6 +144,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def timestamped(message: str) -> None:
+    print(f"[{_dt.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def saved_parts(path: str | os.PathLike, what: str,
+                say: Callable[[str], None] = timestamped) -> Callable[[str, Callable[[], Any]], Any]:
+    """A `step(name, compute)` that keeps each finished part of a long computation in `path` (JSON, written
+    atomically after every part), so a run cut between parts resumes at the next one."""
+    path = Path(path)
+    done = json.loads(path.read_text()) if path.is_file() else {}
+
+    def step(name: str, compute: Callable[[], Any]) -> Any:
+        if name in done:
+            say(f"{what}, {name}: done already ({path})")
+        else:
+            say(f"{what}, {name}")
+            done[name] = compute()
+            write_json(path, done)
+        return done[name]
+
+    return step
 
 
 def _json_default(obj: Any) -> Any:

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ALIGNMENTS = ("none", "mmd", "normal", "adversarial")
-
 
 def _moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = z.mean(0)

@@ -17,7 +17,6 @@ from pytorch_msssim import ssim
 from torch import nn
 
 LAYERS = 6
-IMAGE_LOSSES = ("ssim", "mse")
 IMAGE_SIZE = 28
 
 
@@ -65,7 +64,9 @@ class CellAutoencoder(nn.Module):
 
     def fit_scale(self, features: torch.Tensor) -> None:
         self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0).clamp_min(1e-6))
+        # The floor keeps a feature that is constant in the source (a black border of the cell view) from
+        # being scaled up a millionfold in a target domain where it varies.
+        self.std.copy_(features.std(0).clamp_min(1e-2))
 
     def standardise(self, h: torch.Tensor) -> torch.Tensor:
         return (h - self.mean) / self.std

@@ -13,6 +13,7 @@ examples:
       --out ae-cfe-stain                                                      # AE-CFE: A and stain aligned
   bloodgen features probe --run ae-cfe-stain --data domains/A.npz --test domains/stain.npz --seeds 5
   bloodgen features probe --data domains/A.npz --test domains/stain.npz     # Inception + forest, no AE
+  bloodgen features study --domains domains --out aecfe --input pixels --methods raw ae mmd --umap
 """
 
 
@@ -29,10 +30,11 @@ def add_parser(subparsers) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add_train(actions, HelpFormatter)
     _add_probe(actions, HelpFormatter)
+    _add_study(actions, HelpFormatter)
 
 
 def _add_inputs(p) -> None:
-    from bloodgen.cellfeatures.inputs import INPUTS, VIEWS
+    from bloodgen.cellfeatures.options import INPUTS, VIEWS
 
     p.add_argument("--input", choices=INPUTS, default="inception", help="h: Inception pool3 features or pixels")
     p.add_argument("--view", choices=VIEWS, default="whole", help="the whole image or the segmented cell alone")
@@ -41,13 +43,55 @@ def _add_inputs(p) -> None:
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
 
-def _add_train(actions, formatter) -> None:
-    from bloodgen.cellfeatures.alignment import ALIGNMENTS
-    from bloodgen.cellfeatures.autoencoder import IMAGE_LOSSES
-    from bloodgen.cellfeatures.train import AEOptions
-    from bloodgen.data.cli import add_data_argument
+def _add_autoencoder_options(t) -> None:
+    from bloodgen.cellfeatures.options import IMAGE_LOSSES, AEOptions
 
     d = AEOptions()
+    t.add_argument("--bottleneck", type=int, default=d.bottleneck, help="bottleneck dimensions b")
+    t.add_argument("--image-loss", choices=IMAGE_LOSSES, default=d.image_loss, help="image reconstruction loss")
+    t.add_argument("--beta", type=float, default=d.beta, help="weight of the domain loss")
+    t.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="images a step, shared evenly by the domains")
+    t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    t.add_argument("--seed", type=int, default=d.seed, help="weights and batches seed")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _options(args: argparse.Namespace, alignment: str = "none"):
+    from bloodgen import checks
+    from bloodgen.cellfeatures.options import AEOptions
+
+    checks.seed(args.seed)
+    return AEOptions(bottleneck=args.bottleneck, image_loss=args.image_loss, alignment=alignment, beta=args.beta,
+                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+def _add_study(actions, formatter) -> None:
+    from bloodgen.cellfeatures.options import METHODS
+
+    s = actions.add_parser(
+        "study", help="AE-CFE's cross-domain table: a forest trained in each domain, scored in all, per method",
+        description="For each method (raw: the input and a forest; ae: the autoencoder without a domain loss; "
+                    "normal, adversarial, mmd: with that domain loss, mmd being AE-CFE) a random forest per seed "
+                    "is trained on each domain's train part and scored on the test cells of every domain. The "
+                    "autoencoders train on every domain's train part. Each method is a unit saved as it finishes "
+                    "(OUT/<input>-<method>.json, OUT/runs/): the same command continues a cut study. Writes "
+                    "OUT/README.md with the tables.", epilog=EXAMPLES, formatter_class=formatter)
+    s.add_argument("--domains", metavar="DIR", required=True, help="a `bloodgen domains make` folder")
+    s.add_argument("--out", metavar="DIR", required=True, help="the study folder")
+    _add_inputs(s)
+    s.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="feature spaces to compare")
+    _add_autoencoder_options(s)
+    s.add_argument("--seeds", type=int, default=5, help="forest seeds")
+    s.add_argument("--max-minutes", type=float, default=None, help="start no method after this many minutes")
+    s.add_argument("--umap", action="store_true", help="also draw OUT/umap-<input>.png (needs umap-learn)")
+    s.set_defaults(func=run_study)
+
+
+def _add_train(actions, formatter) -> None:
+    from bloodgen.cellfeatures.options import ALIGNMENTS
+    from bloodgen.data.cli import add_data_argument
+
     t = actions.add_parser(
         "train", help="train the autoencoder (resumable: the same command continues a cut run)",
         description="Trains on the train split of --data (the source domain) and, with --target, of those "
@@ -59,17 +103,10 @@ def _add_train(actions, formatter) -> None:
                    help="other domains (their labels unused) to rebuild too and, with --alignment, to align to "
                         "--data (default: none)")
     _add_inputs(t)
-    t.add_argument("--bottleneck", type=int, default=d.bottleneck, help="bottleneck dimensions b")
-    t.add_argument("--image-loss", choices=IMAGE_LOSSES, default=d.image_loss, help="image reconstruction loss")
-    t.add_argument("--alignment", choices=ALIGNMENTS, default=d.alignment,
+    t.add_argument("--alignment", choices=ALIGNMENTS, default="none",
                    help="domain loss: mmd (AE-CFE's mean and covariance alignment), normal, adversarial")
-    t.add_argument("--beta", type=float, default=d.beta, help="weight of the domain loss")
-    t.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="images a step, shared evenly by the domains")
-    t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    t.add_argument("--seed", type=int, default=d.seed, help="weights and batches seed")
+    _add_autoencoder_options(t)
     t.add_argument("--out", metavar="DIR", required=True, help="the run folder")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
 
 
@@ -101,23 +138,36 @@ def _spec(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.cellfeatures.experiment import train_run
-    from bloodgen.cellfeatures.train import AEOptions
 
-    checks.seed(args.seed)
     checks.output_folder(args.out, "--out")
-    options = AEOptions(bottleneck=args.bottleneck, image_loss=args.image_loss, alignment=args.alignment,
-                        beta=args.beta, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    train_run(args.data, args.target, _spec(args), options, args.out, progress=not args.quiet)
+    train_run(args.data, args.target, _spec(args), _options(args, args.alignment), args.out,
+              progress=not args.quiet)
     print(f"autoencoder: {args.out}")
     return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    from bloodgen import checks
     from bloodgen.cellfeatures.experiment import probe_files, probe_table
     from bloodgen.provenance import write_json
 
+    checks.positive(args.seeds, "--seeds")
+    if args.json:
+        checks.output_file(args.json, "--json", ".json")
     result = probe_files(args.data, args.test, _spec(args), args.run, args.seeds)
     print(probe_table(result))
     if args.json:
         write_json(args.json, result)
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from bloodgen import checks
+    from bloodgen.cellfeatures import study
+
+    out = checks.output_folder(args.out, "--out")
+    checks.positive(args.seeds, "--seeds")
+    plan = study.FeatureStudy(study.domain_files(args.domains), out, _spec(args), tuple(args.methods),
+                              _options(args).check(has_target=True), args.seeds)
+    print(f"report: {study.run_study(plan, args.max_minutes, args.umap, progress=not args.quiet)}")
     return 0

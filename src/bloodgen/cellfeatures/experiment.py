@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from bloodgen.cellfeatures.autoencoder import CellAutoencoder
 from bloodgen.cellfeatures.inputs import CellInputs, load_inputs
+from bloodgen.cellfeatures.options import AEOptions
 from bloodgen.cellfeatures.probe import ProbeScores, forest_probe
-from bloodgen.cellfeatures.train import OPTIONS_FILE, WEIGHTS_FILE, AEOptions, embed, train_autoencoder
+from bloodgen.cellfeatures.train import OPTIONS_FILE, WEIGHTS_FILE, embed, train_autoencoder
 from bloodgen.data.bloodmnist import BloodMNIST, load_bloodmnist
 from bloodgen.errors import UserError
 from bloodgen.metrics.inception import inception_extractor
@@ -78,11 +79,18 @@ def probe_files(data_path: str | None, test_paths: list[str], spec: InputSpec, r
     scored on its test split and on each test file's."""
     model, record = run_model(run) if run else (None, None)
     if record is not None:  # the run's own inputs
-        spec = InputSpec(record["inputs"]["input"], record["inputs"]["view"], spec.inception_weights, spec.cache_dir)
+        inputs = record["inputs"]
+        if "input" not in inputs:
+            raise UserError(f"{run} does not record its input features: probe it with --input and --view, "
+                            f"without --run's bottleneck, or train it with `bloodgen features train`")
+        spec = InputSpec(inputs["input"], inputs.get("view", "whole"), spec.inception_weights, spec.cache_dir)
     project = (lambda inputs: embed(model, inputs)) if model is not None else (lambda inputs: inputs.features)
     data = load_domain(data_path)
     train = domain_inputs(data, spec, "train")
-    tests = {"source": data, **{Path(p).stem: load_domain(p) for p in test_paths}}
+    names = ["source", *[Path(p).stem for p in test_paths]]
+    if len(set(names)) < len(names):
+        raise UserError(f"test sets are named by their file: {', '.join(names)} has a name twice; rename one")
+    tests = dict(zip(names, [data, *[load_domain(p) for p in test_paths]]))
     test_sets = {name: domain_inputs(d, spec, "test") for name, d in tests.items()}
     scores = forest_probe((project(train), train.labels),
                           {name: (project(t), t.labels) for name, t in test_sets.items()}, seeds=seeds)

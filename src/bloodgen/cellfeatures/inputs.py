@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodgen.cellfeatures.options import INPUTS, VIEWS
 from bloodgen.data.bloodmnist import SPLITS, BloodMNIST
 from bloodgen.errors import UserError
 from bloodgen.metrics.features import CACHE_FORMAT, FeatureStore, dataset_feature_store, default_cache_dir
 from bloodgen.metrics.plausibility import segment_cell
-
-INPUTS = ("inception", "pixels")
-VIEWS = ("whole", "cell")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,42 +18,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from bloodgen.cellfeatures.alignment import ALIGNMENTS, DomainDiscriminator, alignment_loss
-from bloodgen.cellfeatures.autoencoder import IMAGE_LOSSES, CellAutoencoder, reconstruction_loss
+from bloodgen.cellfeatures.alignment import DomainDiscriminator, alignment_loss
+from bloodgen.cellfeatures.autoencoder import CellAutoencoder, reconstruction_loss
 from bloodgen.cellfeatures.inputs import CellInputs
+from bloodgen.cellfeatures.options import AEOptions
 from bloodgen.errors import UserError
 from bloodgen.provenance import atomic_path, environment, write_json, write_text
 
 OPTIONS_FILE, CHECKPOINT_FILE, LOG_FILE = "options.json", "checkpoint.pt", "log.jsonl"
 WEIGHTS_FILE, SUMMARY_FILE = "model.safetensors", "summary.json"
-
-
-@dataclass(frozen=True)
-class AEOptions:
-    """The autoencoder's training options. `batch_size` images a step, shared evenly by the source and
-    target domains (the cost of a step does not grow with the number of domains); the defaults are sized
-    for 2 CPU cores (about 1 s a step on Inception features). `beta` weighs the domain loss."""
-
-    bottleneck: int = 100
-    image_loss: str = "ssim"
-    alignment: str = "none"
-    beta: float = 1.0
-    steps: int = 1500
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    save_every: int = 250
-    log_every: int = 50
-
-    def check(self, has_target: bool) -> AEOptions:
-        if self.image_loss not in IMAGE_LOSSES or self.alignment not in ALIGNMENTS:
-            raise UserError(f"unknown image loss {self.image_loss!r} or alignment {self.alignment!r}: choose from "
-                            f"{', '.join(IMAGE_LOSSES)} and {', '.join(ALIGNMENTS)}")
-        if min(self.bottleneck, self.steps, self.batch_size, self.save_every, self.log_every) < 1:
-            raise UserError("--bottleneck, --steps, --batch-size and the save/log intervals must be at least 1")
-        if self.alignment != "none" and not has_target:
-            raise UserError(f"--alignment {self.alignment} needs a target domain: pass --target FILE [FILE ...]")
-        return self
+MAX_GRAD_NORM = 1.0  # clipped: a domain loss's first steps can be large
 
 
 def _batch(inputs: CellInputs, generator: torch.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,13 +39,16 @@ def _batch(inputs: CellInputs, generator: torch.Generator, size: int) -> tuple[t
 class _State:
     """Everything a checkpoint holds, built fresh or read back from one."""
 
-    def __init__(self, source: CellInputs, options: AEOptions):
+    def __init__(self, source: CellInputs, targets: list[CellInputs], options: AEOptions):
         torch.manual_seed(options.seed)
         self.model = CellAutoencoder(source.features.shape[1], options.bottleneck)
-        self.model.fit_scale(torch.from_numpy(source.features))
+        # Scaled by every training domain's features: by the source's alone, an inverted domain's features lie
+        # tens of standard deviations out and the training collapsed (a pixel autoencoder, about step 250).
+        self.model.fit_scale(torch.from_numpy(np.concatenate([source.features, *[t.features for t in targets]])))
         self.discriminator = DomainDiscriminator(options.bottleneck) if options.alignment == "adversarial" else None
-        params = list(self.model.parameters()) + (list(self.discriminator.parameters()) if self.discriminator else [])
-        self.optimiser = torch.optim.Adam(params, lr=options.lr)
+        self.parameters = list(self.model.parameters()) + \
+            (list(self.discriminator.parameters()) if self.discriminator else [])
+        self.optimiser = torch.optim.Adam(self.parameters, lr=options.lr)
         self.generator = torch.Generator().manual_seed(options.seed)
         self.step = 0
 
@@ -110,6 +87,7 @@ def _step(state: _State, source: CellInputs, targets: list[CellInputs], options:
         parts.update(target_reconstruction=rebuilt_targets.item(), domain=domain.item())
     state.optimiser.zero_grad(set_to_none=True)
     loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.parameters, MAX_GRAD_NORM)
     state.optimiser.step()
     return {"loss": loss.item(), **parts}
 
@@ -122,11 +100,12 @@ def train_autoencoder(source: CellInputs, targets: list[CellInputs], options: AE
     options, out = options.check(bool(targets)), Path(out)
     record = {"options": asdict(options), "inputs": provenance or {}}
     if (out / OPTIONS_FILE).is_file():
-        if json.loads((out / OPTIONS_FILE).read_text())["options"] != record["options"]:
-            raise UserError(f"{out} holds a run with other options: pick another --out or the same options")
+        saved = json.loads((out / OPTIONS_FILE).read_text())
+        if _identity({k: saved.get(k) for k in record}) != _identity(json.loads(json.dumps(record))):
+            raise UserError(f"{out} holds a run with other options or inputs: pick another --out or the same ones")
     else:
         write_json(out / OPTIONS_FILE, {**record, "environment": environment()})
-    state = _State(source, options)
+    state = _State(source, targets, options)
     if (out / WEIGHTS_FILE).is_file():
         state.model.load_state_dict(load_file(str(out / WEIGHTS_FILE)))
         return state.model.eval()
@@ -164,8 +143,24 @@ def _loop(state: _State, source: CellInputs, targets: list[CellInputs], options:
 def _keep_log_until(path: Path, step: int) -> None:
     """Drop log rows past the checkpoint a run resumes from: they are logged again."""
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        rows = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
         write_text(path, "".join(row + "\n" for row in rows))
+
+
+def _identity(record):
+    """A record without its file paths: a run whose data files moved is still the same run (their hashes
+    say whether they are the same files)."""
+    if isinstance(record, dict):
+        return {k: _identity(v) for k, v in record.items() if k != "path"}
+    return [_identity(v) for v in record] if isinstance(record, list) else record
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; infinite (dropped) for a blank line or one cut while it was written."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 @torch.no_grad()

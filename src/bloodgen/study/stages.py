@@ -28,7 +28,7 @@ from bloodgen.errors import UserError
 from bloodgen.metrics import calculate_metrics
 from bloodgen.metrics.inputs import load_images
 from bloodgen.metrics.records import figure
-from bloodgen.provenance import file_digests, write_json
+from bloodgen.provenance import file_digests, saved_parts, write_json
 from bloodgen.samplefile import write_samples
 from bloodgen.study.layout import EVAL_DIR, RUNS_DIR, SAMPLING_TIME_10K, closest_samples_file, utility_samples_file
 from bloodgen.study.presets import StudyPreset
@@ -126,23 +126,6 @@ def cached(path: Path, compute: Callable[[], dict], what: str, allow_compute: bo
     result = compute()
     write_json(path, result)
     return result
-
-
-def saved_parts(path: Path, what: str) -> Callable[[str, Callable[[], Any]], Any]:
-    """A `step(name, compute)` that keeps each finished part of a long computation in `path` (JSON, written
-    atomically after every part), so a run cut between parts resumes at the next one."""
-    done = json.loads(path.read_text()) if path.is_file() else {}
-
-    def step(name: str, compute: Callable[[], Any]) -> Any:
-        if name in done:
-            log(f"{what}, {name}: done already ({path})")
-        else:
-            log(f"{what}, {name}")
-            done[name] = compute()
-            write_json(path, done)
-        return done[name]
-
-    return step
 
 
 def feature_key(extractor) -> dict:
@@ -309,7 +292,7 @@ def utility_stage(run: RunRef, preset: StudyPreset, out: Path, dataset, extracto
         images = utility_samples(loaded, labels, n, options, samples_path, key)
         report = evaluate_utility((images, labels), dataset, recipe=recipe, cache_dir=cache_dir, extractor=extractor,
                                   seed=run.seed, memorisation_n=preset.memorisation_n,
-                                  step=saved_parts(parts, f"{run.model} seed {run.seed} utility"))
+                                  step=saved_parts(parts, f"{run.model} seed {run.seed} utility", say=log))
         parts.unlink(missing_ok=True)  # the whole report is saved next
         return report
 
