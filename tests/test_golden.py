@@ -97,7 +97,7 @@ def test_committed_study_results_read_and_write_back_unchanged(path):
 
 
 RECORDS = [(ExportMeta, p) for p in _committed("model.json", has="model.safetensors")] + \
-          [(RunSummary, p) for p in _committed("summary.json", has="log.jsonl")]
+          [(RunSummary, p) for p in _committed("summary.json", has="config.json")]
 
 
 @pytest.mark.parametrize("kind, path", RECORDS, ids=_ids([p for _, p in RECORDS]))
@@ -108,7 +108,7 @@ def test_committed_run_records_read_and_write_back_to_the_same_record(kind, path
     assert kind.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
-LOGS = _committed("log.jsonl")
+LOGS = _committed("log.jsonl", has="config.json")  # training runs' logs (not the cell-feature autoencoders')
 
 
 @pytest.mark.parametrize("path", LOGS, ids=_ids(LOGS))
