@@ -190,7 +190,7 @@ def write_report(out: Path, domains: list[str]) -> Path:
         parts += [f"### {unit}", "", unit_table(result, domains), ""]
     if waiting:
         parts.append(f"Unfinished (the same command continues): {', '.join(waiting)}.\n")
-    parts += [f"![UMAP of the test cells, {p.stem[5:]} input]({p.name})\n" for p in sorted(out.glob("umap-*.png"))]
+    parts += [f"\n![UMAP of the test cells, {p.stem[5:]} input]({p.name})" for p in sorted(out.glob("umap-*.png"))]
     return write_text(out / "README.md", "\n".join(parts))
 
 
