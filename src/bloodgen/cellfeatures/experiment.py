@@ -67,10 +67,10 @@ def run_model(run: str | Path) -> tuple[CellAutoencoder, dict]:
     record_path, weights = Path(run) / OPTIONS_FILE, Path(run) / WEIGHTS_FILE
     if not weights.is_file() or not record_path.is_file():
         raise UserError(f"{run} holds no finished `bloodgen features train` run ({WEIGHTS_FILE}, {OPTIONS_FILE})")
-    state = load_file(str(weights))
-    model = CellAutoencoder(state["mean"].shape[0], json.loads(record_path.read_text())["options"]["bottleneck"])
+    state, record = load_file(str(weights)), json.loads(record_path.read_text())
+    model = CellAutoencoder(state["mean"].shape[0], record["options"]["bottleneck"])
     model.load_state_dict(state)
-    return model.eval(), json.loads(record_path.read_text())
+    return model.eval(), record
 
 
 def probe_files(data_path: str | None, test_paths: list[str], spec: InputSpec, run: str | None,

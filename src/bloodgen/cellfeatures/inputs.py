@@ -10,14 +10,13 @@ BloodMNIST cells are centred crops already, so no detector is needed to find the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bloodgen.cellfeatures.options import INPUTS, VIEWS
 from bloodgen.data.bloodmnist import SPLITS, BloodMNIST
 from bloodgen.errors import UserError
-from bloodgen.metrics.features import CACHE_FORMAT, FeatureStore, dataset_feature_store, default_cache_dir
+from bloodgen.metrics.features import dataset_feature_store
 from bloodgen.metrics.plausibility import segment_cell
 
 
@@ -48,18 +47,6 @@ def cell_view(images: np.ndarray) -> np.ndarray:
     return np.where(masks[..., None], images, 0).astype(np.uint8)
 
 
-def _cell_store(data: BloodMNIST, extractor, cache_dir) -> FeatureStore:
-    """Inception features of the cell views of every image, cached beside the whole images' features."""
-    images = cell_view(data.images("all"))
-    key = {"format": CACHE_FORMAT, "view": "cell", "network": extractor.name,
-           "weights_sha256": extractor.weights_sha256, "data_sha256": data.sha256, "n_images": len(images),
-           "dim": extractor.dim}
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    name = f"{extractor.name}-cells-data{data.sha256[:16]}-weights{extractor.weights_sha256[:16]}.npz"
-    path = folder / "features" / name
-    return FeatureStore(images, extractor, desc="cell views", cache_path=path, cache_key=key)
-
-
 def load_inputs(data: BloodMNIST, split: str, source: str = "inception", view: str = "whole", extractor=None,
                 cache_dir=None) -> CellInputs:
     """The autoencoder's inputs for one split: `source` features of the `view` of each image. `extractor`
@@ -68,13 +55,14 @@ def load_inputs(data: BloodMNIST, split: str, source: str = "inception", view: s
         raise UserError(f"unknown input {source!r}/{view!r}: choose one of {', '.join(INPUTS)} and of "
                         f"{', '.join(VIEWS)}")
     rows = split_rows(data, split)
-    images = data.images(split) if view == "whole" else cell_view(data.images(split))
     if source == "pixels":
+        images = data.images(split) if view == "whole" else cell_view(data.images(split))
         features = images.reshape(len(images), -1).astype(np.float32) / 255.0
     else:
         if extractor is None:
             raise UserError("Inception features need the feature network: pass an extractor")
-        store = dataset_feature_store(data, extractor, cache_dir) if view == "whole" else \
-            _cell_store(data, extractor, cache_dir)
-        features = store.features(rows).astype(np.float32)
+        # The cell views of every image are made once per call and shared with the feature store.
+        cells = None if view == "whole" else ("cells", cell_view(data.images("all")))
+        store = dataset_feature_store(data, extractor, cache_dir, view=cells)
+        images, features = store.images[rows], store.features(rows).astype(np.float32)
     return CellInputs(features, images, data.labels(split).astype(np.int64))

@@ -190,11 +190,17 @@ class FeatureStore:
             warnings.warn(f"could not write feature cache {self.cache_path} ({err}); features are not cached")
 
 
-def dataset_feature_store(data, extractor: Extractor, cache_dir: str | os.PathLike | None = None) -> FeatureStore:
-    """The cached features of every image of a loaded `BloodMNIST`, indexed like its `all` split."""
-    images = data.images(ALL)
-    key = {"format": CACHE_FORMAT, "network": extractor.name, "weights_sha256": extractor.weights_sha256,
-           "data_sha256": data.sha256, "n_images": len(images), "dim": extractor.dim}
+def dataset_feature_store(data, extractor: Extractor, cache_dir: str | os.PathLike | None = None,
+                          view: tuple[str, np.ndarray] | None = None) -> FeatureStore:
+    """The cached features of every image of a loaded `BloodMNIST`, indexed like its `all` split; with `view`
+    (a name and the images, one per image of `all`), of that transformed copy instead, cached apart."""
+    name, images = view if view is not None else (None, data.images(ALL))
+    key = {"format": CACHE_FORMAT, **({"view": name} if name else {}), "network": extractor.name,
+           "weights_sha256": extractor.weights_sha256, "data_sha256": data.sha256, "n_images": len(images),
+           "dim": extractor.dim}
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = folder / "features" / f"{extractor.name}-data{data.sha256[:16]}-weights{extractor.weights_sha256[:16]}.npz"
-    return FeatureStore(images, extractor, desc="real images", cache_path=path, cache_key=key)
+    infix = f"-{name}" if name else ""
+    path = folder / "features" / (f"{extractor.name}{infix}-data{data.sha256[:16]}"
+                                  f"-weights{extractor.weights_sha256[:16]}.npz")
+    return FeatureStore(images, extractor, desc=f"real images ({name})" if name else "real images", cache_path=path,
+                        cache_key=key)
