@@ -288,9 +288,10 @@ CONFORMANCE_EXTRA = {"proto-ddpm": {"class_embedding": "learned"}}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_registered_family_conforms(name):
+def test_every_registered_family_conforms(name, tiny_npz):
     """The whole registry, through the one conformance check a new family also passes (test_toy_family.py)."""
-    check_conformance(name, **CONFORMANCE_EXTRA.get(name, {}))
+    extra = {"source_domain": str(tiny_npz)} if REGISTRY[name].translates else {}
+    check_conformance(name, **CONFORMANCE_EXTRA.get(name, {}), **extra)
 
 
 def test_a_summary_written_with_absolute_paths_still_finds_its_weights(tmp_path):

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "bloodgen.data.domains_cli",
     "bloodgen.training.cli",
     "bloodgen.sampling.cli",
+    "bloodgen.sampling.translate_cli",
     "bloodgen.metrics.cli",
     "bloodgen.study.cli",
     "bloodgen.study.demo_cli",

@@ -22,7 +22,8 @@ from bloodgen.models.registry import get_family, get_spec
 
 PRESETS = ("quick", "cpu", "record", "gpu", "full")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-LR_SCHEDULES = ("constant", "cosine")
+# "linear-tail": constant for the first half, then linear to 0 (CycleGAN's 100 + 100 epochs).
+LR_SCHEDULES = ("constant", "cosine", "linear-tail")
 COMMON_CHOICES = {"mixed_precision": MIXED_PRECISION, "lr_schedule": LR_SCHEDULES}
 
 

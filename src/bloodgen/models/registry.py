@@ -37,6 +37,8 @@ DIFFUSION_SAMPLING = (
     SamplerOption("eta", float, "ddim sampler's noise: 0 deterministic, 1 ancestral (default: the model's config)"),
 )
 
+TINY_TRANSLATION = {"channels": 4, "blocks": 1, "pool_size": 4}
+
 TINY_DIFFUSION = {"channels": [16, 16, 32], "attention": [False, False, True], "attention_head_dim": 16,
                   "layers_per_block": 1, "timesteps": 100, "sample_steps": 4}
 
@@ -50,6 +52,7 @@ class FamilySpec:
     quick_study_steps: int | None = None  # training steps of the quick study (about a minute on 2 CPU cores)
     noise_classifier: bool = False  # a class-conditional pixel denoiser: usable as a diffusion classifier
     needs_inputs: bool = False  # trains only with inputs of its own (a prototypes file), not from the data alone
+    translates: bool = False  # translates images of a source domain into the data's (bloodgen translate)
     sampler_options: tuple[SamplerOption, ...] = ()
     # Its presets file (see bloodgen.models.config); None: bloodgen/configs/<name>.json.
     presets_file: str | None = None
@@ -87,6 +90,12 @@ REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("proto-ddpm", "bloodgen.models.proto_ddpm:ProtoDDPM",
                "diffusion conditioned on frozen learned class prototypes (IMPROVE), or a learned-embedding baseline",
                needs_inputs=True, sampler_options=DIFFUSION_SAMPLING, tiny_config={**TINY_DIFFUSION, "class_dim": 8}),
+    FamilySpec("cyclegan", "bloodgen.models.translation:Translation",
+               "unpaired translation from a source domain (--set source_domain=FILE) into the data's: CycleGAN",
+               needs_inputs=True, translates=True, tiny_config=TINY_TRANSLATION),
+    FamilySpec("aggan", "bloodgen.models.translation:Translation",
+               "CycleGAN whose generators also output attention masks (AttentionGAN): G(x) = sum C_f A_f + x A_b",
+               needs_inputs=True, translates=True, tiny_config={**TINY_TRANSLATION, "attention_masks": 3}),
 )}
 
 # The family the prototypes experiment (bloodgen.improve) trains in both arms.
@@ -104,6 +113,10 @@ def study_families() -> tuple[str, ...]:
 def standalone_families() -> tuple[str, ...]:
     """The families that train from the data alone."""
     return tuple(name for name, spec in REGISTRY.items() if not spec.needs_inputs)
+
+
+def translation_families() -> tuple[str, ...]:
+    return tuple(name for name, spec in REGISTRY.items() if spec.translates)
 
 
 def noise_classifiers() -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from bloodgen.data import load_bloodmnist
 from bloodgen.errors import UserError
 from bloodgen.metrics.inception import inception_extractor
-from bloodgen.models.registry import model_names, study_families
+from bloodgen.models.registry import get_spec, model_names, study_families
 from bloodgen.provenance import environment, write_json
 from bloodgen.study.experiments import Experiment, ExperimentContext, experiments_for
 from bloodgen.study.layout import RESULTS_FILE, FamilyResult, RunResult, StudyInfo, StudyResults
@@ -68,6 +68,10 @@ class StudyRequest:
         unknown = [m for m in models if m not in model_names()]
         if unknown:
             raise UserError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(model_names())}")
+        needy = [m for m in models if get_spec(m).needs_inputs]
+        if needy:
+            raise UserError(f"{', '.join(needy)} train(s) only with inputs of their own (a prototypes file, a source "
+                            f"domain), not from the data alone: train them with bloodgen train")
         outside = [m for m in preset.utility_models if m not in models]
         if outside:
             raise UserError(f"--utility-models names {', '.join(outside)}, which the study does not train: "

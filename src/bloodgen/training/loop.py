@@ -152,10 +152,14 @@ def make_accelerator(cpu: bool, mixed_precision: str, find_unused_parameters: bo
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Linear warm-up over `warmup` steps, then constant or cosine decay to 0 at `total`."""
+    """Linear warm-up over `warmup` steps, then constant, cosine decay to 0 at `total`, or constant up to
+    half of `total` and linear decay to 0 at `total` ("linear-tail")."""
     warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
     if schedule == "cosine":
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if schedule == "linear-tail":
+        half = total / 2
+        return warm * min(1.0, max(0.0, (total - step) / half))
     return warm
 
 
