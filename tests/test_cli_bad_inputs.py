@@ -92,9 +92,16 @@ DATA = [
     ("domains-negative-seed", "domains make --data {data} --out {out}/d --seed -1", "--seed must be"),
     ("domains-normalise-missing-reference", "domains normalise {data} --to {out}/A.npz --out {out}/n.npz",
      "not found: give a domain file of `bloodgen domains make`"),
-    ("domains-eval-no-domains", "domains eval --folder {out}/none --out {out}/e",
+    ("translate-eval-no-domains", "translate-eval --folder {out}/none --out {out}/e",
      "A.npz not found: make the domains first with `bloodgen domains make"),
-    ("domains-eval-unknown-domain", "domains eval --folder {out} --domains lab2 --out {out}/e", "unknown domain(s) lab2"),
+    ("translate-eval-unknown-domain", "translate-eval --folder {out} --domains lab2 --out {out}/e",
+     "unknown domain(s) lab2"),
+    ("translate-eval-bad-translator", "translate-eval --folder {out} --translators stain --out {out}/e",
+     "--translators expects DOMAIN=RUN"),
+    ("translate-eval-generator", "translate-eval --folder {out} --domains stain --translators stain=pretrained:ddpm "
+     "--out {out}/e", "generates rather than translates"),
+    ("translate-missing-input", "translate pretrained:ddpm {out}/none.npz --out {out}/t.npz", "INPUT.npz"),
+    ("translate-generator", "translate pretrained:ddpm {data} --out {out}/t.npz", "generates rather than translates"),
     ("domains-normalise-unknown-method", "domains normalise {data} --to {data} --method vahadane --out {out}/n.npz",
      "argument --method: invalid choice: 'vahadane'"),
 ]

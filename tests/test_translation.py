@@ -148,3 +148,41 @@ def test_translate_writes_every_split_in_the_data_format_and_refuses_a_generator
 
 def test_the_linear_tail_schedule_holds_then_falls_to_zero():
     assert [lr_factor(s, 0, 100, "linear-tail") for s in (0, 49, 50, 75, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_paired_fidelity_is_perfect_for_the_originals_and_drops_for_a_shift(tiny_data):
+    from bloodgen.classify.translation_eval import paired_fidelity
+    from bloodgen.data.domains import stain
+
+    x = tiny_data.images("test")
+    same = paired_fidelity(x, x)
+    assert same == {"ssim": 1.0, "psnr_db": 100.0}
+    shifted = paired_fidelity(stain(x), x)
+    assert shifted["ssim"] < 0.99 and shifted["psnr_db"] < 40
+
+
+def test_translate_eval_adds_each_translator_as_a_column_with_its_image_figures(tiny_npz, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from bloodgen.classify.recipe import RECIPES
+
+    folder = tmp_path / "domains"
+    assert main(["domains", "make", "--data", str(tiny_npz), "--out", str(folder), "--domains", "stain", "scope"]) == 0
+    run = _train("aggan", folder / "A.npz", folder / "stain.npz", tmp_path / "runs")
+    monkeypatch.setitem(RECIPES, "cpu", replace(RECIPES["cpu"], epochs=1, width=8, batch_size=16))
+    out = tmp_path / "eval"
+    assert main(["translate-eval", "--folder", str(folder), "--domains", "stain", "scope", "--translators",
+                 f"stain={run.run_dir}", "--classifier-recipe", "cpu", "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(out)]) == 0
+    study = json.loads((out / "translate_eval.json").read_text())
+    assert study["translators"] == ["aggan"]
+    assert set(study["results"]["stain"]) == {"before", "reinhard", "histogram", "aggan", "oracle"}
+    assert "aggan" not in study["results"]["scope"]  # no translator given for scope
+    assert 0 <= study["results"]["stain"]["aggan"]["class_flips"]["mean"] <= 1
+    paired = study["images"]["paired"]
+    assert set(paired["stain"]) == {"before", "reinhard", "histogram", "aggan"} and "fid" not in paired["stain"]["aggan"]
+    assert -1 <= paired["stain"]["aggan"]["ssim"] <= 1 and set(study["images"]["reverse"]) == {"stain"}
+    report = (out / "translate_eval.md").read_text()
+    assert "S_A aggan" in report and "| scope |" in report and "A -> B" in report
+    assert main(["translate-eval", "--folder", str(folder), "--domains", "stain", "--translators",
+                 f"stain={run.run_dir}", f"stain={run.run_dir}", "--out", str(out)]) == 2  # two aggan runs

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "bloodgen.study.cli",
     "bloodgen.study.demo_cli",
     "bloodgen.classify.cli",
+    "bloodgen.classify.translate_eval_cli",
     "bloodgen.improve.cli",
     "bloodgen.classify.diffusion_cli",
     "bloodgen.cellfeatures.cli",

@@ -11,7 +11,7 @@ examples:
   bloodgen train --model ddpm --data domains/A.npz           # every command takes a domain file
   bloodgen classifier train --data domains/A.npz            # a reference classifier of domain A alone
   bloodgen domains normalise domains/stain.npz --to domains/A.npz --method reinhard --out stain-reinhard.npz
-  bloodgen domains eval --folder domains --seeds 0 1 2 --out domain-shift   # S_A under each shift
+  bloodgen translate-eval --folder domains --seeds 0 1 2 --out domain-shift  # S_A under each shift
 """
 
 
@@ -57,30 +57,6 @@ def add_parser(subparsers) -> None:
     norm.add_argument("--method", choices=tuple(NORMALISERS), default="reinhard", help="normalisation")
     norm.add_argument("--out", metavar="OUT.npz", required=True, help="the normalised file")
     norm.set_defaults(func=run_normalise)
-    _add_eval_parser(actions, HelpFormatter)
-
-
-def _add_eval_parser(actions, formatter) -> None:
-    from bloodgen.classify.recipe import RECIPES
-    from bloodgen.data.domains import DOMAINS
-
-    ev = actions.add_parser(
-        "eval", help="a classifier of domain A under each shift, before and after colour normalisation",
-        description="S_A (the reference ResNet-18 recipe trained on A.npz's train part alone) scored on the "
-                    "same test cells in A (its ceiling), in each shifted domain (before), after each colour "
-                    "normalisation to A, and beside an oracle trained on that domain's own train part: macro F1, "
-                    "balanced accuracy and the class flips (cells whose prediction changes from A), mean ± std "
-                    "over --seeds. Classifiers are cached per data file and recipe. Writes OUT/domain_shift.json "
-                    "and OUT/domain_shift.md.", epilog=EXAMPLES, formatter_class=formatter)
-    ev.add_argument("--folder", metavar="DIR", required=True, help="the output folder of `bloodgen domains make`")
-    ev.add_argument("--domains", nargs="+", metavar="NAME", default=list(DOMAINS),
-                    help=f"shifted domains to score, from: {', '.join(DOMAINS)} (default: all)")
-    ev.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S", help="classifier seeds")
-    ev.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                    help="ResNet-18 recipe of S_A and the oracles (default: full with a GPU, cpu without)")
-    ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
-    ev.add_argument("--out", metavar="DIR", required=True, help="folder for domain_shift.json and domain_shift.md")
-    ev.set_defaults(func=run_eval)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,31 +97,4 @@ def run_normalise(args: argparse.Namespace) -> int:
         source, reference = load_bloodmnist(args.domain), load_bloodmnist(args.reference)
     path = normalise_file(source, reference, args.method, out)
     print(f"{args.method}: {path} ({sum(source.split_sizes.values()):,} images)")
-    return 0
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from bloodgen import checks
-    from bloodgen.classify.domain_shift import domain_shift_study, markdown_table
-    from bloodgen.classify.recipe import RECIPES
-    from bloodgen.data.domains import get_domains
-    from bloodgen.provenance import environment, write_json, write_text
-
-    out = checks.output_folder(args.out, "--out")
-    for seed in args.seeds:
-        checks.seed(seed, "--seeds")
-    get_domains(args.domains)
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
-    study = domain_shift_study(Path(args.folder), tuple(args.domains), tuple(args.seeds), recipe, args.cache_dir)
-    study["environment"] = environment()
-    table = markdown_table(study)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "domain_shift.json", study)
-    write_text(out / "domain_shift.md", "# A classifier of domain A under each shift\n\nMacro F1 % and class "
-               "flips % on the same test cells, mean ± std over classifier seeds " + ", ".join(map(str, args.seeds))
-               + ".\n\n" + table + "\n")
-    print(table)
-    print(f"wrote {out / 'domain_shift.json'} and {out / 'domain_shift.md'}")
     return 0
