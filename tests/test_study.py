@@ -302,6 +302,23 @@ def test_the_domain_shift_experiment_cuts_the_study_data_and_reports_the_table(t
     assert "A classifier of one lab in another" in report and "| scope |" in report
 
 
+def test_the_translation_experiment_trains_each_family_per_domain_and_reports_their_columns(tiny_npz, tmp_path):
+    tiny = {m: tiny_config(m) for m in ("cyclegan", "aggan")}
+    preset = replace(TINY_STUDY, domain_shift_seeds=1, translation_fid_n=0,
+                     config_overrides={**TINY_STUDY.config_overrides, **tiny},
+                     classifier_recipe={"epochs": 1, "width": 8, "batch_size": 16})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["translation"])
+    translation = results.experiments["translation"]
+    assert translation["translators"] == ["aggan", "cyclegan"]
+    for name in ("artificial", "stain", "scope"):
+        assert {"aggan", "cyclegan", "before", "oracle"} <= set(translation["results"][name])
+    assert len(list((tmp_path / "runs").glob("*gan-*-s0-*"))) == 6
+    report = (tmp_path / "report.md").read_text()
+    assert "S_A cyclegan" in report and "What the translation does to the cells" in report
+
+
 @pytest.mark.parametrize("preset_name", list(PRESETS))
 def test_every_study_preset_plans_every_experiment(preset_name):
     """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every

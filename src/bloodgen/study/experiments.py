@@ -21,7 +21,7 @@ from bloodgen.classify.diffusion_results import PARTS, EvalResults
 from bloodgen.data.domains import DOMAINS, make_domains
 from bloodgen.errors import UserError
 from bloodgen.improve.budgets import budget_for
-from bloodgen.models.registry import noise_classifiers
+from bloodgen.models.registry import noise_classifiers, translation_families
 from bloodgen.study.presets import StudyPreset
 from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, file_sha256, log, train_stage
 
@@ -146,6 +146,42 @@ def _report_domain_shift(results: dict, out: Path, folder: Path) -> list:
     return report_blocks(results)
 
 
+def _check_translation(preset: StudyPreset, models: Sequence[str]) -> None:
+    _check_domain_shift(preset, models)
+    if preset.translation_fid_n < 0:
+        raise UserError(f"the study preset's translation_fid_n must be >= 0, got {preset.translation_fid_n}")
+
+
+def _run_translation(ctx: ExperimentContext) -> dict:
+    """Every translation family trained from each shifted domain into A (seed 0, the study's train preset), then
+    the domain-A classifier's table with their columns and what they do to the cells."""
+    from bloodgen.classify.translation_eval import translation_study
+    from bloodgen.sampling.api import load_model
+
+    folder = ctx.out / DOMAIN_SHIFT.folder  # the domain files are shared with the domain-shift experiment
+    if not all((folder / f"{name}.npz").is_file() for name in ("A", *DOMAINS)):
+        make_domains(ctx.dataset, folder, tuple(DOMAINS))
+    a_file = folder / "A.npz"
+    data = DataFile(str(a_file), file_sha256(a_file))
+    translators: dict[str, list] = {}
+    for name in DOMAINS:
+        for family in translation_families():
+            overrides = {**ctx.preset.config_overrides.get(family, {}), "source_domain": str(folder / f"{name}.npz")}
+            preset = replace(ctx.preset, config_overrides={**ctx.preset.config_overrides, family: overrides})
+            run = train_stage(family, 0, preset, ctx.out, data, ctx.progress, tag=name)
+            translators.setdefault(name, []).append(load_model(run.run_dir))
+    log(f"translation experiment: {len(DOMAINS)} domains x {', '.join(translation_families())} in {folder}")
+    return translation_study(folder, tuple(DOMAINS), tuple(range(ctx.preset.domain_shift_seeds)),
+                             classifier_recipe(ctx.preset), translators, ctx.preset.translation_fid_n, ctx.cache_dir)
+
+
+def _report_translation(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.classify.domain_shift import report_blocks as classifier_blocks
+    from bloodgen.classify.translation_eval import report_blocks
+
+    return [*classifier_blocks(results), *report_blocks(results["images"])]
+
+
 # Prototype-guided diffusion vs a learned class embedding (bloodgen.improve).
 PROTOTYPES = Experiment("prototypes", "prototypes", _check_prototypes, _run_prototypes, _report_prototypes)
 # A conditional diffusion model used as a classifier (bloodgen.classify.diffusion_eval).
@@ -156,7 +192,11 @@ DIFFUSION_CLASSIFIER = Experiment("diffusion-classifier", "diffusion_classifier"
 DOMAIN_SHIFT = Experiment("domain-shift", "domain_shift", _check_domain_shift, _run_domain_shift,
                           _report_domain_shift)
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER, DOMAIN_SHIFT)}
+# Translation models (cyclegan, aggan) in front of the domain-A classifier (bloodgen.classify.translation_eval).
+TRANSLATION = Experiment("translation", "translation", _check_translation, _run_translation, _report_translation)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER, DOMAIN_SHIFT,
+                                                          TRANSLATION)}
 
 
 def experiments_for(names: Sequence[str], preset: StudyPreset, models: Sequence[str]) -> tuple[Experiment, ...]:

@@ -35,6 +35,8 @@ class StudyPreset:
     prototypes_budget: str | None = None
     # Classifier seeds of the domain-shift experiment (each trains S_A and one oracle per shifted domain).
     domain_shift_seeds: int = 3
+    # Images per side of the translation experiment's FID/KID of each variant (0: paired SSIM/PSNR only).
+    translation_fid_n: int = 2000
     # What the preset is for, printed at the top of the report (e.g. why its budget is what it is).
     note: str = ""
     # One draw per training run: run s is evaluated on protocol seed s alone (N generated vs N real), so the
@@ -67,14 +69,14 @@ PRESETS = {
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
                          config_overrides={name: {"steps": spec.quick_study_steps} for name, spec in REGISTRY.items()
                                            if spec.quick_study_steps},
-                         diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1),
+                         diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1, translation_fid_n=0),
     # The largest budget that fits about two and a half hours on 2 CPU cores, for a machine without a GPU:
     # the models' cpu presets (15-55 minutes of training per family), one training seed, and the quick
     # preset's reduced protocol (500 vs 500 images, 2 seeds), because InceptionV3 embeds only 7-20 images/s
     # on 2 cores and the floor alone needs thousands of real images.
     # `results/` holds this study when no GPU was available to run "full".
     "cpu": StudyPreset(train_preset="cpu", train_seeds=1, n_images=500, eval_seeds=2, prototypes_budget="quick",
-                       diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1,
+                       diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1, translation_fid_n=500,
                        note="The cpu preset is the largest budget that fits about two and a half hours on 2 CPU "
                             "cores, for a machine without a GPU: small networks trained for 15-55 minutes each, one "
                             "training seed, a reduced protocol (500 vs 500 images, 2 seeds; KID is unbiased at this "
