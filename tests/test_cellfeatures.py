@@ -159,3 +159,24 @@ def test_the_study_scores_every_domain_per_method_and_resumes(domains, tmp_path,
     assert "bloodgen domains make" in capsys.readouterr().err
     assert main(args[:-2] + ["3", "--quiet"]) == 2  # other forest seeds in the same folder
     assert "begun with other options" in capsys.readouterr().err
+
+
+def test_the_bottleneck_sweep_fills_table_3_1_with_grids_and_resumes(tiny_npz, tmp_path, monkeypatch, capsys):
+    import bloodgen.cellfeatures.sweep as sweep
+
+    args = ["features", "sweep", "--data", str(tiny_npz), "--out", str(tmp_path / "s"), "--input", "pixels",
+            "--bottlenecks", "4", "16", "--image-losses", "mse", "ssim", "--views", "whole", "--steps", "4",
+            "--batch-size", "16", "--seeds", "2", "--quiet"]
+    assert main(args) == 0
+    units = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "s").glob("*-b*.json")}
+    assert set(units) == {"whole-mse-b4", "whole-mse-b16", "whole-ssim-b4", "whole-ssim-b16"}
+    for name, unit in units.items():
+        assert len(unit["probe"]["accuracy"]["per_seed"]) == 2 and 0 <= unit["probe"]["accuracy"]["mean"] <= 1
+        assert (tmp_path / "s" / unit["reconstructions"]).is_file()
+        assert unit["protocol"]["options"]["bottleneck"] == int(name.rsplit("-b", 1)[1])
+    report = (tmp_path / "s" / "README.md").read_text()
+    assert "| b | whole, mse | whole, ssim |" in report and "| 16 |" in report and "Unfinished" not in report
+    monkeypatch.setattr(sweep, "forest_probe", lambda *a, **k: pytest.fail("a finished unit ran again"))
+    assert main(args) == 0
+    assert main(args[:6] + ["--bottlenecks", "0", "--quiet"]) == 2
+    assert "--bottlenecks must be at least 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`bloodgen features train|probe`: autoencoder cell features (AE-CFE) and a random forest on them, across
+"""`bloodgen features train|probe|study|sweep`: autoencoder cell features (AE-CFE) and a random forest on them, across
 shifted domains."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ examples:
   bloodgen features probe --run ae-cfe-stain --data domains/A.npz --test domains/stain.npz --seeds 5
   bloodgen features probe --data domains/A.npz --test domains/stain.npz     # Inception + forest, no AE
   bloodgen features study --domains domains --out aecfe --input pixels --methods raw ae mmd --umap
+  bloodgen features sweep --data domains/A.npz --out sweep --bottlenecks 5 50 500 --views whole --steps 600
 """
 
 
@@ -31,25 +32,30 @@ def add_parser(subparsers) -> None:
     _add_train(actions, HelpFormatter)
     _add_probe(actions, HelpFormatter)
     _add_study(actions, HelpFormatter)
+    _add_sweep(actions, HelpFormatter)
 
 
-def _add_inputs(p) -> None:
+def _add_inputs(p, view: bool = True) -> None:
     from bloodgen.cellfeatures.options import INPUTS, VIEWS
 
     p.add_argument("--input", choices=INPUTS, default="inception", help="h: Inception pool3 features or pixels")
-    p.add_argument("--view", choices=VIEWS, default="whole", help="the whole image or the segmented cell alone")
+    if view:
+        p.add_argument("--view", choices=VIEWS, default="whole", help="the whole image or the segmented cell alone")
     p.add_argument("--inception-weights", default=None, help="FID Inception weights (default: "
                                                              "$BLOODGEN_INCEPTION_WEIGHTS, then pytorch-fid's)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
 
-def _add_autoencoder_options(t) -> None:
+def _add_autoencoder_options(t, single: bool = True) -> None:
+    """The autoencoder's options; `single` False leaves out the bottleneck and image loss (a sweep's axes)
+    and the domain loss's weight."""
     from bloodgen.cellfeatures.options import IMAGE_LOSSES, AEOptions
 
     d = AEOptions()
-    t.add_argument("--bottleneck", type=int, default=d.bottleneck, help="bottleneck dimensions b")
-    t.add_argument("--image-loss", choices=IMAGE_LOSSES, default=d.image_loss, help="image reconstruction loss")
-    t.add_argument("--beta", type=float, default=d.beta, help="weight of the domain loss")
+    if single:
+        t.add_argument("--bottleneck", type=int, default=d.bottleneck, help="bottleneck dimensions b")
+        t.add_argument("--image-loss", choices=IMAGE_LOSSES, default=d.image_loss, help="image reconstruction loss")
+        t.add_argument("--beta", type=float, default=d.beta, help="weight of the domain loss")
     t.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="images a step, shared evenly by the domains")
     t.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
@@ -62,8 +68,10 @@ def _options(args: argparse.Namespace, alignment: str = "none"):
     from bloodgen.cellfeatures.options import AEOptions
 
     checks.seed(args.seed)
-    return AEOptions(bottleneck=args.bottleneck, image_loss=args.image_loss, alignment=alignment, beta=args.beta,
-                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    d = AEOptions()
+    return AEOptions(bottleneck=getattr(args, "bottleneck", d.bottleneck), image_loss=getattr(args, "image_loss",
+                     d.image_loss), alignment=alignment, beta=getattr(args, "beta", d.beta), steps=args.steps,
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed)
 
 
 def _add_study(actions, formatter) -> None:
@@ -86,6 +94,32 @@ def _add_study(actions, formatter) -> None:
     s.add_argument("--max-minutes", type=float, default=None, help="start no method after this many minutes")
     s.add_argument("--umap", action="store_true", help="also draw OUT/umap-<input>.png (needs umap-learn)")
     s.set_defaults(func=run_study)
+
+
+def _add_sweep(actions, formatter) -> None:
+    from bloodgen.cellfeatures.options import IMAGE_LOSSES, VIEWS
+    from bloodgen.cellfeatures.sweep import BOTTLENECKS
+    from bloodgen.data.cli import add_data_argument
+
+    s = actions.add_parser(
+        "sweep", help="AE-CFE's bottleneck study (Table 3.1): forest accuracy by bottleneck, image loss and view",
+        description="For every bottleneck b, image loss and view, an autoencoder without a domain loss trained on "
+                    "--data's train split, and a random forest per seed on its bottleneck scored on the test "
+                    "split; with each unit's test reconstructions. Each unit is saved as it finishes "
+                    "(OUT/<view>-<loss>-b<b>.json, OUT/runs/, OUT/reconstructions/): the same command continues "
+                    "a cut sweep. Writes OUT/README.md with the table.", epilog=EXAMPLES, formatter_class=formatter)
+    add_data_argument(s)
+    s.add_argument("--out", metavar="DIR", required=True, help="the sweep folder")
+    _add_inputs(s, view=False)
+    s.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS), help="views to sweep")
+    s.add_argument("--image-losses", nargs="+", choices=IMAGE_LOSSES, default=list(IMAGE_LOSSES),
+                   help="image losses to sweep")
+    s.add_argument("--bottlenecks", nargs="+", type=int, default=list(BOTTLENECKS), metavar="B",
+                   help="bottleneck sizes to sweep")
+    _add_autoencoder_options(s, single=False)
+    s.add_argument("--seeds", type=int, default=5, help="forest seeds")
+    s.add_argument("--max-minutes", type=float, default=None, help="start no unit after this many minutes")
+    s.set_defaults(func=run_sweep)
 
 
 def _add_train(actions, formatter) -> None:
@@ -132,7 +166,7 @@ def _add_probe(actions, formatter) -> None:
 def _spec(args: argparse.Namespace):
     from bloodgen.cellfeatures.experiment import InputSpec
 
-    return InputSpec(args.input, args.view, args.inception_weights, args.cache_dir)
+    return InputSpec(args.input, getattr(args, "view", "whole"), args.inception_weights, args.cache_dir)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -170,4 +204,18 @@ def run_study(args: argparse.Namespace) -> int:
     plan = study.FeatureStudy(study.domain_files(args.domains), out, _spec(args), tuple(args.methods),
                               _options(args).check(has_target=True), args.seeds)
     print(f"report: {study.run_study(plan, args.max_minutes, args.umap, progress=not args.quiet)}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from bloodgen import checks
+    from bloodgen.cellfeatures.sweep import Sweep, run_sweep as sweep
+
+    out = checks.output_folder(args.out, "--out")
+    checks.positive(args.seeds, "--seeds")
+    for b in args.bottlenecks:
+        checks.positive(b, "--bottlenecks")
+    plan = Sweep(args.data, out, _spec(args), tuple(dict.fromkeys(args.bottlenecks)), tuple(args.image_losses),
+                 tuple(args.views), _options(args).check(has_target=False), args.seeds)
+    print(f"report: {sweep(plan, args.max_minutes, progress=not args.quiet)}")
     return 0
