@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -32,12 +31,10 @@ from bloodgen.classify.scores import ClassificationScores  # noqa: E402
 from bloodgen.classify.utility import ClassFidelity, class_fidelity, train_and_test  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
-from bloodgen.metrics.inputs import load_images  # noqa: E402
 from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
 from bloodgen.provenance import saved_parts, write_text  # noqa: E402
 from bloodgen.report.plots import pyplot  # noqa: E402
-from bloodgen.samplefile import write_samples  # noqa: E402
-from bloodgen.sampling.api import PRIOR, draw_labels, generate_indices, load_model  # noqa: E402
+from bloodgen.sampling.api import PRIOR, draw_labels, load_model, sample_resumably  # noqa: E402
 from bloodgen.study.stages import file_sha256  # noqa: E402
 
 
@@ -50,25 +47,10 @@ CHUNK = 250
 
 def scale_samples(model, scale: float, n: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """The scale's samples (seed 0, the training class mix), from the cache when an earlier run made them
-    with the same weights and N. They are drawn CHUNK images at a time, each piece kept in a .partial.npz
-    beside the final file, so a run cut by the end of a session resumes where it stopped: image i's noise
-    depends on (seed, i) only, so the pieces are the one draw `bloodgen sample` would make."""
+    with the same weights and N, drawn CHUNK images at a time so a cut run resumes where it stopped."""
     path = cache / f"{file_sha256(model.source)[:16]}-g{scale}-n{n}.npz"
-    if path.is_file():
-        loaded = load_images(path)
-        return loaded.images, loaded.labels
     labels = draw_labels(n, 0, PRIOR, model.class_counts)
-    partial = path.with_name(path.stem + ".partial.npz")
-    done = [load_images(partial).images] if partial.is_file() else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(sum(map(len, done)), n, CHUNK), desc=f"guidance {scale}, pieces of {CHUNK}"):
-        stop = min(n, start + CHUNK)
-        done.append(generate_indices(model.family, model.network, labels, range(start, stop), 0, guidance=scale))
-        write_samples(partial, np.concatenate(done), labels[:stop])
-    images = np.concatenate(done)
-    write_samples(path, images, labels)
-    partial.unlink(missing_ok=True)
-    return images, labels
+    return sample_resumably(model, labels, n, 0, path, CHUNK, desc=f"guidance {scale}", guidance=scale), labels
 
 
 def run_scale(model, scale: float, n: int, data, out: Path, cache: Path) -> dict:

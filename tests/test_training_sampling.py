@@ -59,6 +59,33 @@ def test_a_few_images_of_a_draw_come_back_by_index(model, runs):
     assert np.abs(other.astype(int) - picked.astype(int)).mean() > 1
 
 
+def test_a_resumable_draw_cut_after_a_piece_continues_to_the_same_images(runs, tmp_path, monkeypatch):
+    import bloodgen.sampling.api as api
+
+    loaded = load_model(runs["cgan"])
+    labels = np.arange(10) % 8
+    path = tmp_path / "draw.npz"
+    original, calls = api.generate_indices, []
+
+    def cut_on_the_third_piece(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "generate_indices", cut_on_the_third_piece)
+    with pytest.raises(KeyboardInterrupt):
+        api.sample_resumably(loaded, labels, 10, 3, path, chunk=4)
+    monkeypatch.setattr(api, "generate_indices", original)
+    with np.load(path.with_name("draw.partial.npz")) as kept:
+        assert len(kept["images"]) == 8 and not path.is_file()
+    resumed = api.sample_resumably(loaded, labels, 10, 3, path, chunk=4)
+    whole = generate_indices(loaded.family, loaded.network, labels, range(10), seed=3)
+    assert np.abs(resumed.astype(int) - whole.astype(int)).max() <= 1
+    assert path.is_file() and not path.with_name("draw.partial.npz").exists()
+    np.testing.assert_array_equal(api.sample_resumably(loaded, labels, 10, 3, path, chunk=4), resumed)
+
+
 def test_export_checkpoint_and_run_folder_load_the_same_weights(runs):
     run = runs["cgan"]
     from_export = sample(load_model(run / "model.safetensors"), 4, 1)[0]

@@ -27,6 +27,7 @@ from bloodgen.data import CLASS_NAMES, N_CLASSES, to_uint8
 from bloodgen.errors import UserError
 from bloodgen.models.config import validate
 from bloodgen.models.registry import get_family
+from bloodgen.samplefile import IMAGES, write_samples
 from bloodgen.sampling.pretrained import resolve_model_path
 from bloodgen.training import checkpoint as ck
 from bloodgen.training.checkpoint import RunSpec
@@ -202,6 +203,31 @@ def generate_indices(family, network: nn.Module, labels: np.ndarray | None, indi
             return to_uint8(family.sample(network, y, generators, **options))
     finally:
         network.train(was_training)
+
+
+def sample_resumably(model: LoadedModel, labels: np.ndarray | None, n: int, seed: int, path: str | Path,
+                     chunk: int = 250, desc: str = "sampling", **options: Any) -> np.ndarray:
+    """The n images `generate` draws for `labels` with `seed`, made `chunk` at a time into path's .partial.npz
+    (image i's noise depends on (seed, i) only, so the pieces are one draw), then written to `path`: a long
+    draw cut by the end of a session resumes where it stopped. An existing `path` is read back."""
+    path = Path(path)
+    if path.is_file():
+        with np.load(path) as f:
+            return f[IMAGES]
+    partial = path.with_name(path.stem + ".partial.npz")
+    done = []
+    if partial.is_file():
+        with np.load(partial) as f:
+            done = [f[IMAGES]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for start in tqdm(range(sum(map(len, done)), n, chunk), desc=f"{desc}, pieces of {chunk}"):
+        stop = min(n, start + chunk)
+        done.append(generate_indices(model.family, model.network, labels, range(start, stop), seed, **options))
+        write_samples(partial, np.concatenate(done), None if labels is None else labels[:stop])
+    images = np.concatenate(done)
+    write_samples(path, images, labels)
+    partial.unlink(missing_ok=True)
+    return images
 
 
 def sample(model: LoadedModel, n: int, seed: int, classes: int | str | Sequence[float] = PRIOR,
