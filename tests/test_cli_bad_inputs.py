@@ -100,6 +100,9 @@ DATA = [
      "--translators expects DOMAIN=RUN"),
     ("translate-eval-generator", "translate-eval --folder {out} --domains stain --translators stain=pretrained:ddpm "
      "--out {out}/e", "generates rather than translates"),
+    ("turing-score-not-a-key", "turing score {file} {file}", "is not"),
+    ("turing-c2st-too-few", "turing c2st {ok} --n 5 --data {data} --out {out}/c.json", "--n must be at least 10"),
+    ("turing-make-missing-samples", "turing make {out}/none.npz --data {data} --out {out}/q", "samples not found"),
     ("translate-missing-input", "translate pretrained:ddpm {out}/none.npz --out {out}/t.npz", "INPUT.npz"),
     ("translate-generator", "translate pretrained:ddpm {data} --out {out}/t.npz", "generates rather than translates"),
     ("domains-normalise-unknown-method", "domains normalise {data} --to {data} --method vahadane --out {out}/n.npz",

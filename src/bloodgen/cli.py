@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "bloodgen.study.demo_cli",
     "bloodgen.classify.cli",
     "bloodgen.classify.translate_eval_cli",
+    "bloodgen.classify.turing_cli",
     "bloodgen.improve.cli",
     "bloodgen.classify.diffusion_cli",
     "bloodgen.cellfeatures.cli",
