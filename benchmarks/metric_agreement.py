@@ -71,7 +71,8 @@ def translation_candidates(folders: list[Path], n: int):
                 translated = translate_array(model.network, images[pick], TO_A)[0]
                 return translated, labels[pick], {"kind": "translation", "model": model.spec.model,
                                                   "step": model.step, "source": portable_path(str(path))}
-            yield f"{folder.name}-{path.stem}", make
+            # Named by the folders above it too: runs keep their one checkpoint as checkpoints/checkpoint.pt.
+            yield "-".join([*path.resolve().parent.parts[-2:], path.stem]), make
 
 
 def generator_candidates(runs: list[Path], temperatures: list[float], n: int):

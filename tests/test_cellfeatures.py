@@ -173,10 +173,12 @@ def test_the_bottleneck_sweep_fills_table_3_1_with_grids_and_resumes(tiny_npz, t
     for name, unit in units.items():
         assert len(unit["probe"]["accuracy"]["per_seed"]) == 2 and 0 <= unit["probe"]["accuracy"]["mean"] <= 1
         assert (tmp_path / "s" / unit["reconstructions"]).is_file()
-        assert unit["protocol"]["options"]["bottleneck"] == int(name.rsplit("-b", 1)[1])
+        assert unit["plan"]["options"]["bottleneck"] == int(name.rsplit("-b", 1)[1])
     report = (tmp_path / "s" / "README.md").read_text()
     assert "| b | whole, mse | whole, ssim |" in report and "| 16 |" in report and "Unfinished" not in report
     monkeypatch.setattr(sweep, "forest_probe", lambda *a, **k: pytest.fail("a finished unit ran again"))
     assert main(args) == 0
     assert main(args[:6] + ["--bottlenecks", "0", "--quiet"]) == 2
     assert "--bottlenecks must be at least 1" in capsys.readouterr().err
+    assert main(args[:-2] + ["3", "--quiet"]) == 2  # other forest seeds in the same folder
+    assert "begun with other options" in capsys.readouterr().err

@@ -161,7 +161,8 @@ def test_paired_fidelity_is_perfect_for_the_originals_and_drops_for_a_shift(tiny
     assert shifted["ssim"] < 0.99 and shifted["psnr_db"] < 40
 
 
-def test_translate_eval_adds_each_translator_as_a_column_with_its_image_figures(tiny_npz, tmp_path, monkeypatch):
+def test_translate_eval_adds_each_translator_as_a_column_with_its_image_figures(tiny_npz, tmp_path, monkeypatch,
+                                                                                capsys):
     from dataclasses import replace
 
     from bloodgen.classify.recipe import RECIPES
@@ -185,4 +186,8 @@ def test_translate_eval_adds_each_translator_as_a_column_with_its_image_figures(
     report = (out / "translate_eval.md").read_text()
     assert "S_A aggan" in report and "| scope |" in report and "A -> B" in report
     assert main(["translate-eval", "--folder", str(folder), "--domains", "stain", "--translators",
-                 f"stain={run.run_dir}", f"stain={run.run_dir}", "--out", str(out)]) == 2  # two aggan runs
+                 f"stain={run.run_dir}", f"stain={run.run_dir}", "--out", str(out)]) == 2
+    assert "two aggan runs" in capsys.readouterr().err
+    assert main(["translate-eval", "--folder", str(folder), "--domains", "scope", "--translators",
+                 f"scope={run.run_dir}", "--out", str(out)]) == 2
+    assert "not from" in capsys.readouterr().err  # trained from stain, given for scope

@@ -29,7 +29,7 @@ def test_the_two_sample_test_tells_a_shifted_set_apart_and_not_the_same_cells(ti
     real = tiny_data.images("all")  # 144 images: 72 a side
     inverted = classifier_two_sample_test(255 - real[:72], real[72:], TINY_RECIPE, progress=False)
     assert inverted.accuracy >= 0.8 and inverted.ci95[0] > 0.5 and inverted.p_value < 0.05
-    assert inverted.n_per_side == 72 and inverted.n_test == 29
+    assert inverted.n_per_side == 72 and inverted.n_test == 30  # 15 a side
     same = classifier_two_sample_test(real[:72], real[72:], TINY_RECIPE, progress=False)
     assert same.accuracy < inverted.accuracy
 
@@ -79,8 +79,43 @@ def test_c2st_command_writes_its_figures(tiny_npz, tiny_data, tmp_path, monkeypa
     assert main(["turing", "c2st", str(samples), "--n", "5", "--data", str(tiny_npz), "--out", str(out)]) == 2
 
 
-@pytest.mark.parametrize("answers", [{"answers": [{"item": 99, "call": "real"}]}, {}])
-def test_answers_for_unknown_items_or_none_count_as_unanswered(answers):
+def test_answers_for_unknown_items_count_as_unanswered_and_a_file_without_answers_is_refused():
+    from bloodgen.errors import UserError
+
     key = {"items": [{"item": 0, "generated": True, "class": 1}, {"item": 1, "generated": False, "class": 2}]}
-    scored = score_answers(key, answers)
+    scored = score_answers(key, {"answers": [{"item": 99, "call": "real"}]})
     assert scored["answered"] == 0 and scored["unanswered"] == 2 and scored["accuracy"]["rate"] is None
+    with pytest.raises(UserError, match="an answers file must hold"):
+        score_answers(key, {})
+
+
+def test_each_side_is_cut_alike_so_the_held_out_set_is_half_generated():
+    from bloodgen.classify.two_sample import _splits
+
+    train, val, test = _splits(50, np.random.default_rng(0))
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(100))
+    for part, size in ((train, 30), (val, 10), (test, 10)):
+        assert (part < 50).sum() == size and (part >= 50).sum() == size
+
+
+def test_a_rater_answering_twice_counts_once_and_a_bad_file_is_refused(tmp_path, capsys):
+    from bloodgen.classify.quiz import pooled_scores
+
+    key = {"items": [{"item": 0, "generated": True, "class": 1}, {"item": 1, "generated": False, "class": None}]}
+    twice = {"rater": "c", "answers": [{"item": 0, "call": "real"}, {"item": 0, "call": "generated", "class": "x"}]}
+    scored = score_answers(key, twice)
+    assert scored["answered"] == 1 and scored["accuracy"]["rate"] == 1.0 and scored["class_agreement"]["n"] == 0
+    pooled = pooled_scores(key, [twice, twice])
+    assert pooled["answered"] == 2 and pooled["unanswered"] == 2 and "descriptive" in pooled["note"]
+    (tmp_path / "key.json").write_text(json.dumps(key))
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    assert main(["turing", "score", str(tmp_path / "key.json"), str(tmp_path / "list.json")]) == 2
+    assert "an answers file must hold" in capsys.readouterr().err
+
+
+def test_an_unconditional_models_quiz_draws_real_cells_at_random(tiny_npz, tiny_data, tmp_path):
+    samples = tmp_path / "unlabelled.npz"
+    np.savez(samples, images=255 - tiny_data.images("train"))
+    assert main(["turing", "make", str(samples), "--n", "8", "--data", str(tiny_npz), "--out", str(tmp_path / "q")]) == 0
+    key = json.loads((tmp_path / "q" / KEY_FILE).read_text())
+    assert all(item["class"] is None for item in key["items"])

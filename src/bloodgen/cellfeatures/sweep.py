@@ -66,6 +66,9 @@ def run_unit(sweep: Sweep, view: str, loss: str, bottleneck: int, progress: bool
     step = saved_parts(sweep.out / f"{name}.json", name)
     spec = replace(sweep.spec, view=view)
     options = replace(sweep.options, bottleneck=bottleneck, image_loss=loss, alignment="none")
+    plan = {"input": spec.source, "options": vars(options), "seeds": sweep.seeds}
+    if step("plan", lambda: plan) != json.loads(json.dumps(plan)):
+        raise UserError(f"{sweep.out / name}.json was begun with other options: use another --out or the same ones")
     data = load_domain(sweep.data)
     train, test = domain_inputs(data, spec, "train"), domain_inputs(data, spec, "test")
     provenance = {"input": spec.source, "view": view, "data": data.provenance()}
@@ -74,7 +77,7 @@ def run_unit(sweep: Sweep, view: str, loss: str, bottleneck: int, progress: bool
                                        seeds=sweep.seeds)["test"].to_json())
     grid = sweep.out / "reconstructions" / f"{name}.png"
     step("reconstructions", lambda: str(reconstructions(model, test, grid).relative_to(sweep.out)))
-    return step("protocol", lambda: {"input": spec.source, "options": vars(options), "environment": environment()})
+    return step("protocol", lambda: {"environment": environment()})
 
 
 def run_sweep(sweep: Sweep, max_minutes: float | None = None, progress: bool = True) -> Path:

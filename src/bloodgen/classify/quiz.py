@@ -37,10 +37,10 @@ def _png(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def make_quiz(generated: tuple[np.ndarray, np.ndarray | None], real: tuple[np.ndarray, np.ndarray], n: int,
+def make_quiz(generated: tuple[np.ndarray, np.ndarray | None], real: tuple[np.ndarray, np.ndarray | None], n: int,
               out: Path, seed: int = 0, source: dict | None = None) -> Path:
-    """n generated and n real cells (class-balanced where labelled), shuffled into OUT/index.html, with
-    OUT/answer_key.json."""
+    """n generated and n real cells (class-balanced where labelled: give the real labels only with labelled
+    samples, so the class mix gives nothing away), shuffled into OUT/index.html, with OUT/answer_key.json."""
     rng = np.random.default_rng(seed)
     g_images, g_labels = balanced_draw(*generated, n, rng, N_CLASSES)
     r_images, r_labels = balanced_draw(*real, n, rng, N_CLASSES)
@@ -48,7 +48,8 @@ def make_quiz(generated: tuple[np.ndarray, np.ndarray | None], real: tuple[np.nd
         raise UserError(f"the quiz needs {n} images per side, got {len(g_images)} generated and {len(r_images)} real")
     images = np.concatenate([g_images, r_images])
     is_generated = np.concatenate([np.ones(n, bool), np.zeros(n, bool)])
-    labels = ([None] * n if g_labels is None else [int(k) for k in g_labels]) + [int(k) for k in r_labels]
+    labels = [None if k is None else int(k) for side in (g_labels, r_labels)
+              for k in (side if side is not None else [None] * n)]
     order = rng.permutation(2 * n)
     out.mkdir(parents=True, exist_ok=True)
     key = [{"item": i, "generated": bool(is_generated[j]), "class": labels[j]} for i, j in enumerate(order)]
@@ -72,20 +73,47 @@ def _rate(hits: int, total: int) -> dict:
     return {"n": total, "rate": hits / total, "ci95": [float(interval.low), float(interval.high)]}
 
 
+def _answers(record: dict) -> list[dict]:
+    """A rater's answers, the last one per item, each {"item": int, "call": str, "class": int | None}."""
+    answers = record.get("answers") if isinstance(record, dict) else None
+    if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+        raise UserError("an answers file must hold {\"rater\": NAME, \"answers\": [{\"item\": I, \"call\": "
+                        "\"real\" | \"generated\", \"class\": K | null}, ...]}, as the quiz page saves it")
+    last = {}
+    for a in answers:
+        if isinstance(a.get("item"), int) and a.get("call") in CALLS:
+            named = a.get("class")
+            last[a["item"]] = {**a, "class": named if isinstance(named, int) else None}
+    return list(last.values())
+
+
 def score_answers(key: dict, answers: dict) -> dict:
     """One rater's figures against the key (unanswered items are left out and counted)."""
     truth = {item["item"]: item for item in key["items"]}
-    given = [a for a in answers.get("answers", []) if a.get("call") in CALLS and a.get("item") in truth]
+    given = [a for a in _answers(answers) if a["item"] in truth]
+    return {"rater": str(answers.get("rater") or "unnamed"), "answered": len(given),
+            "unanswered": len(truth) - len(given), **_figures(truth, given)}
+
+
+def pooled_scores(key: dict, records: list[dict]) -> dict:
+    """Every rater's answers together, counted as independent trials: descriptive (raters who saw the same
+    cells are not independent, so the interval is too narrow)."""
+    truth = {item["item"]: item for item in key["items"]}
+    given = [a for record in records for a in _answers(record) if a["item"] in truth]
+    return {"rater": "all raters", "answered": len(given), "unanswered": len(records) * len(truth) - len(given),
+            **_figures(truth, given), "note": "answers of all raters counted as independent: descriptive"}
+
+
+def _figures(truth: dict, given: list[dict]) -> dict:
     calls = [(truth[a["item"]]["generated"], a["call"] == "generated") for a in given]
     correct = sum(t == c for t, c in calls)
-    typed = [a for a in given if a.get("class") is not None and truth[a["item"]]["class"] is not None]
+    typed = [a for a in given if a["class"] is not None and truth[a["item"]]["class"] is not None]
     accuracy = _rate(correct, len(calls))
     accuracy["p_value"] = float(binomtest(correct, len(calls), 0.5).pvalue) if calls else None
-    return {"rater": str(answers.get("rater") or "unnamed"), "answered": len(given),
-            "unanswered": len(truth) - len(given), "accuracy": accuracy,
+    return {"accuracy": accuracy,
             "sensitivity": _rate(sum(c for t, c in calls if t), sum(t for t, _ in calls)),
             "specificity": _rate(sum(not c for t, c in calls if not t), sum(not t for t, _ in calls)),
-            "class_agreement": _rate(sum(int(a["class"]) == truth[a["item"]]["class"] for a in typed), len(typed))}
+            "class_agreement": _rate(sum(a["class"] == truth[a["item"]]["class"] for a in typed), len(typed))}
 
 
 def read_json(path: str | Path, what: str) -> dict:

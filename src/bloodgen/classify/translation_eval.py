@@ -25,7 +25,7 @@ from bloodgen.errors import UserError
 from bloodgen.metrics.protocol import calculate_metrics
 from bloodgen.metrics.registry import FID, KID
 from bloodgen.models.translation import TO_A, TO_B, translate_array
-from bloodgen.provenance import portable_path
+from bloodgen.provenance import file_digests, portable_path
 from bloodgen.report.document import Heading, Paragraph, Table
 from bloodgen.sampling.api import LoadedModel
 from bloodgen.sampling.translate import check_translator
@@ -120,6 +120,7 @@ def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple
                             f"({', '.join(domains)})")
         for model in models:
             check_translator(model)
+            _check_source(model, Path(folder) / f"{name}.npz")
             if model.spec.model in methods.setdefault(name, {}):
                 raise UserError(f"two {model.spec.model} runs are given for domain {name!r}: give one per family")
             methods[name][model.spec.model] = model
@@ -132,9 +133,30 @@ def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple
                for name, models in methods.items()}
     study["images"] = image_figures(folder, variants, fid_n, reverse, cache_dir)
     study["translator_runs"] = {name: {method: {"source": portable_path(str(model.source)), "step": model.step,
-                                                "config": model.spec.to_dict()}
+                                                "config": _portable_spec(model)}
                                        for method, model in models.items()} for name, models in methods.items()}
     return study
+
+
+def _sha256(path: Path) -> str:
+    return file_digests(path, ("sha256",))["sha256"]
+
+
+def _portable_spec(model: LoadedModel) -> dict:
+    spec = model.spec.to_dict()
+    spec["config"] = {**spec["config"], "source_domain": portable_path(spec["config"]["source_domain"])}
+    return spec
+
+
+def _check_source(model: LoadedModel, domain: Path) -> None:
+    """A translator must have been trained from this domain's file: the same content where its recorded file
+    is at hand, else the same file name."""
+    recorded = Path(model.spec.config["source_domain"])
+    same = (_sha256(recorded) == _sha256(domain)) if recorded.is_file() and domain.is_file() \
+        else recorded.name == domain.name
+    if not same:
+        raise UserError(f"{model.source} was trained from {recorded}, not from {domain}: give each domain the "
+                        f"translator trained from it (DOMAIN=RUN)")
 
 
 def _translator(model: LoadedModel, direction: str):

@@ -97,30 +97,31 @@ def run_make(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.classify.quiz import QUIZ_FILE, make_quiz
     from bloodgen.data import load_bloodmnist
+    from bloodgen.provenance import portable_path
 
     out = checks.output_folder(args.out, "--out")
     checks.positive(args.n, "--n")
     checks.seed(args.seed)
     data = load_bloodmnist(args.data)
     generated = _generated(args, 2 * args.n)
-    make_quiz(generated, data.split("test"), args.n, out, args.seed,
-              source={"samples": args.samples, "real": "test split", "data": data.provenance()})
+    test = data.split("test")
+    make_quiz(generated, test if generated[1] is not None else (test[0], None), args.n, out, args.seed,
+              source={"samples": portable_path(args.samples), "real": "test split", "data": data.provenance()})
     print(f"quiz: {out / QUIZ_FILE} ({2 * args.n} cells); keep {out / 'answer_key.json'} apart")
     return 0
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from bloodgen.classify.quiz import read_json, score_answers
+    from bloodgen.classify.quiz import pooled_scores, read_json, score_answers
     from bloodgen.errors import UserError
     from bloodgen.provenance import write_json
 
     key = read_json(args.key, "KEY.json")
-    if "items" not in key:
+    if not isinstance(key, dict) or "items" not in key:
         raise UserError(f"{args.key} is not a quiz answer key (no 'items'): give the quiz's answer_key.json")
     files = [read_json(path, "ANSWERS.json") for path in args.answers]
     raters = [score_answers(key, answers) for answers in files]
-    pooled = score_answers(key, {"rater": "all raters", "answers": [a for f in files for a in f.get("answers", [])]})
-    pooled["unanswered"] = sum(r["unanswered"] for r in raters)
+    pooled = pooled_scores(key, files)
     for r in [*raters, pooled]:
         a = r["accuracy"]
         rate = "n/a" if a["rate"] is None else f"{a['rate']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
@@ -143,18 +144,21 @@ def run_c2st(args: argparse.Namespace) -> int:
     from bloodgen.classify.reference import default_recipe
     from bloodgen.classify.two_sample import balanced_draw, classifier_two_sample_test
     from bloodgen.data import N_CLASSES, load_bloodmnist
-    from bloodgen.provenance import environment, write_json
+    from bloodgen.provenance import environment, portable_path, write_json
 
     out = checks.output_file(args.out, "--out", ".json")
     checks.positive(args.n, "--n", minimum=10)
     checks.seed(args.seed)
     data = load_bloodmnist(args.data)
     rng = np.random.default_rng(args.seed)
-    generated = balanced_draw(*_generated(args, args.n), args.n, rng, N_CLASSES)[0]
-    real = balanced_draw(data.images("all"), data.labels("all"), args.n, rng, N_CLASSES)[0]
+    images, labels = _generated(args, args.n)
+    generated = balanced_draw(images, labels, args.n, rng, N_CLASSES)[0]
+    # Class-balanced against labelled samples; at random (the data's class mix) against an unconditional model's.
+    real = balanced_draw(data.images("all"), data.labels("all") if labels is not None else None, args.n, rng,
+                         N_CLASSES)[0]
     recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else default_recipe()
     result = classifier_two_sample_test(generated, real, recipe, args.seed)
-    write_json(out, {**result.to_json(), "samples": args.samples, "seed": args.seed, "recipe": vars(recipe),
+    write_json(out, {**result.to_json(), "samples": portable_path(args.samples), "seed": args.seed, "recipe": vars(recipe),
                      "data": data.provenance(), "environment": environment()})
     print(f"held-out accuracy {result.accuracy:.3f} [{result.ci95[0]:.3f}, {result.ci95[1]:.3f}] on {result.n_test} "
           f"images (p = {result.p_value:.2g}); sensitivity {result.sensitivity:.3f}, specificity "

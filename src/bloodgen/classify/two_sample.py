@@ -5,8 +5,10 @@ A ResNet-18 (the reference recipe with two outputs) learns to tell N generated i
 60 % of both, picks its epoch on 20 % and is scored on the held-out 20 %: accuracy with its exact
 (Clopper-Pearson) 95 % interval and the two-sided binomial p-value against chance, sensitivity (generated
 called generated) and specificity (real called real). 50 % means the network cannot tell them apart; an
-interval above 50 % says it can, however small the gap. Both sides are drawn class-balanced where labels
-exist, so the test compares cells, not class mixes.
+interval above 50 % says it can, however small the gap. Each side is cut alike, so the held-out set is half
+generated. The callers draw both sides class-balanced when the generated images are labelled, and the real
+side at random otherwise (an unconditional model's class mix is the data's), so the test compares cells,
+not class mixes.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class TwoSampleResult:
 
 
 def _splits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    order = rng.permutation(n)
+    """Train, validation and held-out indices into [generated (n), real (n)], cut alike on each side, so the
+    held-out set is half generated and a constant answer scores exactly 50 %."""
     a, b = int(FRACTIONS[0] * n), int((FRACTIONS[0] + FRACTIONS[1]) * n)
-    return order[:a], order[a:b], order[b:]
+    sides = [rng.permutation(n) + offset for offset in (0, n)]
+    return tuple(np.concatenate([side[lo:hi] for side in sides]) for lo, hi in ((0, a), (a, b), (b, n)))
 
 
 def classifier_two_sample_test(generated: np.ndarray, real: np.ndarray, recipe: ClassifierRecipe,
@@ -58,7 +62,7 @@ def classifier_two_sample_test(generated: np.ndarray, real: np.ndarray, recipe: 
                         f"and {len(real)} real")
     images = np.concatenate([generated[:n], real[:n]])
     labels = np.concatenate([np.full(n, GENERATED), np.full(n, REAL)]).astype(np.int64)
-    train, val, test = _splits(2 * n, np.random.default_rng(seed))
+    train, val, test = _splits(n, np.random.default_rng(seed))
     model, info = train_classifier((images[train], labels[train]), (images[val], labels[val]),
                                    replace(recipe, seed=seed), model=resnet18_28(n_classes=2, width=recipe.width),
                                    progress=progress, desc="real or generated")

@@ -184,8 +184,9 @@ class Translation(Family):
 
     def check(self) -> None:
         c = self.config
-        for key in ("channels", "d_layers"):
-            require(c[key] >= 1, key, "must be >= 1", c)
+        require(c["channels"] >= 1, "channels", "must be >= 1", c)
+        # A fourth stride-2 layer would leave 1 x 1 of a 28-pixel image for the last two 4 x 4 convolutions.
+        require(1 <= c["d_layers"] <= 3, "d_layers", "must be 1, 2 or 3 for 28-pixel images", c)
         for key in ("blocks", "pool_size", "cycle_weight", "identity_weight"):
             require(c[key] >= 0, key, "must be >= 0", c)
         require(c["attention_masks"] == 0 or c["attention_masks"] >= 2, "attention_masks",
@@ -196,12 +197,6 @@ class Translation(Family):
         c = self.config
         return {"generators": GeneratorPair(c["channels"], c["blocks"], c["attention_masks"]),
                 "discriminators": DiscriminatorPair(c["channels"], c["d_layers"], c["pool_size"])}
-
-    def optimizers(self, networks):
-        # CycleGAN's two optimisers: one over both generators, one over both discriminators.
-        t = self.trainer
-        return {name: torch.optim.Adam(net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-                for name, net in networks.items()}
 
     @functools.cached_property
     def source(self):

@@ -209,7 +209,8 @@ def sample_resumably(model: LoadedModel, labels: np.ndarray | None, n: int, seed
                      chunk: int = 250, desc: str = "sampling", **options: Any) -> np.ndarray:
     """The n images `generate` draws for `labels` with `seed`, made `chunk` at a time into path's .partial.npz
     (image i's noise depends on (seed, i) only, so the pieces are one draw), then written to `path`: a long
-    draw cut by the end of a session resumes where it stopped. An existing `path` is read back."""
+    draw cut by the end of a session resumes where it stopped. An existing `path` is read back: callers name
+    the file by what defines the draw (model, labels, seed, n)."""
     path = Path(path)
     if path.is_file():
         with np.load(path) as f:
@@ -218,7 +219,7 @@ def sample_resumably(model: LoadedModel, labels: np.ndarray | None, n: int, seed
     done = []
     if partial.is_file():
         with np.load(partial) as f:
-            done = [f[IMAGES]]
+            done = [f[IMAGES][:n]]
     path.parent.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(sum(map(len, done)), n, chunk), desc=f"{desc}, pieces of {chunk}"):
         stop = min(n, start + chunk)

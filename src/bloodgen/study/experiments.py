@@ -168,7 +168,9 @@ def _run_translation(ctx: ExperimentContext) -> dict:
         for family in translation_families():
             overrides = {**ctx.preset.config_overrides.get(family, {}), "source_domain": str(folder / f"{name}.npz")}
             preset = replace(ctx.preset, config_overrides={**ctx.preset.config_overrides, family: overrides})
-            run = train_stage(family, 0, preset, ctx.out, data, ctx.progress, tag=name)
+            # The tag names the source domain's content too: a domain file made again differently trains anew.
+            tag = f"{name}-{file_sha256(folder / f'{name}.npz')[:8]}"
+            run = train_stage(family, 0, preset, ctx.out, data, ctx.progress, tag=tag)
             translators.setdefault(name, []).append(load_model(run.run_dir))
     log(f"translation experiment: {len(DOMAINS)} domains x {', '.join(translation_families())} in {folder}")
     return translation_study(folder, tuple(DOMAINS), tuple(range(ctx.preset.domain_shift_seeds)),
