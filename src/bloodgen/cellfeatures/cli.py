@@ -97,8 +97,7 @@ def _add_study(actions, formatter) -> None:
 
 
 def _add_sweep(actions, formatter) -> None:
-    from bloodgen.cellfeatures.options import IMAGE_LOSSES, VIEWS
-    from bloodgen.cellfeatures.sweep import BOTTLENECKS
+    from bloodgen.cellfeatures.options import BOTTLENECKS, IMAGE_LOSSES, VIEWS
     from bloodgen.data.cli import add_data_argument
 
     s = actions.add_parser(

@@ -12,6 +12,7 @@ VIEWS = ("whole", "cell")  # the whole image, or the segmented cell alone
 IMAGE_LOSSES = ("ssim", "mse")
 ALIGNMENTS = ("none", "mmd", "normal", "adversarial")
 METHODS = ("raw", "ae", "normal", "adversarial", "mmd")  # the study's feature spaces
+BOTTLENECKS = (5, 10, 20, 50, 100, 200, 500, 1000)  # the bottleneck study's range (Table 3.1)
 
 
 @dataclass(frozen=True)

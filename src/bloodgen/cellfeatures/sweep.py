@@ -19,16 +19,13 @@ import torch
 
 from bloodgen.cellfeatures.experiment import InputSpec, domain_inputs, load_domain
 from bloodgen.cellfeatures.inputs import CellInputs
-from bloodgen.cellfeatures.options import IMAGE_LOSSES, VIEWS, AEOptions
+from bloodgen.cellfeatures.options import BOTTLENECKS, IMAGE_LOSSES, VIEWS, AEOptions
 from bloodgen.cellfeatures.probe import ProbeScores, forest_probe
 from bloodgen.cellfeatures.train import embed, train_autoencoder
 from bloodgen.data.bloodmnist import N_CLASSES
 from bloodgen.errors import UserError
 from bloodgen.provenance import environment, saved_parts, write_text
 from bloodgen.report.grid import reconstruction_picks, save_reconstruction_grid
-
-BOTTLENECKS = (5, 10, 20, 50, 100, 200, 500, 1000)  # the study's Table 3.1 range
-
 
 @dataclass(frozen=True)
 class Sweep:
