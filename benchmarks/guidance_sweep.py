@@ -32,10 +32,9 @@ from bloodgen.classify.utility import ClassFidelity, class_fidelity, train_and_t
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
 from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
-from bloodgen.provenance import saved_parts, write_text  # noqa: E402
+from bloodgen.provenance import file_sha256, saved_parts, write_text  # noqa: E402
 from bloodgen.report.plots import pyplot  # noqa: E402
 from bloodgen.sampling.api import PRIOR, draw_labels, load_model, sample_resumably  # noqa: E402
-from bloodgen.study.stages import file_sha256  # noqa: E402
 
 
 DEFAULT_SCALES = (1.0, 1.5, 2.0, 3.0)

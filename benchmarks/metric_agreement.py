@@ -28,7 +28,6 @@ import itertools
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bloodgen.classify.recipe import RECIPES  # noqa: E402
 from bloodgen.classify.reference import classification_report, predict_logits, reference_classifier  # noqa: E402
-from bloodgen.data import load_bloodmnist  # noqa: E402
-from bloodgen.metrics.isc import classifier_score  # noqa: E402
+from bloodgen.data.domains import read_domain  # noqa: E402
+from bloodgen.metrics.isc import classifier_score, log_softmax  # noqa: E402
 from bloodgen.metrics.protocol import calculate_metrics  # noqa: E402
 from bloodgen.metrics.registry import FID, KID, PRECISION, RECALL  # noqa: E402
 from bloodgen.models.translation import TO_A, translate_array  # noqa: E402
@@ -51,12 +50,6 @@ from bloodgen.sampling.api import BALANCED, load_model, sample  # noqa: E402
 FIGURES = (("fid", "FID"), ("kid", "KID"), ("precision", "precision"), ("recall", "recall"),
            ("classifier_is", "classifier IS"), ("macro_f1", "downstream macro F1"))
 BOOTSTRAP = 2000
-
-
-def load_quietly(path: Path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        return load_bloodmnist(path)
 
 
 def translation_candidates(folders: list[Path], n: int):
@@ -95,8 +88,8 @@ def score(images, labels, record: dict, reference: Path, s_a, n: int) -> dict:
     logits = predict_logits(s_a, images)
     figures = {key.key: result[key.key]["mean"] for key in (FID, KID, PRECISION, RECALL)}
     figures["classifier_is"] = classifier_score(logits)[0]
-    figures["macro_f1"] = (classification_report(labels, np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
-                           .macro_f1 if labels is not None else None)
+    figures["macro_f1"] = (classification_report(labels, np.exp(log_softmax(logits))).macro_f1
+                           if labels is not None else None)
     return {**record, "n": int(len(images)), "figures": figures}
 
 
@@ -173,7 +166,7 @@ def main() -> None:
     args = p.parse_args()
     start = time.time()
     reference = args.domains / "A.npz"
-    s_a, _ = reference_classifier(load_quietly(reference), RECIPES["cpu"])
+    s_a, _ = reference_classifier(read_domain(reference), RECIPES["cpu"])
     (args.out / "units").mkdir(parents=True, exist_ok=True)
     candidates = [*translation_candidates(args.checkpoints, args.n),
                   *generator_candidates(args.generators, args.temperatures, args.n)]

@@ -27,9 +27,8 @@ from bloodgen.classify.scores import ClassificationScores  # noqa: E402
 from bloodgen.classify.utility import train_and_test  # noqa: E402
 from bloodgen.data import load_bloodmnist  # noqa: E402
 from bloodgen.metrics.features import default_cache_dir  # noqa: E402
-from bloodgen.provenance import saved_parts, write_text  # noqa: E402
+from bloodgen.provenance import file_sha256, saved_parts, write_text  # noqa: E402
 from bloodgen.sampling.api import BALANCED, draw_labels, load_model, sample_resumably  # noqa: E402
-from bloodgen.study.stages import file_sha256  # noqa: E402
 
 SEED = 2000
 CHUNK = 1000

@@ -90,6 +90,10 @@ def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("md5", 
     return {name: h.hexdigest() for name, h in hashes.items()}
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    return file_digests(path, ("sha256",))["sha256"]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from bloodgen.cellfeatures.inputs import CellInputs, load_inputs
 from bloodgen.cellfeatures.options import AEOptions
 from bloodgen.cellfeatures.probe import ProbeScores, forest_probe
 from bloodgen.cellfeatures.train import OPTIONS_FILE, WEIGHTS_FILE, embed, train_autoencoder
-from bloodgen.data.bloodmnist import BloodMNIST, load_bloodmnist
+from bloodgen.data.bloodmnist import BloodMNIST
+from bloodgen.data.domains import read_domain
 from bloodgen.errors import UserError
 from bloodgen.metrics.inception import inception_extractor
 
@@ -43,9 +43,7 @@ def load_domain(path: str | None) -> BloodMNIST:
     """A BloodMNIST-format file (the official one, or a domain of `bloodgen domains make`)."""
     if path is not None and not Path(path).exists():
         raise UserError(f"{path} not found: give a BloodMNIST-format .npz (e.g. one of `bloodgen domains make`)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        return load_bloodmnist(path)
+    return read_domain(path)
 
 
 def domain_inputs(data: BloodMNIST, spec: InputSpec, split: str) -> CellInputs:

@@ -11,7 +11,6 @@ classifier is cached by data file and recipe (seed included), so a rerun scores 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -20,8 +19,7 @@ import numpy as np
 
 from bloodgen.classify.recipe import ClassifierRecipe
 from bloodgen.classify.reference import classification_report, default_recipe, predict_proba, reference_classifier
-from bloodgen.data import load_bloodmnist
-from bloodgen.data.domains import DOMAINS, NORMALISERS, SOURCE_DOMAIN, get_domains
+from bloodgen.data.domains import DOMAINS, NORMALISERS, SOURCE_DOMAIN, get_domains, read_domain
 from bloodgen.errors import UserError
 from bloodgen.metrics.protocol import summarise
 from bloodgen.report.document import Document, Heading, Paragraph, Table, to_markdown
@@ -35,9 +33,7 @@ Translator = Callable[[np.ndarray], np.ndarray]
 def _load(path: Path):
     if not path.is_file():
         raise UserError(f"{path} not found: make the domains first with `bloodgen domains make --out {path.parent}`")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        return load_bloodmnist(path)
+    return read_domain(path)
 
 
 def _scores(labels: np.ndarray, proba: np.ndarray, reference_pred: np.ndarray | None) -> dict:

@@ -10,7 +10,6 @@ translated to B against B's images (the AGGAN study's Tables 1-2).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -19,13 +18,12 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bloodgen.classify.domain_shift import domain_shift_study, test_variants
 from bloodgen.classify.recipe import ClassifierRecipe
-from bloodgen.data import load_bloodmnist
-from bloodgen.data.domains import SOURCE_DOMAIN
+from bloodgen.data.domains import SOURCE_DOMAIN, read_domain
 from bloodgen.errors import UserError
 from bloodgen.metrics.protocol import calculate_metrics
 from bloodgen.metrics.registry import FID, KID
 from bloodgen.models.translation import TO_A, TO_B, translate_array
-from bloodgen.provenance import file_digests, portable_path
+from bloodgen.provenance import file_sha256, portable_path
 from bloodgen.report.document import Heading, Paragraph, Table
 from bloodgen.sampling.api import LoadedModel
 from bloodgen.sampling.translate import check_translator
@@ -48,12 +46,6 @@ def distribution_figures(images: np.ndarray, reference: Path, n: int, cache_dir:
             "floor_fid": floor[FID.key]["mean"], "floor_kid": floor[KID.key]["mean"]}
 
 
-def _load(path: Path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        return load_bloodmnist(path)
-
-
 def image_figures(folder: str | Path, variants: Mapping[str, Mapping[str, np.ndarray]], fid_n: int = 0,
                   reverse: Mapping[str, Mapping[str, np.ndarray]] | None = None,
                   cache_dir: str | Path | None = None) -> dict:
@@ -62,7 +54,7 @@ def image_figures(folder: str | Path, variants: Mapping[str, Mapping[str, np.nda
     test cells translated into the domain, against the domain's images (FID only with `fid_n`)."""
     folder = Path(folder)
     reference = folder / f"{SOURCE_DOMAIN}.npz"
-    originals = _load(reference).images("test")
+    originals = read_domain(reference).images("test")
     paired: dict = {}
     for name, methods in variants.items():
         paired[name] = {}
@@ -72,7 +64,7 @@ def image_figures(folder: str | Path, variants: Mapping[str, Mapping[str, np.nda
                 paired[name][method].update(distribution_figures(images, reference, fid_n, cache_dir))
     back: dict = {}
     for name, methods in (reverse or {}).items():
-        shifted = _load(folder / f"{name}.npz").images("test")
+        shifted = read_domain(folder / f"{name}.npz").images("test")
         back[name] = {method: {**paired_fidelity(images, shifted),
                                **(distribution_figures(images, folder / f"{name}.npz", fid_n, cache_dir)
                                   if fid_n else {})} for method, images in methods.items()}
@@ -128,7 +120,7 @@ def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple
         name: {method: _translator(model, TO_A) for method, model in models.items()}
         for name, models in methods.items()})
     study = domain_shift_study(folder, domains, seeds, recipe, cache_dir, variants)
-    originals = _load(Path(folder) / f"{SOURCE_DOMAIN}.npz").images("test")
+    originals = read_domain(Path(folder) / f"{SOURCE_DOMAIN}.npz").images("test")
     reverse = {name: {method: translate_array(model.network, originals, TO_B)[0] for method, model in models.items()}
                for name, models in methods.items()}
     study["images"] = image_figures(folder, variants, fid_n, reverse, cache_dir)
@@ -136,10 +128,6 @@ def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple
                                                 "config": _portable_spec(model)}
                                        for method, model in models.items()} for name, models in methods.items()}
     return study
-
-
-def _sha256(path: Path) -> str:
-    return file_digests(path, ("sha256",))["sha256"]
 
 
 def _portable_spec(model: LoadedModel) -> dict:
@@ -152,7 +140,7 @@ def _check_source(model: LoadedModel, domain: Path) -> None:
     """A translator must have been trained from this domain's file: the same content where its recorded file
     is at hand, else the same file name."""
     recorded = Path(model.spec.config["source_domain"])
-    same = (_sha256(recorded) == _sha256(domain)) if recorded.is_file() and domain.is_file() \
+    same = (file_sha256(recorded) == file_sha256(domain)) if recorded.is_file() and domain.is_file() \
         else recorded.name == domain.name
     if not same:
         raise UserError(f"{model.source} was trained from {recorded}, not from {domain}: give each domain the "

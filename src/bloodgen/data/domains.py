@@ -97,6 +97,14 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
 )}
 
 
+def read_domain(path: str | Path | None) -> BloodMNIST:
+    """A BloodMNIST-format file (None: the official one), read without the warnings that it is not the official
+    BloodMNIST: a domain file is not, by design. Callers check that the file exists, each with its own advice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_bloodmnist(path)
+
+
 def get_domains(names: Sequence[str]) -> list[Domain]:
     unknown = [n for n in names if n not in DOMAINS]
     if unknown or not names:
@@ -150,9 +158,7 @@ def domains_figure(paths: dict[str, Path], out: Path, per_class: int = 3) -> Pat
 
     panels = {}
     for name, path in paths.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a domain file is not the official BloodMNIST, by design
-            images, labels = load_bloodmnist(path).split("test")
+        images, labels = read_domain(path).split("test")
         panels[name] = class_rows(images, labels, N_CLASSES, per_class, np.random.default_rng(0))
     figure = out / "domains.png"
     plot_side_by_side(panels, per_class, list(CLASS_NAMES), figure,

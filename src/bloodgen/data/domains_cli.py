@@ -79,12 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_normalise(args: argparse.Namespace) -> int:
-    import warnings
     from pathlib import Path
 
     from bloodgen import checks
-    from bloodgen.data.bloodmnist import load_bloodmnist
-    from bloodgen.data.domains import normalise_file
+    from bloodgen.data.domains import normalise_file, read_domain
     from bloodgen.errors import UserError
 
     for option, path in (("DOMAIN.npz", args.domain), ("--to", args.reference)):
@@ -92,9 +90,7 @@ def run_normalise(args: argparse.Namespace) -> int:
             raise UserError(f"{option} {path} not found: give a domain file of `bloodgen domains make`")
     out = checks.output_file(args.out, "--out", ".npz")
     checks.output_file(out.with_suffix(".json"), "--out (its .json record)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        source, reference = load_bloodmnist(args.domain), load_bloodmnist(args.reference)
+    source, reference = read_domain(args.domain), read_domain(args.reference)
     path = normalise_file(source, reference, args.method, out)
     print(f"{args.method}: {path} ({sum(source.split_sizes.values()):,} images)")
     return 0

@@ -24,7 +24,6 @@ into A (`bloodgen sample`), and `bloodgen translate` translates any file in eith
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bloodgen.data import N_CLASSES, load_bloodmnist, random_dihedral, to_model_range, to_uint8
+from bloodgen.data import N_CLASSES, random_dihedral, to_model_range, to_uint8
+from bloodgen.data.domains import read_domain
 from bloodgen.errors import UserError
 from bloodgen.models.base import Family, StepContext
 from bloodgen.models.config import require
@@ -209,9 +209,7 @@ class Translation(Family):
         if not Path(path).is_file():
             raise UserError(f"source_domain file {path} not found: make the domains with bloodgen domains make "
                             f"--out DIR, or point source_domain at a BloodMNIST-format .npz")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a domain file is not the official BloodMNIST, by design
-            return load_bloodmnist(path)
+        return read_domain(path)
 
     @functools.cached_property
     def _source_train(self) -> torch.Tensor:

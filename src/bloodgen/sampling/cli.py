@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bloodgen.data import CLASS_NAMES
     from bloodgen.models.registry import sampler_flags
-    from bloodgen.provenance import environment, file_digests, write_json
+    from bloodgen.provenance import environment, file_sha256, write_json
     from bloodgen.report.grid import save_class_grid, save_grid
     from bloodgen.samplefile import UNLABELLED, write_samples
     from bloodgen.sampling.api import BALANCED, PRIOR, default_batch_size, load_model, sample
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     write_samples(out, images, labels)
     source = model.source
     write_json(record, {
-        "model": model.spec.to_dict(), "source": str(source), "source_sha256": file_digests(source, ("sha256",))["sha256"],
+        "model": model.spec.to_dict(), "source": str(source), "source_sha256": file_sha256(source),
         "step": model.step, "n": args.n, "seed": args.seed, "classes": classes, "batch_size": batch_size,
         "sampler_options": options, "device": str(model.device),
         "sampling_time_s": round(seconds, 3), "environment": environment()})

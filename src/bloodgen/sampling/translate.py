@@ -15,7 +15,7 @@ from bloodgen.data.subset import write_splits
 from bloodgen.errors import UserError
 from bloodgen.models.registry import get_spec, translation_families
 from bloodgen.models.translation import TO_A, translate_array
-from bloodgen.provenance import environment, file_digests, portable_path, write_json
+from bloodgen.provenance import environment, file_sha256, portable_path, write_json
 from bloodgen.sampling.api import LoadedModel
 
 
@@ -35,7 +35,7 @@ def translate_file(model: LoadedModel, source: BloodMNIST, out: str | Path, dire
     write_splits(out, splits)
     write_json(out.with_suffix(".json"), {
         "translation": direction, "model": model.spec.to_dict(), "model_source": portable_path(str(model.source)),
-        "model_sha256": file_digests(model.source, ("sha256",))["sha256"], "step": model.step,
+        "model_sha256": file_sha256(model.source), "step": model.step,
         "input": source.provenance(), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()},
         "seconds": round(time.perf_counter() - start, 3), "environment": environment()})
     return out

@@ -35,11 +35,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
     from pathlib import Path
 
     from bloodgen import checks
-    from bloodgen.data import load_bloodmnist
+    from bloodgen.data.domains import read_domain
     from bloodgen.errors import UserError
     from bloodgen.sampling.api import load_model
     from bloodgen.sampling.translate import check_translator, translate_file
@@ -51,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
                         f"domains make)")
     model = load_model(args.model, checks.device(args.device))
     check_translator(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # domain files are not the official BloodMNIST, by design
-        source = load_bloodmnist(args.input)
+    source = read_domain(args.input)
     path = translate_file(model, source, out, args.direction)
     print(f"{model.spec.model} ({args.direction}): {sum(source.split_sizes.values()):,} images -> {path}")
     return 0

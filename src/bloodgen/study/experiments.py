@@ -22,8 +22,9 @@ from bloodgen.data.domains import DOMAINS, make_domains
 from bloodgen.errors import UserError
 from bloodgen.improve.budgets import budget_for
 from bloodgen.models.registry import noise_classifiers, translation_families
+from bloodgen.provenance import file_sha256
 from bloodgen.study.presets import StudyPreset
-from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, file_sha256, log, train_stage
+from bloodgen.study.stages import DataFile, RunRef, classifier_recipe, log, train_stage
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from bloodgen.errors import UserError
 from bloodgen.metrics import calculate_metrics
 from bloodgen.metrics.inputs import load_images
 from bloodgen.metrics.records import figure
-from bloodgen.provenance import file_digests, saved_parts, write_json
+from bloodgen.provenance import file_sha256, saved_parts, write_json
 from bloodgen.samplefile import write_samples
 from bloodgen.study.layout import EVAL_DIR, RUNS_DIR, SAMPLING_TIME_10K, closest_samples_file, utility_samples_file
 from bloodgen.study.presets import StudyPreset
@@ -339,10 +339,6 @@ def utility_samples(loaded, labels, n: int, options: dict, path: Path, key: str)
     write_samples(path, images, labels)
     write_json(record, {"key": key})
     return images
-
-
-def file_sha256(path: Path) -> str:
-    return file_digests(path, ("sha256",))["sha256"]
 
 
 def aggregate(evals: list[dict]) -> dict:
