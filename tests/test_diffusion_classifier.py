@@ -16,6 +16,7 @@ from model_helpers import tiny_config, train_tiny
 from torch import nn
 
 from bloodgen.classify import diffusion as dc
+from bloodgen.classify import draws
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
 from bloodgen.classify.diffusion_results import (PART_RECORDS, AccuracyPart, Calibration, CalibrationPart,
                                                  DiffusionScores, EvalResults, ResnetScores)
@@ -150,11 +151,11 @@ def test_pruning_keeps_the_clearly_best_class_and_drops_the_rest():
     errors[5] -= 0.02  # class 5 is clearly best
     active = np.ones(8, dtype=bool)
     active[2] = False
-    kept = dc.prune_classes(errors, active, 2e-3)
+    kept = draws.prune_classes(errors, active, 2e-3)
     assert kept[5] and kept.sum() == 1
     # Indistinguishable classes are kept.
     tied = shared + rng.normal(0, 0.002, size=(8, 40))
-    assert dc.prune_classes(tied, np.ones(8, dtype=bool), 2e-3).sum() >= 7
+    assert draws.prune_classes(tied, np.ones(8, dtype=bool), 2e-3).sum() >= 7
 
 
 def test_pruning_cuts_evaluations_and_never_exceeds_max_draws(tiny_data):
@@ -169,14 +170,59 @@ def test_pruning_cuts_evaluations_and_never_exceeds_max_draws(tiny_data):
     assert (pruned.error_gaps[np.arange(4), pruned.predictions] == 0).all() and (pruned.confidence >= 0).all()
 
 
+@pytest.mark.parametrize("weighting", ["paper", "snr"])
+def test_pruning_replayed_on_kept_unpruned_draws_is_the_live_pruned_run(tiny_data, weighting):
+    model = random_model()
+    images = tiny_data.images("test")[:6]
+    options = replace(FAST, max_draws=12, p_value=0.3, weighting=weighting)
+    kept = dc.classify_images(model, images, replace(options, prune=False), keep_draws=True)
+    live = dc.classify_images(model, images, options)
+    assert kept.draw_errors.shape == (6, 8, 12) and (kept.draw_timesteps >= 0).all()
+    abar = model.family.noise_scheduler().alphas_cumprod.double().numpy()
+    weighted = kept.draw_errors * draws.draw_weights(weighting, kept.draw_timesteps, abar,
+                                                      int(model.family.config["timesteps"]))[:, None]
+    np.testing.assert_allclose(weighted.mean(2), kept.mean_errors, rtol=1e-12)
+    predictions, class_draws = draws.replay_pruning(weighted, kept.candidates, options.min_draws, options.p_value,
+                                                    options.draws_per_round)
+    np.testing.assert_array_equal(class_draws, live.draws)
+    np.testing.assert_array_equal(predictions, live.predictions)
+    assert (live.draws < 12).any()  # some class was pruned, so the replay did prune
+    unpruned = draws.predictions_by_draws(draws.combine(weighted, kept.candidates, "mean"), [4, 12])
+    np.testing.assert_array_equal(unpruned[1], kept.predictions)
+    first4 = dc.classify_images(model, images, replace(options, prune=False, max_draws=4))
+    np.testing.assert_array_equal(unpruned[0], first4.predictions)
+
+
+def test_draw_aggregations_weightings_and_the_fitted_time_weights():
+    rng = np.random.default_rng(0)
+    n, c, d, bins = 400, 3, 40, 4
+    t = rng.integers(0, 1000, size=(n, d))
+    labels = rng.integers(0, c, size=n)
+    raw = rng.gamma(2.0, 1.0, size=(n, 1, d)) + rng.normal(0, 0.5, size=(n, c, d))
+    early = t < 250  # only the first quarter of time tells the classes apart
+    raw[np.arange(n), labels] -= np.where(early, 1.0, 0.0)
+    rank = draws.combine(raw, [0, 1, 2], "rank")
+    assert set(np.unique(rank[:, :, 0])) <= {1.0, 2.0, 3.0} and np.allclose(rank.sum(1), 6)
+    normalised = draws.combine(raw, [0, 1], "normalised")
+    assert np.isnan(normalised[:, 2]).all() and np.allclose(normalised[:, :2].mean(1), 1)
+    features = draws.bin_features(raw, t, [0, 1, 2], 1000, bins)
+    beta = draws.fit_bin_weights(features, labels, [0, 1, 2])
+    assert beta[0] > 3 * np.abs(beta[1:]).max()
+    assert (draws.cross_fitted_predictions(features, labels, [0, 1, 2]) == labels).mean() > 0.8
+    abar = np.linspace(0.999, 0.001, 1000)
+    assert np.allclose(draws.draw_weights("exp-2", np.array([0, 999]), abar, 1000), [1, np.exp(-2)])
+    with pytest.raises(UserError, match="unknown weighting"):
+        draws.draw_weights("cosine", t, abar, 1000)
+
+
 def test_a_class_pruned_on_cheap_early_draws_does_not_win_on_its_unpaired_mean():
     t_scale = np.linspace(0.01, 1.0, 40)  # errors grow with t, and the later draws happen to have large t
     errors = np.zeros((1, 8, 40))
     errors[0, 1] = t_scale
     errors[0, 0, :10] = t_scale[:10] + 0.01  # worse than class 1 on every draw it took part in
-    draws = np.zeros((1, 8), dtype=np.int64)
-    draws[0, :2] = [10, 40]
-    gaps = dc.paired_gaps(errors, draws, [0, 1])
+    counts = np.zeros((1, 8), dtype=np.int64)
+    counts[0, :2] = [10, 40]
+    gaps = draws.paired_gaps(errors, counts, [0, 1])
     assert gaps[0, 1] == 0 and gaps[0, 0] == pytest.approx(0.01)
     assert errors[0, 0, :10].mean() < errors[0, 1].mean()  # the naive comparison would pick class 0
 
@@ -245,10 +291,47 @@ def test_trained_toy_model_tells_its_two_classes_apart(toy_run):
 
 def test_heat_maps_have_the_image_shape_and_zero_for_the_predicted_class(tiny_data):
     model = random_model(class_counts=[5, 5, 5, 0, 5, 5, 5, 5])
-    maps, predicted = dc.counterfactual_maps(model, tiny_data.images("test")[0], draws=4)
-    assert maps.shape == (8, 28, 28)
-    assert np.isnan(maps[3]).all()
-    assert (maps[predicted] == 0).all() and np.isfinite(maps[[0, 1, 2, 4, 5, 6, 7]]).all()
+    maps = dc.counterfactual_maps(model, tiny_data.images("test")[0], draws=4)
+    assert maps.squared.shape == (8, 28, 28) and maps.signed.shape == (8, 3, 28, 28)
+    assert np.isnan(maps.squared[3]).all() and np.isnan(maps.signed[3]).all()
+    others = [0, 1, 2, 4, 5, 6, 7]
+    assert (maps.squared[maps.predicted] == 0).all() and np.isfinite(maps.squared[others]).all()
+    assert (maps.signed[maps.predicted] == 0).all() and np.isfinite(maps.signed[others]).all()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_signed_maps_of_an_exact_denoiser_point_from_the_image_to_the_target_class(prediction):
+    """Classes are flat grey levels -0.6 + 0.4 c: the way to class c is uniformly brighter for c above the
+    prediction, darker below, more so the farther c is (eps_pred - eps_c = sqrt(abar / (1 - abar)) (x0_c - x0_pred))."""
+    model = random_model(prediction=prediction, class_counts=[5, 5, 5, 5, 0, 0, 0, 0])
+    model.network = OracleUNet(model.family.noise_scheduler(), prediction)
+    image = np.full((28, 28, 3), round((0.2 + 1) * 127.5), dtype=np.uint8)  # class 2
+    maps = dc.counterfactual_maps(model, image, draws=6, options=replace(FAST, weighting="uniform"))
+    assert maps.predicted == 2
+    means = [maps.signed[c].mean() for c in range(4)]
+    assert means[0] < means[1] < 0 == means[2] < means[3]
+    for c in (0, 1, 3):
+        np.testing.assert_allclose(maps.signed[c], means[c], rtol=1e-3)  # the same change everywhere
+
+
+def test_moving_along_a_faithful_map_reaches_the_target_more_often_than_random_moves():
+    from bloodgen.classify.heatmaps import faithfulness, moved
+
+    levels = np.array([0.2, 0.4, 0.6, 0.8])  # a "classifier" of brightness: the nearest level's class
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        distance = np.abs(images.mean((1, 2, 3))[:, None] / 255 - levels)
+        return np.eye(4)[distance.argmin(1)]
+
+    images = np.stack([np.full((28, 28, 3), round(255 * lv), dtype=np.uint8) for lv in levels])
+    maps = np.stack([[np.full((3, 28, 28), b - a) for b in levels] for a in levels])  # towards each level
+    step = moved(images[0], np.random.default_rng(0).standard_normal((3, 28, 28)), 0.1)
+    assert abs(np.sqrt(np.mean((step / 255 - images[0] / 255) ** 2)) - 0.1) < 0.01
+    f = faithfulness(images, [0, 1, 2, 3], maps, [0, 1, 2, 3], predict, steps=(0.15, 0.3), n_random=4)
+    assert f.pairs == 12 and f.random_directions == 4
+    # a 0.15 step reaches the 6 neighbouring levels (0.2 apart) and no farther one; random noise moves no mean
+    assert f.map_to_target[0] == 0.5 and f.random_to_target[0] == 0
+    assert f.map_gain[1] > f.random_gain[1]
 
 
 def test_calibration_temperature_and_probabilities():
@@ -299,30 +382,75 @@ def test_classify_command_writes_predictions_and_accuracy(toy_run, tmp_path, cap
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["classify", str(run_dir), "test", "--data", str(path), "--n", "6", "--min-draws", "4",
-                     "--max-draws", "8", "--out", str(out), "--no-progress"]) == 0
+                     "--max-draws", "8", "--out", str(out), "--no-progress", "--save-draws"]) == 0
     assert "accuracy" in capsys.readouterr().out
     with np.load(out) as f:
         assert f["predictions"].shape == (6,) and f["mean_errors"].shape == (6, 8) and "labels" in f
+        assert f["draw_errors"].shape == (6, 8, 8) and f["draw_timesteps"].shape == (6, 8)
+        # pruned: a class's errors end where it was pruned, and every image made at least --min-draws draws
+        assert (np.isfinite(f["draw_errors"]).sum(2) == f["draws"]).all() and (f["draw_timesteps"][:, :4] >= 0).all()
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["options"]["seed"] == 0 and "environment" in summary and len(summary["per_image"]) == 6
 
 
 def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
     from bloodgen.classify.diffusion_eval import EvalConfig, report_blocks, run_evaluation
+    from bloodgen.classify.recipe import RECIPES
     from bloodgen.report.document import Image
 
     path, run_dir = toy_run
     cfg = EvalConfig(checkpoint=str(run_dir), out=str(tmp_path / "eval"), data=str(path), parts=("heatmaps",),
-                     heatmap_draws=4, options=FAST)
+                     heatmap_draws=4, options=FAST, recipe=replace(RECIPES["cpu"], epochs=1),
+                     cache_dir=str(tmp_path / "cache"), progress=False)
     results = run_evaluation(cfg)
     assert (tmp_path / "eval" / "results.json").is_file() and (tmp_path / "eval" / "report.html").is_file()
     assert results.heatmaps.image_classes == [0, 7]
+    heat = results.heatmaps
+    assert heat.kind == "signed" and heat.faithfulness.pairs == 2 and len(heat.faithfulness.map_to_target) == 3
+    assert (tmp_path / "eval" / heat.figures["overlays"]).is_file()
     saved = json.loads((tmp_path / "eval" / "parts" / "heatmaps.json").read_text())
     assert saved["image_classes"] == [0, 7] and saved["draws"] == 4
     assert saved["checkpoint_step"] == results.heatmaps.run.checkpoint_step
     blocks = report_blocks(results, tmp_path / "study")  # another folder: figures are copied there
     images = [b for b in blocks if isinstance(b, Image)]
     assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
+
+
+def test_eval_ablations_and_psychometric_parts_build_on_the_accuracy_parts_saves(toy_run, tmp_path, monkeypatch):
+    from bloodgen.classify.diffusion_eval import EvalConfig, run_evaluation
+    from bloodgen.classify.recipe import RECIPES
+
+    path, run_dir = toy_run
+    out = tmp_path / "eval"
+    cfg = EvalConfig(checkpoint=str(run_dir), out=str(out), data=str(path), parts=("ablations",), n_test=10,
+                     no_prune_draws=12, options=FAST, recipe=replace(RECIPES["cpu"], epochs=1),
+                     cache_dir=str(tmp_path / "cache"), progress=False)
+    with pytest.raises(UserError, match="run --parts accuracy first"):
+        run_evaluation(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_evaluation(replace(cfg, parts=("accuracy",)))
+    monkeypatch.setattr(dc.NoiseErrors, "residuals", lambda *a: pytest.fail("the replay evaluated the network"))
+    results = run_evaluation(cfg)
+    with pytest.raises(UserError, match="run --parts accuracy calibration first"):
+        run_evaluation(replace(cfg, parts=("psychometric",)))
+    ab = results.ablations
+    assert ab.n_images == 10 and ab.stored_draws == 12 and ab.draw_counts[-1] == 12
+    unpruned = results.accuracy.diffusion_no_prune
+    assert ab.weightings[FAST.weighting]["mean"].accuracy == pytest.approx(unpruned.report.accuracy)
+    assert {(s.min_draws, s.p_value) for s in ab.pruning} >= {(10, 2e-3)}
+    same = next(s for s in ab.pruning if (s.min_draws, s.p_value) == (10, 2e-3))
+    assert same.evaluations_per_image <= 2 * 12
+    report = (out / "report.md").read_text()
+    assert "Pruning replayed" in report and (out / ab.figures["ablations"]).is_file()
+    monkeypatch.undo()
+    ps = run_evaluation(replace(cfg, parts=("calibration", "psychometric"), n_val=8)).psychometric
+    assert ps.n_images == 10
+    for fit, guess in ((ps.diffusion, 1 / 2), (ps.resnet18, 1 / 8)):  # the toy model scores 2 classes
+        # a toy classifier may give every image the same confidence: then nothing is fitted, and the report says so
+        assert fit is None or (len(fit.bins) == 10 and sum(b[2] for b in fit.bins) == 10
+                               and fit.guess == pytest.approx(guess))
+    assert "Psychometric functions" in (out / "report.md").read_text()
 
 
 def test_eval_scores_the_shifted_domains_on_the_same_images(toy_run, tmp_path):
@@ -401,7 +529,7 @@ def test_committed_results_read_and_write_back_unchanged():
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     folder = results / "diffusion_classifier"
     parts = sorted((folder / "parts").glob("*.json"))
-    assert [p.stem for p in parts] == sorted(PART_RECORDS)
+    assert parts and {p.stem for p in parts} <= set(PART_RECORDS)
     for path in parts:
         saved = json.loads(path.read_text())
         assert json.dumps(PART_RECORDS[path.stem].from_json(saved).to_json()) == json.dumps(saved), path
@@ -429,3 +557,18 @@ def test_corruptions_report_why_when_medmnistc_is_missing(tiny_data, monkeypatch
     result = corrupt_all(tiny_data.images("test")[:2], severities=(1,))
     assert not result.images and set(result.skipped) == set(BLOODMNIST_CORRUPTIONS)
     assert all("medmnistc not importable" in r and "robustness" in r for r in result.skipped.values())
+
+
+def test_psychometric_fit_recovers_a_known_function_and_bins_by_count():
+    from bloodgen.classify.psychometric import binned, curve, fit_psychometric
+
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.1, 1.0, 2000)
+    truth = 1 / 8 + (1 - 1 / 8 - 0.02) * (confidence > 0.55)  # a step at 0.55: threshold 0.55, narrow width
+    fit = fit_psychometric(confidence, rng.random(2000) < truth, n_classes=8)
+    assert fit.guess == pytest.approx(1 / 8) and fit.threshold_ci95[0] <= fit.threshold <= fit.threshold_ci95[1]
+    assert abs(fit.threshold - 0.55) < 0.03 and fit.width < 0.15 and fit.lapse < 0.06
+    assert curve(fit, np.array([fit.threshold]))[0] == pytest.approx(fit.guess + (1 - fit.guess - fit.lapse) / 2)
+    assert fit_psychometric(np.full(40, 0.9), np.ones(40, dtype=bool), n_classes=8) is None
+    rows = binned(np.r_[np.ones(30), np.zeros(20)], np.ones(50, dtype=bool), bins=25)
+    assert len(rows) == 25 and (rows[:, 2] == 2).all() and rows[:, 1].sum() == 50  # ties split by order

@@ -28,19 +28,15 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from scipy.stats import ttest_rel
 from tqdm.auto import tqdm
 
 from bloodgen.classify.diffusion_options import ClassifierOptions
+from bloodgen.classify.draws import draw_weights, paired_gaps, prune_classes, winners
 from bloodgen.data import N_CLASSES, to_model_range
 from bloodgen.data.dataset import dihedral
 from bloodgen.errors import UserError
 from bloodgen.models.registry import noise_classifiers
 from bloodgen.provenance import atomic_path, portable_path
-
-# CytoDiffusion's fit of the error scale over t in [0, 1]; the error at t is weighted by 1 / f(t).
-PAPER_POLYNOMIAL = (0.927, 9.837, -4.684, 6.019, -9.340)
-MIN_SNR_GAMMA = 5.0
 
 
 @dataclass
@@ -55,6 +51,10 @@ class ClassifyResult:
     candidates: list[int]
     seconds: float
     options: dict = field(default_factory=dict)
+    # With keep_draws: every draw's unweighted error per class (N, C, D; NaN where a class was not scored)
+    # and its time step (N, D; -1 past an image's last draw), for bloodgen.classify.draws' replays.
+    draw_errors: np.ndarray | None = None
+    draw_timesteps: np.ndarray | None = None
 
     @property
     def draws_used(self) -> np.ndarray:
@@ -79,20 +79,6 @@ def candidate_classes(loaded) -> list[int]:
     if len(classes) < 2:
         raise UserError(f"{loaded.source} was trained on fewer than 2 classes: nothing to choose between")
     return classes
-
-
-def timestep_weights(weighting: str, t: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """w(t) for each time step in `t` (float64)."""
-    abar = alphas_cumprod.double()[t]
-    snr = abar / (1 - abar)
-    if weighting == "uniform":
-        return torch.ones_like(snr)
-    if weighting == "snr":
-        return snr
-    if weighting == "min-snr":
-        return snr.clamp(max=MIN_SNR_GAMMA) / snr
-    poly = np.polynomial.Polynomial(PAPER_POLYNOMIAL)
-    return torch.as_tensor(1.0 / poly(t.double().numpy() / (timesteps - 1)), dtype=torch.float64)
 
 
 def disc_mask(shape: tuple[int, int], radius: float) -> torch.Tensor:
@@ -144,7 +130,9 @@ class NoiseErrors:
         return self.scheduler.add_noise(x0, eps, t)
 
     def weights(self, t: torch.Tensor) -> torch.Tensor:
-        return timestep_weights(self.weighting, t, self.scheduler.alphas_cumprod, self.timesteps)
+        """(k,) float64 w(t) of draws at CPU time steps t."""
+        return torch.as_tensor(draw_weights(self.weighting, t.numpy(), self.scheduler.alphas_cumprod.double().numpy(),
+                                            self.timesteps))
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:
@@ -162,25 +150,9 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     return images
 
 
-def prune_classes(errors: np.ndarray, active: np.ndarray, p_value: float) -> np.ndarray:
-    """The active mask after dropping classes whose paired errors are significantly above the best class's.
-
-    errors: (C, n) per-draw errors (only rows of active classes are read); active: (C,) bool.
-    """
-    idx = np.flatnonzero(active)
-    best = idx[np.argmin(errors[idx].mean(1))]
-    others = idx[idx != best]
-    keep = active.copy()
-    if len(others):
-        # One-sided: is class c's error larger than the best's, draw by draw?
-        p = ttest_rel(errors[others], np.broadcast_to(errors[best], errors[others].shape), axis=1,
-                      alternative="greater").pvalue
-        keep[others[np.nan_to_num(p, nan=1.0) < p_value]] = False
-    return keep
-
-
 def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = ClassifierOptions(),
-                    progress: bool = False, chunk: int = 64, partial: Path | None = None) -> ClassifyResult:
+                    progress: bool = False, chunk: int = 64, partial: Path | None = None,
+                    keep_draws: bool = False) -> ClassifyResult:
     """Classify uint8 images (N, 28, 28, 3) with a loaded conditional ddpm (see the module docstring).
 
     `chunk` images advance together so that one network batch holds many images' draws; it changes
@@ -188,13 +160,14 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
     `partial`, the finished chunks are saved there as they finish and a call on the same images, model
     and options continues after them (a finished file answers at once; whoever keeps the result removes
     it): image i's draws come from its own generator, so the result is the one an uninterrupted call gives.
+    With `keep_draws`, the result holds every draw's unweighted errors and time step.
     """
     options = options.check()
     images = check_images(images)
     classes = candidate_classes(loaded)
     scorer = NoiseErrors(loaded, options.weighting, options.disc_radius)
     n = len(images)
-    saved = _Partial(partial, images, loaded, options, chunk, N_CLASSES)
+    saved = _Partial(partial, images, loaded, options, chunk, keep_draws)
     mean_errors, gaps, draws = saved.mean_errors, saved.gaps, saved.draws
     start_time = time.perf_counter() - saved.seconds
     with tqdm(total=n, initial=saved.done, unit="img", disable=not progress, dynamic_ncols=True) as bar:
@@ -216,58 +189,47 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
             # A class pruned early keeps the draws it took part in: its mean is over those.
             mean_errors[lo:hi, classes] = state.errors.sum(2)[:, classes] / state.class_draws[:, classes]
             gaps[lo:hi] = paired_gaps(state.errors, state.class_draws, classes)
+            if keep_draws:
+                saved.draw_errors[lo:hi], saved.draw_timesteps[lo:hi] = state.raw, state.timesteps
             saved.save(hi, time.perf_counter() - start_time)
-    return ClassifyResult(predictions=np.nanargmin(np.where(gaps == 0, 0.0, np.nan), 1), mean_errors=mean_errors,
-                          error_gaps=gaps, draws=draws, confidence=error_gap(gaps), candidates=classes,
-                          seconds=time.perf_counter() - start_time, options=options.to_dict())
+    return ClassifyResult(predictions=winners(gaps), mean_errors=mean_errors, error_gaps=gaps, draws=draws,
+                          confidence=error_gap(gaps), candidates=classes, seconds=time.perf_counter() - start_time,
+                          options=options.to_dict(), draw_errors=saved.draw_errors, draw_timesteps=saved.draw_timesteps)
 
 
 class _Partial:
     """The finished chunks of one `classify_images` call, kept in an .npz with what they depend on (the
     model by its portable path, so a partial file committed from one checkout continues in another)."""
 
+    ARRAYS = ("mean_errors", "gaps", "draws", "draw_errors", "draw_timesteps")
+
     def __init__(self, path: Path | None, images: np.ndarray, loaded, options: ClassifierOptions, chunk: int,
-                 n_classes: int):
+                 keep_draws: bool):
         n = len(images)
         self.path = None if path is None else Path(path)
         self.key = json.dumps({"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
-                               "source": portable_path(str(loaded.source)), "options": options.to_dict(), "chunk": chunk},
-                              sort_keys=True, default=str)
-        self.mean_errors, self.gaps = np.full((n, n_classes), np.nan), np.full((n, n_classes), np.nan)
-        self.draws = np.zeros((n, n_classes), dtype=np.int64)
+                               "source": portable_path(str(loaded.source)), "options": options.to_dict(),
+                               "chunk": chunk, "keep_draws": keep_draws}, sort_keys=True, default=str)
+        self.mean_errors, self.gaps = np.full((n, N_CLASSES), np.nan), np.full((n, N_CLASSES), np.nan)
+        self.draws = np.zeros((n, N_CLASSES), dtype=np.int64)
+        self.draw_errors = np.full((n, N_CLASSES, options.max_draws), np.nan) if keep_draws else None
+        self.draw_timesteps = np.full((n, options.max_draws), -1, dtype=np.int64) if keep_draws else None
         self.done, self.seconds = 0, 0.0
         if self.path is not None and self.path.is_file():
             with np.load(self.path) as f:
                 if str(f["key"]) == self.key:
                     self.done, self.seconds = int(f["done"]), float(f["seconds"])
-                    self.mean_errors[:], self.gaps[:], self.draws[:] = f["mean_errors"], f["gaps"], f["draws"]
+                    for name in self.ARRAYS:
+                        if getattr(self, name) is not None:
+                            getattr(self, name)[:] = f[name]
 
     def save(self, done: int, seconds: float) -> None:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, key=np.array(self.key), done=done, seconds=seconds, mean_errors=self.mean_errors,
-                     gaps=self.gaps, draws=self.draws)
-
-
-def paired_gaps(errors: np.ndarray, class_draws: np.ndarray, classes: list[int]) -> np.ndarray:
-    """(m, C) mean error difference of each class to the winner, over the draws the class took part in.
-
-    Errors swing by orders of magnitude with t, so means over different draws (a class pruned after 20
-    draws, the winner after 200) cannot be compared; differences on the same draws can. The winner is
-    the lowest mean among the classes that took part in every draw (those never pruned).
-    """
-    m = len(errors)
-    gaps = np.full((m, class_draws.shape[1]), np.nan)
-    for i in range(m):
-        n = class_draws[i]
-        full = [c for c in classes if n[c] == n.max()]
-        winner = full[int(np.argmin([errors[i, c, :n[c]].mean() for c in full]))]
-        for c in classes:
-            gaps[i, c] = (errors[i, c, :n[c]] - errors[i, winner, :n[c]]).mean()
-        gaps[i, winner] = 0.0
-    return gaps
+            np.savez(fh, key=np.array(self.key), done=done, seconds=seconds,
+                     **{name: getattr(self, name) for name in self.ARRAYS if getattr(self, name) is not None})
 
 
 class _ChunkState:
@@ -277,6 +239,8 @@ class _ChunkState:
         m = len(x0)
         self.x0, self.generators = x0, generators
         self.errors = np.zeros((m, N_CLASSES, max_draws))
+        self.raw = np.full((m, N_CLASSES, max_draws), np.nan)  # unweighted: what replays re-weight
+        self.timesteps = np.full((m, max_draws), -1, dtype=np.int64)
         self.active = np.zeros((m, N_CLASSES), dtype=bool)
         self.active[:, classes] = True
         self.class_draws = np.zeros((m, N_CLASSES), dtype=np.int64)
@@ -301,6 +265,7 @@ class _ChunkState:
             eps_parts.append(eps.repeat_interleave(len(cls), 0))
             label_parts.append(torch.as_tensor(cls).repeat(k))
             d = self.done[i] + np.arange(k)
+            self.timesteps[i, d] = t.numpy()
             where.append(np.stack([np.full(k * len(cls), i), np.tile(cls, k), np.repeat(d, len(cls))]))
             self.class_draws[i, cls] += k
             self.done[i] += k
@@ -310,7 +275,9 @@ class _ChunkState:
         for s in range(0, len(t), options.batch_size):
             b = slice(s, s + options.batch_size)
             res = scorer.residuals(x_t[b], t[b], eps[b], labels[b])
-            self.errors[tuple(where[:, b])] = scorer.error(res).double().numpy() * weights[b]
+            error = scorer.error(res).double().numpy()
+            self.raw[tuple(where[:, b])] = error
+            self.errors[tuple(where[:, b])] = error * weights[b]
 
 
 def error_gap(mean_errors: np.ndarray) -> np.ndarray:
@@ -342,13 +309,26 @@ def fit_temperature(mean_errors: np.ndarray, labels: np.ndarray) -> float:
     return float(10.0 ** minimize_scalar(nll, bounds=(-7, 2), method="bounded").x)
 
 
-def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: ClassifierOptions = ClassifierOptions(),
-                        index: int = 0) -> tuple[np.ndarray, int]:
-    """Per-pixel mean error difference of each class against the predicted one, for one uint8 image (28, 28, 3).
+@dataclass
+class CounterfactualMaps:
+    """Heat maps of one image against every class, from the same draws; NaN for non-candidate classes."""
 
-    Returns (maps (C, 28, 28) float64, predicted class); maps[c] > 0 where class c explains the pixel
-    worse than the predicted class, NaN for non-candidate classes, all zero for the predicted class.
-    Every candidate class is scored on all `draws` draws (no pruning), with the options' weighting.
+    predicted: int  # the class with the smallest weighted error over the draws
+    # (C, 28, 28): per-pixel weighted squared error of class c minus the predicted class's (> 0: c explains the
+    # pixel worse); zero for the predicted class.
+    squared: np.ndarray
+    # (C, 3, 28, 28), CytoDiffusion's eqs. 10-12: the mean over the draws of the predicted noise under the predicted
+    # class minus that under class c, per channel, in the model's [-1, 1] units. The x0 estimates of the two classes
+    # differ by sqrt((1 - abar) / abar) times this, so adding it to the image moves it towards class c.
+    signed: np.ndarray
+
+
+def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: ClassifierOptions = ClassifierOptions(),
+                        index: int = 0) -> CounterfactualMaps:
+    """Both kinds of counterfactual heat map of one uint8 image (28, 28, 3) against every candidate class.
+
+    Every candidate class is scored on all `draws` draws (no pruning), with the options' weighting and disc;
+    v-predictions are turned into noise predictions first (NoiseErrors.residuals).
     """
     options = options.check()
     if draws < 1:
@@ -356,19 +336,20 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
     image = check_images(np.asarray(image)[None], "the heat-map image")
     classes = candidate_classes(loaded)
     scorer = NoiseErrors(loaded, options.weighting, options.disc_radius)
-    x0 = to_model_range(image)
     t, eps = scorer.draw(image_generator(options.seed, index), draws)
-    x_t = scorer.noisy(x0.expand(draws, -1, -1, -1), t, eps)
+    x_t = scorer.noisy(to_model_range(image).expand(draws, -1, -1, -1), t, eps)
     weights = scorer.weights(t).float().view(-1, 1, 1)
-    maps = np.full((N_CLASSES, 28, 28), np.nan)
-    errors = np.full(N_CLASSES, np.nan)
+    squared = np.full((N_CLASSES, 28, 28), np.nan)
+    residual = np.full((N_CLASSES, 3, 28, 28), np.nan)  # mean of eps - eps_c = the negated mean prediction + const
     for c in classes:
-        pixel = torch.zeros(28, 28, dtype=torch.float64)
+        pixel, mean = torch.zeros(28, 28, dtype=torch.float64), torch.zeros(3, 28, 28, dtype=torch.float64)
         for s in range(0, draws, options.batch_size):
             b = slice(s, s + options.batch_size)
             res = scorer.residuals(x_t[b], t[b], eps[b], torch.full((len(t[b]),), c))
             pixel += (res.pow(2).mean(1) * weights[b] * scorer.mask).sum(0).double()
-        maps[c] = (pixel / draws).numpy()
-        errors[c] = maps[c].mean()
-    predicted = int(np.nanargmin(errors))
-    return maps - maps[predicted], predicted
+            mean += res.sum(0).double()
+        squared[c], residual[c] = (pixel / draws).numpy(), (mean / draws).numpy()
+    predicted = int(np.nanargmin(squared.mean((1, 2))))
+    # eps_pred(predicted) - eps_pred(c) = (eps - eps_c) - (eps - eps_pred) = residual_c - residual_pred
+    return CounterfactualMaps(predicted=predicted, squared=squared - squared[predicted],
+                              signed=residual - residual[predicted])

@@ -11,10 +11,13 @@ examples:
   bloodgen classify runs/RUN/model.safetensors cells.npz --out preds.npz     # cells.npz: images [+ labels]
   bloodgen classify runs/RUN test --n 50 --no-prune --max-draws 100 --weighting uniform --out full.npz
   bloodgen classify runs/RUN val --n 20 --min-draws 20 --max-draws 300 --p-value 0.01 --seed 3 --out v.npz
+  bloodgen classify runs/RUN test --n 400 --no-prune --max-draws 500 --save-draws --out draws.npz
 
 Writes OUT (.npz: predictions, mean_errors, draws, confidence, indices [, labels]) and OUT with .json
 (per-image class, per-class mean errors, confidence, draws; the options, seed and versions); prints the
-accuracy when the labels are known. The same seed gives the same result.
+accuracy when the labels are known. The same seed gives the same result. With --save-draws OUT also holds
+every draw's unweighted error per class (draw_errors, N x 8 x draws) and time step (draw_timesteps), from
+which bloodgen.classify.draws replays other weightings and pruning settings without the network.
 """
 
 EVAL_EXAMPLES = """\
@@ -23,13 +26,16 @@ examples:
   bloodgen classify-eval runs/FULL --parts accuracy calibration --n-test 300 --out cyto-eval
   bloodgen classify-eval runs/FULL --parts corruptions --n-corrupt 50 --severities 1 3 5 --out cyto-eval
   bloodgen classify-eval runs/FULL --parts heatmaps --heatmap-draws 200 --out cyto-eval
+  bloodgen classify-eval runs/FULL --parts accuracy ablations --no-prune-draws 1000 --out cyto-eval  # Table 4, Fig. 7
   bloodgen classify-eval RUN-S0 --parts accuracy calibration --test-per-class 50 --out cyto/s0   # per training seed
   bloodgen classify-eval --summarise cyto/s0 cyto/s1 cyto/s2 --out cyto/summary                # mean ± std
 
 Each part is saved under OUT/parts/ as it finishes; OUT/results.json and OUT/report.md/.html are rebuilt
 from all saved parts, so parts can be run one at a time (or in parallel processes) into the same OUT.
 Within a part, images are classified in chunks kept in OUT/parts/*.partial.npz: an interrupted part run
-again continues after its last finished chunk, with the same result.
+again continues after its last finished chunk, with the same result. The accuracy part keeps the draws of
+its unpruned run (OUT/parts/draws.npz); the ablations part replays them under other weightings, aggregations,
+numbers of draws and pruning settings without evaluating the network.
 Train the held-out model with a file from `bloodgen.data.subset.write_subset(data, path, exclude_classes=[2])`.
 """
 
@@ -82,6 +88,8 @@ def add_parser(subparsers) -> None:
                    help="a data split (train, val, test) or an .npz with 'images' uint8 (N, 28, 28, 3) [+ 'labels']")
     p.add_argument("--n", type=int, default=None, help="classify a random subset of this many images (drawn with --seed)")
     p.add_argument("--out", metavar="FILE", default="classified.npz", help="output .npz (a .json is written beside it)")
+    p.add_argument("--save-draws", action="store_true",
+                   help="also keep every draw's unweighted error per class and its time step in OUT (for replays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_argument(p)
     add_classifier_options(p, max_draws=2000)
@@ -126,8 +134,12 @@ def _add_eval_parser(subparsers) -> None:
     e.add_argument("--domains", nargs="*", default=list(DOMAINS), metavar="NAME",
                    help=f"shifted domains (`bloodgen domains make`) scored on the same images in the corruptions "
                         f"part: any of {', '.join(DOMAINS)}; none with a bare --domains")
-    e.add_argument("--no-prune-draws", type=int, default=100, help="draws of every class in the no-pruning comparison")
+    e.add_argument("--no-prune-draws", type=int, default=100,
+                   help="draws of every class in the no-pruning comparison (stored: the ablations replay up to these)")
     e.add_argument("--heatmap-draws", type=int, default=100, help="draws per class for each heat map")
+    e.add_argument("--heatmap-kind", choices=("signed", "squared"), default="signed",
+                   help="the heat maps shown: signed per-channel noise differences (CytoDiffusion eqs. 10-12, with "
+                        "overlays and a faithfulness check) or the unsigned weighted squared-error differences")
     e.add_argument("--classifier-recipe", choices=("full", "cpu"), default=None,
                    help="ResNet-18 reference recipe (default: full with a GPU, cpu without); a cached one is reused")
     e.add_argument("--classifier-epochs", type=int, default=None, help="override the reference recipe's epochs")
@@ -184,9 +196,12 @@ def run_classify(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
         indices = np.sort(rng.choice(len(images), size=args.n, replace=False))
     model = load_model(args.checkpoint, device)
-    result = classify_images(model, images[indices], options, progress=not args.no_progress)
+    result = classify_images(model, images[indices], options, progress=not args.no_progress,
+                             keep_draws=args.save_draws)
     arrays = {"predictions": result.predictions, "mean_errors": result.mean_errors, "draws": result.draws,
               "confidence": result.confidence, "indices": indices}
+    if args.save_draws:
+        arrays.update(draw_errors=result.draw_errors, draw_timesteps=result.draw_timesteps)
     summary = {"checkpoint": str(args.checkpoint), "checkpoint_step": model.step, "images": source,
                "n_images": int(len(indices)), "candidates": result.candidates, "options": options.to_dict(),
                "seconds": result.seconds, "evaluations_per_image": float(result.evaluations.mean()),
@@ -250,7 +265,8 @@ def run_eval(args: argparse.Namespace) -> int:
                      n_val=args.n_val, n_anomaly=args.n_anomaly,
                      n_corrupt=args.n_corrupt,
                      corruptions=tuple(args.corruptions), severities=tuple(args.severities),
-                     domains=tuple(args.domains), no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws, seed=args.seed,
+                     domains=tuple(args.domains), no_prune_draws=args.no_prune_draws, heatmap_draws=args.heatmap_draws,
+                     heatmap_kind=args.heatmap_kind, seed=args.seed,
                      options=options, recipe=recipe, device=args.device, cache_dir=args.cache_dir,
                      progress=not args.no_progress)
     results = run_evaluation(cfg)

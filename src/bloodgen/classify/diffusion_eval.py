@@ -4,8 +4,12 @@ Parts, each saved on its own under OUT/parts/ so that a long evaluation can be r
 parts in parallel processes) and the report is rebuilt from whatever parts exist:
 
 - accuracy: accuracy, balanced accuracy, per-class recall on a random test subset, with and without
-  pruning (the cost: network evaluations and seconds per image), and the ResNet on the same images.
+  pruning (the cost: network evaluations and seconds per image), and the ResNet on the same images; the
+  unpruned run's draws are kept in parts/draws.npz.
+- ablations: those draws replayed under other weightings, aggregations, numbers of draws and pruning
+  settings, without network evaluations (bloodgen.classify.diffusion_ablations).
 - calibration: softmax(-errors / T) with T fitted on a val subset; ECE and a reliability diagram, ResNet's too.
+- psychometric: correctness against those probabilities as a psychometric function (psignifit), ResNet's too.
 - anomaly: a diffusion model and a ResNet trained without one class; AUC of their confidences for
   telling that class's test images from the rest (on a test subset that is one third that class);
   a KDE figure of the confidences.
@@ -30,11 +34,14 @@ from tqdm.auto import tqdm
 from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS, corrupt_all
 from bloodgen.classify.diffusion import (candidate_classes, classify_images, counterfactual_maps, error_probabilities,
                                          fit_temperature)
+from bloodgen.classify.diffusion_ablations import replay_ablations, save_draws
 from bloodgen.classify.diffusion_options import ClassifierOptions
-from bloodgen.classify.diffusion_results import (PART_RECORDS, PARTS, AccuracyPart, AnomalyPart, AnomalyScores,
-                                                 Calibration, CalibrationPart, ClassifierPair, CorruptionsPart,
-                                                 DiffusionScores, EvalResults, HeatmapsPart, PartRun, ResnetScores,
-                                                 ShiftedScore)
+from bloodgen.classify.diffusion_results import (PART_RECORDS, PARTS, AblationsPart, AccuracyPart, AnomalyPart,
+                                                 AnomalyScores, Calibration, CalibrationPart, ClassifierPair,
+                                                 CorruptionsPart, DiffusionScores, EvalResults, HeatmapsPart, PartRun,
+                                                 PsychometricPart, ResnetScores, ShiftedScore)
+from bloodgen.classify.heatmaps import faithfulness, plot_overlay, plot_signed, plot_squared
+from bloodgen.classify.psychometric import BINS, curve, fit_psychometric
 from bloodgen.classify.recipe import ClassifierRecipe
 from bloodgen.classify.reference import (classification_report, default_recipe, predict_logits, predict_proba,
                                          reference_classifier)
@@ -49,6 +56,7 @@ from bloodgen.report.plots import pyplot
 from bloodgen.sampling.api import load_model
 
 ECE_BINS = 10
+HEATMAP_KINDS = ("signed", "squared")
 DOMAIN_SEVERITY = "domain"  # a shifted domain's place among the corruptions' severities
 
 
@@ -72,6 +80,7 @@ class EvalConfig:
     domains: tuple[str, ...] = tuple(DOMAINS)  # shifted domains (bloodgen.data.domains) scored beside them
     no_prune_draws: int = 100
     heatmap_draws: int = 100
+    heatmap_kind: str = "signed"  # HEATMAP_KINDS: the grid's maps (both are saved in parts/heatmaps.npz)
     seed: int = 0
     options: ClassifierOptions = field(default_factory=lambda: ClassifierOptions(max_draws=100))
     recipe: ClassifierRecipe | None = None  # None: the reference's default (its CPU-sized recipe without a GPU)
@@ -89,6 +98,8 @@ class EvalConfig:
         for name in ("n_test", "n_val", "n_anomaly", "n_corrupt", "no_prune_draws", "heatmap_draws"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.heatmap_kind not in HEATMAP_KINDS:
+            raise UserError(f"--heatmap-kind must be one of {', '.join(HEATMAP_KINDS)}, got {self.heatmap_kind!r}")
         if self.no_prune_draws < 2:
             raise UserError(f"--no-prune-draws must be >= 2, got {self.no_prune_draws}")
         if self.domains:
@@ -128,6 +139,10 @@ class _Context:
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self.data.split("test")
         return images[self.test_idx], labels[self.test_idx]
+
+    @property
+    def draws_path(self) -> Path:
+        return self.out / "parts" / "draws.npz"
 
     def partial(self, name: str) -> Path:
         """Where a classification of this part keeps its finished chunks until it is done."""
@@ -181,7 +196,7 @@ def _saved_no_prune(ctx: _Context) -> tuple[DiffusionScores, np.ndarray] | None:
     that changes only those reuses it.
     """
     json_path, npz_path = _part_path(ctx.out, "accuracy"), ctx.out / "parts" / "accuracy.npz"
-    if not (json_path.is_file() and npz_path.is_file()):
+    if not (json_path.is_file() and npz_path.is_file() and ctx.draws_path.is_file()):
         return None
     old = AccuracyPart.from_json(json.loads(json_path.read_text()))
     draw_keys = ("weighting", "draws_per_round", "seed")
@@ -201,7 +216,10 @@ def part_accuracy(ctx: _Context) -> AccuracyPart:
     saved = _saved_no_prune(ctx)
     if saved is None:
         full = classify_images(ctx.model, images, replace(ctx.cfg.options, prune=False, max_draws=ctx.cfg.no_prune_draws),
-                               progress=ctx.cfg.progress, partial=ctx.partial("accuracy-no-prune"))
+                               progress=ctx.cfg.progress, partial=ctx.partial("accuracy-no-prune"), keep_draws=True)
+        family = ctx.model.family
+        save_draws(ctx.draws_path, full, labels, ctx.test_idx, family.noise_scheduler().alphas_cumprod.double().numpy(),
+                   int(family.config["timesteps"]))
         saved = _diffusion_scores(labels, full), full.mean_errors
     no_prune, no_prune_errors = saved
     resnet, info = ctx.resnet()
@@ -217,6 +235,11 @@ def part_accuracy(ctx: _Context) -> AccuracyPart:
                         classifier=_classifier_summary(info), test_indices=ctx.test_idx.tolist(),
                         evaluation_reduction=no_prune.evaluations_per_image / diffusion.evaluations_per_image,
                         accuracy_loss_points=100 * (no_prune.report.accuracy - diffusion.report.accuracy))
+
+
+def part_ablations(ctx: _Context) -> AblationsPart:
+    o = ctx.cfg.options
+    return replay_ablations(ctx.draws_path, ctx.out, o.weighting, o.draws_per_round)
 
 
 def _classifier_summary(info: dict) -> dict:
@@ -276,6 +299,44 @@ def _plot_reliability(curves: dict[str, tuple[float, dict]], path: Path) -> None
         ax.set_xlabel("confidence (top-class probability)")
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def part_psychometric(ctx: _Context) -> PsychometricPart:
+    saved, calibration = ctx.out / "parts" / "accuracy.npz", _part_path(ctx.out, "calibration")
+    for path in (saved, calibration):
+        if not path.is_file():
+            raise UserError(f"the psychometric part fits the accuracy part's test errors scaled by the calibration "
+                            f"part's temperature: run --parts accuracy calibration first ({path} not found)")
+    temperature = CalibrationPart.from_json(json.loads(calibration.read_text())).temperature
+    with np.load(saved) as acc:
+        labels, gaps, resnet_proba = acc["labels"], acc["error_gaps"], acc["resnet_proba"]
+    proba = error_probabilities(gaps, temperature)
+    diffusion = fit_psychometric(proba.max(1), proba.argmax(1) == labels, len(candidate_classes(ctx.model)))
+    resnet = fit_psychometric(resnet_proba.max(1), resnet_proba.argmax(1) == labels, N_CLASSES)
+    part = PsychometricPart(n_images=int(len(labels)), diffusion=diffusion, resnet18=resnet,
+                            figures={"psychometric": "figures/psychometric.png"})
+    _plot_psychometric(part, ctx.out / part.figures["psychometric"])
+    return part
+
+
+def _plot_psychometric(part: PsychometricPart, path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    x = np.linspace(0, 1, 300)
+    for (name, fit), colour in zip((("diffusion classifier", part.diffusion), ("ResNet-18", part.resnet18)),
+                                   ("tab:blue", "tab:orange")):
+        if fit is None:
+            continue
+        bins = np.asarray(fit.bins)
+        ax.scatter(bins[:, 0], bins[:, 1] / bins[:, 2], s=6 + 40 * bins[:, 2] / bins[:, 2].max(), color=colour,
+                   alpha=0.6)
+        ax.plot(x, curve(fit, x), color=colour, label=f"{name}: threshold {fit.threshold:.2f}, width {fit.width:.2f}")
+    ax.set(xlabel="confidence (top-class probability)", ylabel="proportion correct", ylim=(0, 1.02),
+           title=f"Psychometric functions ({part.n_images} test images, equal-count bins)")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -405,57 +466,37 @@ def part_heatmaps(ctx: _Context) -> HeatmapsPart:
     classes = candidate_classes(ctx.model)
     rng = np.random.default_rng(np.random.SeedSequence([ctx.cfg.seed, 9]))
     picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in classes]
-    maps = np.full((N_CLASSES, N_CLASSES, 28, 28), np.nan)
-    predicted = []
     options = replace(ctx.cfg.options, prune=False)
-    for c, i in zip(classes, picks):
-        maps[c], pred = counterfactual_maps(ctx.model, images[i], ctx.cfg.heatmap_draws, options, index=i)
-        predicted.append(pred)
-    _save_arrays(ctx, "heatmaps", maps=maps.astype(np.float32), images=images[picks], test_indices=np.array(picks))
-    _plot_heatmap_grid(images[picks], classes, maps, predicted, [CLASS_NAMES[c] for c in range(N_CLASSES)],
-                       ctx.figures / "counterfactual_heatmaps.png")
+    maps = [counterfactual_maps(ctx.model, images[i], ctx.cfg.heatmap_draws, options, index=i) for i in picks]
+    predicted = [m.predicted for m in maps]
+    squared, signed = np.stack([m.squared for m in maps]), np.stack([m.signed for m in maps])
+    _save_arrays(ctx, "heatmaps", squared=squared.astype(np.float32), signed=signed.astype(np.float32),
+                 images=images[picks], test_indices=np.array(picks), predicted=np.array(predicted))
+    resnet, _ = ctx.resnet()
+    faithful = faithfulness(images[picks], predicted, signed, classes, lambda x: predict_proba(resnet, x),
+                            seed=ctx.cfg.seed)
+    names = list(CLASS_NAMES)
+    figures = {"heatmaps": "figures/counterfactual_heatmaps.png"}
+    if ctx.cfg.heatmap_kind == "signed":
+        plot_signed(images[picks], classes, signed, predicted, names, ctx.figures / "counterfactual_heatmaps.png")
+        figures["overlays"] = "figures/counterfactual_overlays.png"
+        plot_overlay(images[picks], classes, signed, predicted, names, ctx.figures / "counterfactual_overlays.png")
+    else:
+        plot_squared(images[picks], classes, squared, predicted, names, ctx.figures / "counterfactual_heatmaps.png")
     return HeatmapsPart(image_classes=classes, test_indices=picks, predicted=predicted, draws=ctx.cfg.heatmap_draws,
-                        figures={"heatmaps": "figures/counterfactual_heatmaps.png"})
+                        figures=figures, kind=ctx.cfg.heatmap_kind, faithfulness=faithful)
 
 
-def _plot_heatmap_grid(images: np.ndarray, classes: list[int], maps: np.ndarray, predicted: list[int],
-                       names: list[str], path: Path) -> None:
-    """Rows: a real image of each class; columns: target classes; diagonal: the image, off it: its heat map."""
-    plt = pyplot()
-    k = len(classes)
-    fig, axes = plt.subplots(k, k, figsize=(max(1.25 * k + 0.8, 5.5), 1.25 * k + 0.8), squeeze=False)
-    for r, c_img in enumerate(classes):
-        finite = maps[c_img][np.isfinite(maps[c_img])]
-        scale = np.abs(finite).max() if finite.size and np.abs(finite).max() > 0 else 1.0
-        for col, c_target in enumerate(classes):
-            ax = axes[r, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == col:
-                ax.imshow(images[r], interpolation="nearest")
-                ax.set_xlabel(f"pred: {names[predicted[r]][:10]}", fontsize=6)
-            else:
-                ax.imshow(maps[c_img, c_target], cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-            if r == 0:
-                ax.set_title(names[c_target][:12], fontsize=7)
-            if col == 0:
-                ax.set_ylabel(names[c_img][:12], fontsize=7)
-    fig.suptitle("Counterfactual heat maps: error of the column class minus the predicted class's\n"
-                 "(red: the column class explains the pixel worse)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-PART_FUNCTIONS = {"accuracy": part_accuracy, "calibration": part_calibration, "anomaly": part_anomaly,
-                  "corruptions": part_corruptions, "heatmaps": part_heatmaps}
+PART_FUNCTIONS = {"accuracy": part_accuracy, "ablations": part_ablations, "calibration": part_calibration,
+                  "psychometric": part_psychometric, "anomaly": part_anomaly, "corruptions": part_corruptions,
+                  "heatmaps": part_heatmaps}
 
 
 def run_evaluation(cfg: EvalConfig) -> EvalResults:
     """Run the requested parts (saving each as it finishes), then rebuild results.json and the report."""
     cfg = replace(cfg.check(), recipe=cfg.recipe or default_recipe())
     ctx = _Context(cfg)
-    for part in PARTS:  # in dependency order: calibration reads the accuracy part's errors
+    for part in PARTS:  # in dependency order: ablations, calibration and psychometric read earlier parts
         if part in cfg.parts:
             start = time.perf_counter()
             result = PART_FUNCTIONS[part](ctx)
@@ -532,11 +573,50 @@ def _test_text(cfg: dict) -> str:
     return "random test images" if per_class is None else f"test images ({per_class} of each class)"
 
 
+def _ablation_blocks(ab: AblationsPart, figure: _Figures) -> list:
+    rows = [[w] + [_pct(by[a].accuracy) for a in by] + [_pct(by["mean"].balanced_accuracy)]
+            for w, by in ab.weightings.items()]
+    aggregations = list(next(iter(ab.weightings.values())))
+    f = ab.fitted
+    rows.append([f"logistic over {ab.fitted_bins} time ranges (5-fold cross-fitted)", _pct(f.accuracy), "", "",
+                 _pct(f.balanced_accuracy)])
+    pruning = [[str(s.min_draws), f"{s.p_value:g}", _pct(s.accuracy), _pct(s.balanced_accuracy),
+                f"{s.evaluations_per_image:.0f}"] for s in ab.pruning]
+    return [
+        Paragraph(f"Ablations replayed from the accuracy part's stored draws ({ab.n_images} test images, "
+                  f"{ab.stored_draws} draws of every class each): no network evaluation beyond the stored ones."),
+        Table(["weighting"] + [f"{a} %" for a in aggregations] + ["balanced acc. % (mean)"], rows,
+              caption=f"Accuracy with all {ab.stored_draws} draws by error weighting and by how a draw's errors "
+                      f"are combined (mean of weighted errors; normalised by the draw's mean; rank within the "
+                      f"draw), CytoDiffusion's Table 4"),
+        Table(["min draws", "p-value", "accuracy %", "balanced acc. %", "network evals / image"], pruning,
+              caption=f"Pruning replayed (weighting {ab.weighting}, t-test every {ab.draws_per_round} draws, "
+                      f"at most {ab.stored_draws} draws), Fig. 7"),
+        figure(ab.figures["ablations"], "Accuracy against draws per weighting; pruning settings' accuracy "
+                                        "against cost; the fitted weight of each time range beside the paper's"),
+    ]
+
+
 def _calibration_blocks(c: CalibrationPart, figure: _Figures) -> list:
     return [Paragraph(f"Calibration: probabilities softmax(-errors / T), T = {c.temperature:.3g} fitted on "
                       f"{c.n_val} val images. ECE ({ECE_BINS} bins): diffusion {c.diffusion.ece:.3f}, "
                       f"ResNet-18 {c.resnet18.ece:.3f}."),
             figure(c.figures["reliability"], "Reliability diagrams on the accuracy part's test images")]
+
+
+def _psychometric_blocks(ps: PsychometricPart, figure: _Figures) -> list:
+    def interval(value: float, ci: list[float]) -> str:
+        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    rows = [[name, interval(f.threshold, f.threshold_ci95), interval(f.width, f.width_ci95),
+             interval(f.lapse, f.lapse_ci95), f"{f.guess:.3f}"] if f else [name, "not fitted: every image had the "
+                                                                           "same confidence", "", "", ""]
+            for name, f in (("diffusion classifier", ps.diffusion), ("ResNet-18", ps.resnet18))]
+    return [Table(["classifier", "threshold [95 % CI]", "width [95 % CI]", "lapse rate [95 % CI]", "guess rate"], rows,
+                  caption=f"Psychometric functions of correctness against confidence on {ps.n_images} test images "
+                          f"(psignifit; cumulative normal, guess rate fixed at 1 / classes, Beta(1, 10) lapse "
+                          f"prior; up to {BINS} equal-count bins), CytoDiffusion's eq. 9"),
+            figure(ps.figures["psychometric"], "Proportion correct per confidence bin and the fitted functions")]
 
 
 def _anomaly_blocks(an: AnomalyPart, figure: _Figures) -> list:
@@ -575,14 +655,27 @@ def _corruption_blocks(co: CorruptionsPart, figure: _Figures) -> list:
 
 
 def _heatmap_blocks(h: HeatmapsPart, figure: _Figures) -> list:
-    return [figure(h.figures["heatmaps"],
-                   "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
-                   "class minus the predicted class's (off the diagonal)")]
+    if h.kind != "signed":  # squared maps, or results made before the signed maps
+        return [figure(h.figures["heatmaps"],
+                       "Counterfactual heat maps: one test image per class (diagonal), per-pixel error of each target "
+                       "class minus the predicted class's (off the diagonal)")]
+    blocks = [figure(h.figures["heatmaps"], "Signed counterfactual maps (CytoDiffusion eqs. 10-12): one test image "
+                                            "per class (diagonal) and the change towards each other class"),
+              figure(h.figures["overlays"], "The same maps as thresholded overlays")]
+    f = h.faithfulness
+    if f:
+        rows = [[f"{step:g}", _pct(a), _pct(b), f"{100 * c:+.1f}", f"{100 * d:+.1f}"]
+                for step, a, b, c, d in zip(f.steps, f.map_to_target, f.random_to_target, f.map_gain, f.random_gain)]
+        blocks.append(Table(["step (RMS, [0, 1])", "along the map: ResNet says target %", "random: target %",
+                             "along the map: gain in p(target), points", "random: gain, points"], rows,
+                            caption=f"Faithfulness: {f.pairs} (image, target class) pairs moved along their signed "
+                                    f"map vs {f.random_directions} random directions of the same size each"))
+    return blocks
 
 
 # Each part's report blocks, in report order.
-PART_BLOCKS = {"accuracy": _accuracy_blocks, "calibration": _calibration_blocks, "anomaly": _anomaly_blocks,
-               "corruptions": _corruption_blocks, "heatmaps": _heatmap_blocks}
+PART_BLOCKS = {"accuracy": _accuracy_blocks, "ablations": _ablation_blocks, "calibration": _calibration_blocks,
+               "psychometric": _psychometric_blocks, "anomaly": _anomaly_blocks, "corruptions": _corruption_blocks, "heatmaps": _heatmap_blocks}
 
 
 def report_blocks(results: EvalResults, out_dir: Path, results_dir: Path | None = None) -> list:

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 from bloodgen.classify.scores import ClassificationScores
 
-PARTS = ("accuracy", "calibration", "anomaly", "corruptions", "heatmaps")
+PARTS = ("accuracy", "ablations", "calibration", "psychometric", "anomaly", "corruptions", "heatmaps")
 
 T = TypeVar("T")
 
@@ -25,11 +25,13 @@ def _same(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> Any:
-    """A field's JSON: a record by its to_json, a dict of records entry by entry, anything else as it is."""
+    """A field's JSON: a record by its to_json, a dict or list of records entry by entry, anything else as it is."""
     if hasattr(value, "to_json"):
         return value.to_json()
     if isinstance(value, dict):
         return {key: _json_value(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
     return value
 
 
@@ -149,6 +151,45 @@ class AccuracyPart(_Part):
 
 
 @dataclass(frozen=True)
+class ReplayScore(_Record):
+    """One setting replayed on the accuracy part's stored draws: its accuracy and network evaluations per image."""
+
+    accuracy: float
+    balanced_accuracy: float
+    evaluations_per_image: float
+
+
+@dataclass(frozen=True)
+class PruningScore(ReplayScore):
+    """A replayed pruning setting."""
+
+    min_draws: int
+    p_value: float
+
+
+@dataclass(frozen=True)
+class AblationsPart(_Part):
+    """The accuracy part's unpruned draws replayed under other weightings, aggregations, numbers of draws and
+    pruning settings (no network evaluation): CytoDiffusion's Table 4 and Fig. 7."""
+
+    READERS = {"weightings": lambda d: {w: {a: ReplayScore.from_json(s) for a, s in by.items()} for w, by in d.items()},
+               "fitted": ReplayScore.from_json, "pruning": lambda d: [PruningScore.from_json(x) for x in d]}
+
+    n_images: int
+    stored_draws: int
+    weightings: dict[str, dict[str, ReplayScore]]  # weighting -> aggregation -> all stored draws, no pruning
+    fitted: ReplayScore  # logistic weights of time ranges, each image scored by weights fitted on other images
+    fitted_bins: int
+    fitted_bin_weights: list[float]  # fitted on every image, scaled to a largest magnitude of 1
+    draw_counts: list[int]
+    accuracy_by_draws: dict[str, list[float]]  # weighting -> accuracy with each image's first n draws (mean)
+    weighting: str  # the run's weighting: the pruning replays use it
+    draws_per_round: int
+    pruning: list[PruningScore]
+    figures: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Calibration(_Record):
     """One classifier's expected calibration error and its reliability diagram's bins."""
 
@@ -166,6 +207,36 @@ class CalibrationPart(_Part):
     n_val: int
     diffusion: Calibration
     resnet18: Calibration
+    figures: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PsychometricFit(_Record):
+    """psi(x) = guess + (1 - guess - lapse) S(x; threshold, width) fitted to correctness against confidence."""
+
+    threshold: float
+    threshold_ci95: list[float]
+    width: float  # from S = 0.05 to S = 0.95
+    width_ci95: list[float]
+    lapse: float
+    lapse_ci95: list[float]
+    guess: float  # fixed: 1 / the number of classes
+    sigmoid: str
+    bins: list[list[float]]  # (mean confidence, correct, images) per equal-count bin
+
+
+@dataclass(frozen=True)
+class PsychometricPart(_Part):
+    """Both classifiers' correctness against their confidence on the accuracy part's test images (eq. 9)."""
+
+    READERS = {"diffusion": lambda d: d and PsychometricFit.from_json(d),
+               "resnet18": lambda d: d and PsychometricFit.from_json(d)}
+
+    n_images: int
+    # None where every image had the same confidence. Diffusion: the top class's temperature-scaled probability
+    # (calibration part); ResNet-18: the top class's softmax probability.
+    diffusion: PsychometricFit | None
+    resnet18: PsychometricFit | None
     figures: dict[str, str]
 
 
@@ -225,17 +296,36 @@ class CorruptionsPart(_Part):
 
 
 @dataclass(frozen=True)
+class Faithfulness(_Record):
+    """Images moved along their signed maps towards each other class c, against random directions of the same
+    size: how often the ResNet-18 then answers c, and its mean gain in the probability of c, per step size."""
+
+    steps: list[float]  # root-mean-square change of a pixel value, [0, 1] units
+    pairs: int  # (image, target class) pairs
+    random_directions: int  # per pair
+    map_to_target: list[float]
+    random_to_target: list[float]
+    map_gain: list[float]
+    random_gain: list[float]
+
+
+@dataclass(frozen=True)
 class HeatmapsPart(_Part):
     """Counterfactual heat maps of one test image per class (the maps themselves are in heatmaps.npz)."""
+
+    READERS = {"faithfulness": lambda d: d and Faithfulness.from_json(d)}
 
     image_classes: list[int]
     test_indices: list[int]
     predicted: list[int]
     draws: int
     figures: dict[str, str]
+    kind: str | None = None  # the grid's maps: signed (eqs. 10-12) or squared; results made before lack it
+    faithfulness: Faithfulness | None = None
 
 
-PART_RECORDS: dict[str, type[_Part]] = {"accuracy": AccuracyPart, "calibration": CalibrationPart,
+PART_RECORDS: dict[str, type[_Part]] = {"accuracy": AccuracyPart, "ablations": AblationsPart,
+                                        "calibration": CalibrationPart, "psychometric": PsychometricPart,
                                         "anomaly": AnomalyPart, "corruptions": CorruptionsPart,
                                         "heatmaps": HeatmapsPart}
 
@@ -245,7 +335,9 @@ class EvalResults:
     """results.json: every part saved so far, and the folder they were saved in."""
 
     accuracy: AccuracyPart | None = None
+    ablations: AblationsPart | None = None
     calibration: CalibrationPart | None = None
+    psychometric: PsychometricPart | None = None
     anomaly: AnomalyPart | None = None
     corruptions: CorruptionsPart | None = None
     heatmaps: HeatmapsPart | None = None

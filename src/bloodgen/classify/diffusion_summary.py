@@ -35,6 +35,9 @@ ROWS: tuple[tuple[str, str, Callable[[Any], float], float], ...] = (
     ("diffusion, no pruning: network evaluations / image", "accuracy",
      lambda p: p.diffusion_no_prune.evaluations_per_image, 1),
     ("diffusion, pruned: seconds / image", "accuracy", lambda p: p.diffusion.seconds_per_image, 1),
+    *((f"replay, {w} weighting: accuracy %", "ablations", lambda p, w=w: p.weightings[w]["mean"].accuracy, PERCENT)
+      for w in ("uniform", "snr", "paper")),
+    ("replay, fitted time weights: accuracy %", "ablations", lambda p: p.fitted.accuracy, PERCENT),
     ("diffusion: ECE", "calibration", lambda p: p.diffusion.ece, 1),
     ("ResNet-18: ECE", "calibration", lambda p: p.resnet18.ece, 1),
     ("diffusion: anomaly AUC", "anomaly", lambda p: p.diffusion.auc, 1),
