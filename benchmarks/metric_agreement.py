@@ -149,7 +149,8 @@ def readme(units: list[dict], table: dict, args) -> str:
         "# Do the metrics agree?", "",
         f"{len(units)} candidate models ({kinds['translation']} translation checkpoints, {kinds['generator']} "
         f"generator settings), N = {args.n} images each against domain A's images; classifier: S_A (cpu recipe).",
-        "", f"Made with `{' '.join(['python benchmarks/metric_agreement.py', *sys.argv[1:]])}`.", "",
+        "", f"Made with `{' '.join(['python benchmarks/metric_agreement.py', *map(portable_path, sys.argv[1:])])}`.",
+        "",
         "| figure | figure | candidates | Pearson r [95 % CI] | Spearman rho [95 % CI] |", "|---|---|---|---|---|",
         *rows, "", "![joint plots](agreement.png)", ""])
 

@@ -207,9 +207,10 @@ class _Partial:
                  keep_draws: bool):
         n = len(images)
         self.path = None if path is None else Path(path)
-        self.key = json.dumps({"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
-                               "source": portable_path(str(loaded.source)), "options": options.to_dict(),
-                               "chunk": chunk, "keep_draws": keep_draws}, sort_keys=True, default=str)
+        key = {"images": hashlib.sha256(images.tobytes()).hexdigest(), "step": int(loaded.step),
+               "source": portable_path(str(loaded.source)), "options": options.to_dict(), "chunk": chunk}
+        # Named only when kept, so partial files written before draws could be kept still resume.
+        self.key = json.dumps({**key, "keep_draws": True} if keep_draws else key, sort_keys=True, default=str)
         self.mean_errors, self.gaps = np.full((n, N_CLASSES), np.nan), np.full((n, N_CLASSES), np.nan)
         self.draws = np.zeros((n, N_CLASSES), dtype=np.int64)
         self.draw_errors = np.full((n, N_CLASSES, options.max_draws), np.nan) if keep_draws else None
