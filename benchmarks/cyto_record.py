@@ -4,7 +4,8 @@
                                      [--variant default|disc|tta|disc-tta] [--max-minutes M]
 
 Each training seed's run (results/record/runs/ddpm-s<seed>-*) is evaluated by `bloodgen classify-eval` on
-the same stratified test images (--per-class of each class, seed 0) into
+the same stratified test images (--per-class of each class, seed 0), beside a ResNet-18 trained with the same
+seed, into
 results/record/diffusion-classifier/ddpm-s<seed>/; once two or more are done, `classify-eval --summarise`
 writes their mean ± std into results/record/diffusion-classifier/summary/. A seed is a unit and each of its
 parts is saved as it finishes (and, inside a part, every 64 images), so the benchmark resumes where it
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from bloodgen.classify.diffusion_eval import PARTS, EvalConfig, run_evaluation  # noqa: E402
 from bloodgen.classify.diffusion_options import ClassifierOptions  # noqa: E402
 from bloodgen.classify.diffusion_summary import write_summary  # noqa: E402
+from bloodgen.classify.reference import default_recipe  # noqa: E402
 from bloodgen.errors import UserError  # noqa: E402
 
 RECORD = ROOT / "results" / "record"
@@ -56,8 +59,10 @@ def evaluate_seed(seed: int, variant: str, parts: tuple[str, ...], per_class: in
         return True
     print(f"seed {seed}: {', '.join(missing)} into {out}", flush=True)
     options = ClassifierOptions(max_draws=2000, **VARIANTS[variant])
+    # The ResNet-18 beside it is trained with the same seed: five evaluations give five of each (Table 2).
     run_evaluation(EvalConfig(checkpoint=str(run_folder(seed)), out=str(out), data=data, parts=missing,
-                              test_per_class=per_class, options=options, progress=progress))
+                              test_per_class=per_class, options=options, progress=progress,
+                              recipe=replace(default_recipe(), seed=seed)))
     return True
 
 

@@ -523,6 +523,27 @@ def test_summarise_gives_mean_and_sample_std_of_the_parts_every_folder_holds(tmp
     assert two["rows"]["diffusion: ECE"]["mean"] == pytest.approx(0.1)
 
 
+def test_summarise_gives_each_shifted_domain_both_classifiers_spread(tmp_path):
+    from bloodgen.classify.diffusion_results import ClassifierPair, CorruptionsPart, ShiftedScore
+    from bloodgen.classify.diffusion_summary import write_summary
+
+    folders = []
+    for k, (diffusion, resnet) in enumerate(((0.6, 0.5), (0.8, 0.7))):
+        folder = _fake_results(tmp_path / f"s{k}", 0.9, 0.8, False)
+        results = EvalResults.from_json(json.loads((folder / "results.json").read_text()))
+        domains = {"stain": ClassifierPair(ShiftedScore(diffusion, 0.1), ShiftedScore(resnet, 0.2)),
+                   "scope": ClassifierPair(ShiftedScore(0.5, 0.0), ShiftedScore(0.5, 0.0))}
+        corruptions = CorruptionsPart(n_images=4, clean=ClassifierPair(0.9, 0.9), corrupted={}, skipped={},
+                                      mean_drop=ClassifierPair(None, None), severities=[],
+                                      domains=domains if k == 0 else {"stain": domains["stain"]})
+        (folder / "results.json").write_text(json.dumps(replace(results, corruptions=corruptions).to_json()))
+        folders.append(folder)
+    rows = write_summary(folders, tmp_path / "summary")["rows"]
+    assert rows["diffusion, domain stain: balanced accuracy %"]["mean"] == pytest.approx(70.0)
+    assert rows["ResNet-18, domain stain: balanced accuracy %"]["values"] == pytest.approx([50.0, 70.0])
+    assert not any("scope" in label for label in rows)  # only one folder scored it
+
+
 def test_committed_results_read_and_write_back_unchanged():
     """The committed classify-eval results (a folder, and a study's experiment), read into records and written
     again, give the same JSON (keys, nesting, order): old folders resume and re-render as they were."""

@@ -143,6 +143,9 @@ def _add_eval_parser(subparsers) -> None:
     e.add_argument("--classifier-recipe", choices=("full", "cpu"), default=None,
                    help="ResNet-18 reference recipe (default: full with a GPU, cpu without); a cached one is reused")
     e.add_argument("--classifier-epochs", type=int, default=None, help="override the reference recipe's epochs")
+    e.add_argument("--classifier-seed", type=int, default=None,
+                   help="the ResNet-18's training seed (default: the recipe's, 0); one per evaluation of several "
+                        "training seeds gives the ResNet's spread beside the diffusion models'")
     e.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_argument(e)
@@ -259,6 +262,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.classifier_epochs < 1:
             raise UserError(f"--classifier-epochs must be >= 1, got {args.classifier_epochs}")
         recipe = replace(recipe, epochs=args.classifier_epochs)
+    if args.classifier_seed is not None:
+        checks.seed(args.classifier_seed, "--classifier-seed")
+        recipe = replace(recipe, seed=args.classifier_seed)
     cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, data=args.data,
                      holdout_checkpoint=args.holdout_checkpoint, holdout_class=parse_class(args.holdout_class),
                      parts=tuple(args.parts), n_test=args.n_test, test_per_class=args.test_per_class,

@@ -69,7 +69,10 @@ def summarise(folders: list[str | Path]) -> dict:
     rows = {}
     for label, part, read, scale in ROWS:
         if all(part in parts for parts in results.values()):
-            rows[label] = _spread([scale * read(parts[part]) for parts in results.values()])
+            values = [read(parts[part]) for parts in results.values()]
+            if None not in values:  # e.g. no mean corruption drop where only shifted domains were scored
+                rows[label] = _spread([scale * v for v in values])
+    rows.update(_domain_rows(list(results.values())))
     if not rows:
         raise UserError("the folders share no finished part: run the same --parts in each")
     summary = {"folders": list(results), "rows": rows}
@@ -80,6 +83,16 @@ def summarise(folders: list[str | Path]) -> dict:
                     for key, scores in a.classifiers().items()} for a in accuracy]
         summary["per_class_recall"] = {key: _spread([r[key] for r in recalls]) for key in recalls[0]}
     return summary
+
+
+def _domain_rows(parts: list[dict]) -> dict:
+    """Balanced accuracy of both classifiers in each shifted domain every folder scored (Table 2's layout)."""
+    if not all("corruptions" in p and p["corruptions"].domains for p in parts):
+        return {}
+    shared = [d for d in parts[0]["corruptions"].domains if all(d in p["corruptions"].domains for p in parts)]
+    return {f"{who}, domain {name}: balanced accuracy %": _spread(
+                [PERCENT * getattr(p["corruptions"].domains[name], key).balanced_accuracy for p in parts])
+            for name in shared for who, key in (("diffusion", "diffusion"), ("ResNet-18", "resnet18"))}
 
 
 def summary_document(summary: dict):
