@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from model_helpers import FAMILIES, tiny_config
 
 from bloodgen.study.presets import PRESETS, StudyPreset
-from model_helpers import FAMILIES, tiny_config
 
 TINY_STUDY = StudyPreset(train_preset="quick", train_seeds=1, n_images=24, eval_seeds=2, grid_per_class=2,
                          config_overrides={m: tiny_config(m) for m in FAMILIES})
@@ -319,6 +319,32 @@ def test_the_translation_experiment_trains_each_family_per_domain_and_reports_th
     assert "S_A cyclegan" in report and "What the translation does to the cells" in report
 
 
+def test_the_low_data_experiment_trains_a_ddpm_per_subset_picks_a_checkpoint_and_reports_three_methods(
+        tiny_npz, tmp_path):
+    preset = replace(TINY_STUDY, classifier_recipe={"epochs": 1, "width": 8, "batch_size": 16},
+                     low_data={"per_class": (2, 4), "repeats": 2, "test_per_class": 2, "val_per_class": 1,
+                               "checkpoints": 2, "resnet_steps": 3,
+                               "options": {"min_draws": 4, "max_draws": 8, "draws_per_round": 4}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["ddpm"], experiments=["low-data"])
+    low = results.experiments["low-data"]
+    assert [(u["per_class"], u["repeat"], u["n_train"]) for u in low["units"]] == [(2, 0, 16), (2, 1, 16),
+                                                                                    (4, 0, 32), (4, 1, 32)]
+    assert low["n_test"] == 16 and set(low["summary"]) == {"2", "4"}
+    for unit in low["units"]:
+        assert unit["steps"] % 2 == 0 and len(unit["checkpoint"]["val_accuracy"]) == 2
+        assert unit["checkpoint"]["step"] in {int(s) for s in unit["checkpoint"]["val_accuracy"]}
+        assert all(0 <= unit[m]["balanced_accuracy"] <= 1 for m in ("diffusion", "resnet18", "logistic"))
+    runs = sorted(p.name for p in (tmp_path / "runs").glob("ddpm-lowdata-*"))
+    assert len(runs) == 4 and all(len(list((tmp_path / "runs" / r / "checkpoints").glob("step-*.pt"))) == 2
+                                  for r in runs)
+    report = (tmp_path / "report.md").read_text()
+    assert "Balanced test accuracy, mean ± std over repetitions" in report
+    again = run_tiny(tmp_path, tiny_npz, preset, models=["ddpm"], experiments=["low-data"])  # resumes: all saved
+    assert again.experiments["low-data"]["units"] == low["units"]
+
+
 @pytest.mark.parametrize("preset_name", list(PRESETS))
 def test_every_study_preset_plans_every_experiment(preset_name):
     """`study --preset P --experiments E` must never fail on a missing budget after hours of training: every
@@ -347,6 +373,9 @@ def test_a_study_plan_refuses_what_cannot_run_before_training():
                                            experiments=["prototypes"]), "unknown preset 'nope'"),
                              (StudyRequest(replace(PRESETS["quick"], diffusion_classifier={"n_tset": 5}),
                                            experiments=["diffusion-classifier"]), "n_tset"),
+                             (StudyRequest(replace(PRESETS["quick"], low_data={"per_clas": 5}),
+                                           experiments=["low-data"]), "per_clas"),
+                             (StudyRequest("quick", models=["vae"], experiments=["low-data"]), "trains the study's ddpm"),
                              (StudyRequest("nope"), "unknown study preset"),
                              (StudyRequest("quick", train_seeds=0), "--train-seeds must be at least 1"),
                              (StudyRequest("quick", models=["gan"], utility_models=["vae"]), "names vae")):

@@ -185,6 +185,55 @@ def _report_translation(results: dict, out: Path, folder: Path) -> list:
     return [*classifier_blocks(results), *report_blocks(results["images"])]
 
 
+def _low_data_config(preset: StudyPreset):
+    from bloodgen.classify.low_data import LowDataConfig
+
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.low_data.items()}
+    unknown = set(settings) - set(LowDataConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"the study preset's low_data names {', '.join(sorted(unknown))}, which "
+                        f"bloodgen.classify.low_data.LowDataConfig does not have")
+    if "options" in settings:
+        settings["options"] = ClassifierOptions(**settings["options"])
+    return LowDataConfig(**settings).check()
+
+
+def _check_low_data(preset: StudyPreset, models: Sequence[str]) -> None:
+    if _classifier_family(models) is None:
+        raise UserError(f"the low-data experiment trains the study's {' or '.join(noise_classifiers())} on few "
+                        f"images: add it to --models or leave the experiment out")
+    _low_data_config(preset)
+
+
+def _run_low_data(ctx: ExperimentContext) -> dict:
+    """The study's conditional ddpm recipe trained on k images per class, as a classifier (CytoDiffusion Fig. 4)."""
+    from bloodgen.classify.low_data import low_data_study
+    from bloodgen.models.config import resolve_config
+
+    family = _classifier_family(ctx.models)
+    base = ctx.preset.config_overrides.get(family, {})
+    config = resolve_config(family, ctx.preset.train_preset, None, base or None)
+
+    def train(path: Path, seed: int, steps: int, keep_every: int) -> Path:
+        # Warm-up never longer than a tenth of a short run; everything else is the study's recipe.
+        overrides = {**base, "steps": steps, "warmup_steps": min(config["warmup_steps"], steps // 10)}
+        preset = replace(ctx.preset, config_overrides={**ctx.preset.config_overrides, family: overrides})
+        run = train_stage(family, seed, preset, ctx.out, DataFile(str(path), file_sha256(path)), ctx.progress,
+                          tag=f"lowdata-{path.stem}", keep_every=keep_every)
+        return run.run_dir
+
+    folder = ctx.out / LOW_DATA.folder
+    log(f"low-data experiment in {folder}")
+    return low_data_study(ctx.dataset, folder, _low_data_config(ctx.preset), train, int(config["steps"]),
+                          classifier_recipe(ctx.preset), ctx.extractor, ctx.progress)
+
+
+def _report_low_data(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.classify.low_data import report_blocks
+
+    return report_blocks(results, out, folder)
+
+
 # Prototype-guided diffusion vs a learned class embedding (bloodgen.improve).
 PROTOTYPES = Experiment("prototypes", "prototypes", _check_prototypes, _run_prototypes, _report_prototypes)
 # A conditional diffusion model used as a classifier (bloodgen.classify.diffusion_eval).
@@ -198,8 +247,12 @@ DOMAIN_SHIFT = Experiment("domain-shift", "domain_shift", _check_domain_shift, _
 # Translation models (cyclegan, aggan) in front of the domain-A classifier (bloodgen.classify.translation_eval).
 TRANSLATION = Experiment("translation", "translation", _check_translation, _run_translation, _report_translation)
 
+# The diffusion classifier trained on few images per class, beside a ResNet and a linear probe
+# (bloodgen.classify.low_data).
+LOW_DATA = Experiment("low-data", "low_data", _check_low_data, _run_low_data, _report_low_data)
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER, DOMAIN_SHIFT,
-                                                          TRANSLATION)}
+                                                          TRANSLATION, LOW_DATA)}
 
 
 def experiments_for(names: Sequence[str], preset: StudyPreset, models: Sequence[str]) -> tuple[Experiment, ...]:

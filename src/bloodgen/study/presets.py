@@ -37,6 +37,8 @@ class StudyPreset:
     domain_shift_seeds: int = 3
     # Images per side of the translation experiment's FID/KID of each variant (0: paired SSIM/PSNR only).
     translation_fid_n: int = 2000
+    # The low-data experiment's sizes (bloodgen.classify.low_data.LowDataConfig fields); empty: its defaults.
+    low_data: dict = field(default_factory=dict)
     # What the preset is for, printed at the top of the report (e.g. why its budget is what it is).
     note: str = ""
     # One draw per training run: run s is evaluated on protocol seed s alone (N generated vs N real), so the
@@ -60,6 +62,9 @@ class StudyPreset:
 # The diffusion-classifier experiment sized for a CPU: ~5 ms per network evaluation of a small U-Net on one core.
 QUICK_DIFFUSION_CLASSIFIER = {"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_corrupt": 10, "severities": (2, 5),
                               "no_prune_draws": 40, "heatmap_draws": 40, "options": {"max_draws": 40}}
+# The low-data experiment as a smoke test: one regime, one repetition, a few images and draws.
+QUICK_LOW_DATA = {"per_class": (10,), "repeats": 1, "test_per_class": 5, "val_per_class": 2, "checkpoints": 2,
+                  "resnet_steps": 20, "options": {"max_draws": 40}}
 
 PRESETS = {
     # 13 minutes on 2 CPU cores where InceptionV3 embeds ~20 images/s, 35 where it embeds 7 (docs/study.md),
@@ -69,7 +74,8 @@ PRESETS = {
     "quick": StudyPreset(train_preset="quick", train_seeds=1, n_images=500, eval_seeds=2,
                          config_overrides={name: {"steps": spec.quick_study_steps} for name, spec in REGISTRY.items()
                                            if spec.quick_study_steps},
-                         diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1, translation_fid_n=0),
+                         diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1, translation_fid_n=0,
+                         low_data=QUICK_LOW_DATA),
     # The largest budget that fits about two and a half hours on 2 CPU cores, for a machine without a GPU:
     # the models' cpu presets (15-55 minutes of training per family), one training seed, and the quick
     # preset's reduced protocol (500 vs 500 images, 2 seeds), because InceptionV3 embeds only 7-20 images/s

@@ -76,7 +76,7 @@ def log(message: str) -> None:
 
 
 def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: DataFile, progress: bool,
-                tag: str = "", max_minutes: float | None = None) -> RunRef | None:
+                tag: str = "", max_minutes: float | None = None, keep_every: int = 0) -> RunRef | None:
     """Train (or reuse, or resume) one run; its folder name carries the hash of what defines it (and `tag`,
     which names a run on derived data). None when `max_minutes` stopped it (with a checkpoint to resume)."""
     from bloodgen.models.config import resolve_config
@@ -95,7 +95,7 @@ def train_stage(model: str, seed: int, preset: StudyPreset, out: Path, data: Dat
             return RunRef(model, seed, run_dir, summary)
     if max_minutes is not None and max_minutes <= 0:
         return None  # out of time: finished runs only
-    options = RunOptions(data=data.path, max_minutes=max_minutes, progress=progress)
+    options = RunOptions(data=data.path, max_minutes=max_minutes, progress=progress, keep_every=keep_every)
     if (run_dir / CHECKPOINT_DIR).is_dir():
         log(f"{model} seed {seed}: resuming the interrupted run in {run_dir}")
         result = resume(run_dir, options=options)

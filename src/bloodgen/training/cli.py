@@ -59,6 +59,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (overrides the config's 'steps')")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop with a checkpoint after this much wall time (resume later)")
+    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+                   help="also keep the checkpoint of every N-th step as checkpoints/step-<step>.pt (to pick one later)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs are still written)")
     p.set_defaults(func=run)
@@ -81,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_or_resume(args: argparse.Namespace):
+    from bloodgen import checks
     from bloodgen.errors import UserError
     from bloodgen.models.config import parse_assignments
     from bloodgen.training.loop import RunOptions, resume, train
 
-    options = RunOptions(args.data, args.max_minutes, args.cpu, not args.no_progress)
+    checks.positive(args.keep_every, "--keep-every", minimum=0)
+    options = RunOptions(args.data, args.max_minutes, args.cpu, not args.no_progress, args.keep_every)
     if args.resume is not None:
         if args.model is not None or args.config is not None or args.assignments:
             raise UserError("--resume continues a run with its saved config; drop --model, --config and --set "

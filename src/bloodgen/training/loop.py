@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -83,12 +84,15 @@ class TrainResult:
 @dataclass(frozen=True)
 class RunOptions:
     """How a run is carried out, apart from what it trains: the data file (None: the default location), a
-    wall-time limit, the device and progress bars."""
+    wall-time limit, the device, progress bars, and every how many steps a checkpoint is also kept apart."""
 
     data: str | Path | None = None
     max_minutes: float | None = None
     cpu: bool = False
     progress: bool = True
+    # > 0: the checkpoint of every keep_every-th step is also kept as checkpoints/step-<step>.pt, for picking
+    # a checkpoint after training (the last one is always kept as checkpoints/checkpoint.pt).
+    keep_every: int = 0
 
 
 def train(model: str, *, preset: str = "quick", config_file: str | Path | None = None,
@@ -226,6 +230,7 @@ class _Run:
         validate(spec.model, self.config)
         self.trainer = TrainerConfig.of(self.config)
         self.ckpt, self.max_minutes, self.progress = ckpt, options.max_minutes, options.progress
+        self.keep_every = options.keep_every
         self.accelerator = make_accelerator(options.cpu, self.trainer.mixed_precision,
                                             get_family(spec.model).ddp_find_unused_parameters)
         acc = self.accelerator
@@ -380,7 +385,7 @@ class _Run:
                     if stop:
                         status = INTERRUPTED if self.stop_requested else TIME_LIMIT
                         break
-                    if self.step % c.ckpt_every == 0 and self.step != total:
+                    if self._due(c.ckpt_every) and self.step != total:
                         self._checkpoint()
             if status == RUNNING:
                 status = COMPLETED
@@ -481,6 +486,9 @@ class _Run:
             bar.write(f"warning: step {self.step}: samples of class(es) {low} are far less varied than real ones "
                       f"(diversity ratio < {monitor.COLLAPSE_RATIO}): possible mode collapse")
 
+    def _due(self, ckpt_every: int) -> bool:
+        return self.step % ckpt_every == 0 or bool(self.keep_every and self.step % self.keep_every == 0)
+
     def _checkpoint(self) -> Path:
         acc = self.accelerator
         networks = {name: acc.unwrap_model(net).state_dict() for name, net in self.networks.items()}
@@ -500,6 +508,9 @@ class _Run:
                 data=self.data.provenance(), train_time_s=self.train_time, rank_digests=digests,
                 parameters=self.parameters(), log_accumulator={"sums": self.log_sums, "steps": self.log_steps}))
             _jsonl_to_csv(self.run_dir / LOG_JSONL, self.run_dir / LOG_CSV)
+            if self.keep_every and self.step % self.keep_every == 0:
+                with atomic_path(path.with_name(f"step-{self.step}.pt")) as tmp:
+                    shutil.copyfile(path, tmp)
         acc.wait_for_everyone()
         return path
 
