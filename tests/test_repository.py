@@ -72,6 +72,7 @@ DEFERRED_IMPORTS = {
     "models/prototype_file.py": ({"safetensors", "safetensors.torch"}, HELP_PATH),
     "study/experiments.py": ({"bloodgen.classify.diffusion_eval", "bloodgen.classify.domain_shift",
                               "bloodgen.classify.low_data", "bloodgen.classify.translation_eval",
+                              "bloodgen.cellfeatures.experiment", "bloodgen.cellfeatures.study",
                               "bloodgen.improve.compare", "bloodgen.models.config", "bloodgen.sampling.api"},
                              HELP_PATH),
     "study/stages.py": ({"torch", "bloodgen.classify.reference", "bloodgen.classify.utility",

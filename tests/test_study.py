@@ -343,6 +343,27 @@ def test_the_low_data_experiment_trains_a_ddpm_per_subset_picks_a_checkpoint_and
     assert "Balanced test accuracy, mean ± std over repetitions" in report
     again = run_tiny(tmp_path, tiny_npz, preset, models=["ddpm"], experiments=["low-data"])  # resumes: all saved
     assert again.experiments["low-data"]["units"] == low["units"]
+    from bloodgen.errors import UserError
+
+    with pytest.raises(UserError, match="other low-data settings"):
+        run_tiny(tmp_path, tiny_npz, replace(preset, low_data={**preset.low_data, "resnet_steps": 4}), models=["ddpm"],
+                 experiments=["low-data"])
+
+
+def test_the_cell_features_experiment_reports_each_method_across_the_studys_domains(tiny_npz, tmp_path):
+    preset = replace(TINY_STUDY, cell_features={"input": "pixels", "methods": ["raw", "mmd"], "seeds": 1, "steps": 10,
+                                                "save_every": 10, "log_every": 10, "batch_size": 32})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_tiny(tmp_path, tiny_npz, preset, models=["vae"], experiments=["cell-features"])
+    cells = results.experiments["cell-features"]
+    assert cells["domains"] == ["A", "artificial", "stain", "scope"]
+    assert sorted(cells["units"]) == ["pixels-mmd", "pixels-raw"]
+    for unit in cells["units"].values():
+        assert set(unit["trained on stain"]) == {"A", "artificial", "stain", "scope"}
+    assert (tmp_path / "cell_features" / "runs" / "pixels-mmd").is_dir()
+    report = (tmp_path / "report.md").read_text()
+    assert "### pixels-mmd" in report and "in-domain (mean of the diagonal)" in report
 
 
 @pytest.mark.parametrize("preset_name", list(PRESETS))
@@ -376,6 +397,8 @@ def test_a_study_plan_refuses_what_cannot_run_before_training():
                              (StudyRequest(replace(PRESETS["quick"], low_data={"per_clas": 5}),
                                            experiments=["low-data"]), "per_clas"),
                              (StudyRequest("quick", models=["vae"], experiments=["low-data"]), "trains the study's ddpm"),
+                             (StudyRequest(replace(PRESETS["quick"], cell_features={"methods": ["pca"]}),
+                                           experiments=["cell-features"]), "methods from"),
                              (StudyRequest("nope"), "unknown study preset"),
                              (StudyRequest("quick", train_seeds=0), "--train-seeds must be at least 1"),
                              (StudyRequest("quick", models=["gan"], utility_models=["vae"]), "names vae")):

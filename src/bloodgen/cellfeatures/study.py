@@ -27,6 +27,7 @@ from bloodgen.data.domains import DOMAINS, SOURCE_DOMAIN
 from bloodgen.errors import UserError
 from bloodgen.metrics.records import Figure
 from bloodgen.provenance import environment, saved_parts, write_text
+from bloodgen.report.document import Document, Heading, Image, Paragraph, Table, to_markdown
 from bloodgen.report.plots import pyplot
 
 SPLITS = ("train", "test")
@@ -160,45 +161,48 @@ def _accuracy(block: dict) -> Figure:
     return ProbeScores.from_json(block).accuracy
 
 
-def summary_table(units: dict[str, dict], domains: list[str]) -> str:
-    """Per unit: the in-domain accuracy (the diagonal) and what survives a move to another domain."""
-    lines = ["| input, method | in-domain (mean of the diagonal) | other domains (mean off the diagonal) |",
-             "|---|---:|---:|"]
+def summary_rows(units: dict[str, dict], domains: list[str]) -> list[list[str]]:
+    """Per unit: the in-domain accuracy (the mean of the diagonal) and what survives a move to another domain."""
+    rows = []
     for unit, result in units.items():
-        rows = {t: result[f"trained on {t}"] for t in domains}
-        inside = np.mean([_accuracy(rows[t][t]).mean for t in domains])
-        across = np.mean([_accuracy(rows[t][d]).mean for t in domains for d in domains if d != t])
-        lines.append(f"| {unit} | {inside:.3f} | {across:.3f} |")
-    return "\n".join(lines)
+        trained = {t: result[f"trained on {t}"] for t in domains}
+        inside = np.mean([_accuracy(trained[t][t]).mean for t in domains])
+        across = np.mean([_accuracy(trained[t][d]).mean for t in domains for d in domains if d != t])
+        rows.append([unit, f"{inside:.3f}", f"{across:.3f}"])
+    return rows
 
 
-def unit_table(result: dict, domains: list[str]) -> str:
-    lines = ["| trained on | " + " | ".join(domains) + " |", "|---|" + "---:|" * len(domains)]
-    for train_domain in domains:
-        row = result[f"trained on {train_domain}"]
-        lines.append(f"| {train_domain} | " + " | ".join(_cell(_accuracy(row[d])) for d in domains) + " |")
-    return "\n".join(lines)
+def finished_units(out: Path) -> dict[str, dict]:
+    """Every unit saved in OUT with all its parts, by name."""
+    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*-*.json"))}
+    return {u: r for u, r in units.items() if "protocol" in r}
+
+
+def report_blocks(units: dict[str, dict], domains: list[str]) -> list:
+    """The summary table and each unit's table (rows: trained on; columns: tested on)."""
+    blocks = [Paragraph(REPORT_TEXT),
+              Table(["input, method", "in-domain (mean of the diagonal)", "other domains (mean off the diagonal)"],
+                    summary_rows(units, domains), caption="Random-forest accuracy, in and across domains")]
+    for unit, result in units.items():
+        rows = [[t] + [_cell(_accuracy(result[f"trained on {t}"][d])) for d in domains] for t in domains]
+        blocks += [Heading(unit, level=3),
+                   Table(["trained on"] + domains, rows, caption="accuracy (mean ± std over forest seeds)")]
+    return blocks
 
 
 def write_report(out: Path, domains: list[str]) -> Path:
     """OUT/README.md from every finished unit in OUT (whatever the input), with the UMAP figures there."""
-    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*-*.json"))}
-    finished = {u: r for u, r in units.items() if "protocol" in r}
-    waiting = sorted(set(units) - set(finished))
-    parts = [REPORT_HEAD, summary_table(finished, domains), ""]
-    for unit, result in finished.items():
-        parts += [f"### {unit}", "", unit_table(result, domains), ""]
+    finished = finished_units(out)
+    waiting = sorted({p.stem for p in out.glob("*-*.json")} - set(finished))
+    doc = Document("AE-CFE across shifted domains", report_blocks(finished, domains))
     if waiting:
-        parts.append(f"Unfinished (the same command continues): {', '.join(waiting)}.\n")
-    parts += [f"\n![UMAP of the test cells, {p.stem[5:]} input]({p.name})" for p in sorted(out.glob("umap-*.png"))]
-    return write_text(out / "README.md", "\n".join(parts))
+        doc.add(Paragraph(f"Unfinished (the same command continues): {', '.join(waiting)}."))
+    doc.add(*(Image(p.name, f"UMAP of the test cells, {p.stem[5:]} input") for p in sorted(out.glob("umap-*.png"))))
+    return write_text(out / "README.md", to_markdown(doc))
 
 
-REPORT_HEAD = """# AE-CFE across shifted domains
-
-Random-forest accuracy (mean ± std over forest seeds), trained on the train part of one domain (rows),
+REPORT_TEXT = """Random-forest accuracy (mean ± std over forest seeds), trained on the train part of one domain (rows),
 tested on the same test cells in every domain (columns). Units `<input>-<method>`: the input h (Inception
 pool3 or pixels) and the feature space (`raw`: h itself; `ae`: the autoencoder, no domain loss; `normal`,
 `adversarial`, `mmd`: with that domain loss, `mmd` being AE-CFE). The diagonal is the in-domain ceiling; the
-question is how much of it survives off the diagonal. Made by `bloodgen features study` (see its --help).
-"""
+question is how much of it survives off the diagonal. Made by `bloodgen features study` (see its --help)."""

@@ -27,6 +27,7 @@ from bloodgen.errors import UserError
 from bloodgen.provenance import environment, saved_parts, write_text
 from bloodgen.report.grid import reconstruction_picks, save_reconstruction_grid
 
+
 @dataclass(frozen=True)
 class Sweep:
     """The file (None: BloodMNIST's default location), where the sweep lives, its grid and the options every

@@ -318,9 +318,10 @@ class CounterfactualMaps:
     # (C, 28, 28): per-pixel weighted squared error of class c minus the predicted class's (> 0: c explains the
     # pixel worse); zero for the predicted class.
     squared: np.ndarray
-    # (C, 3, 28, 28), CytoDiffusion's eqs. 10-12: the mean over the draws of the predicted noise under the predicted
-    # class minus that under class c, per channel, in the model's [-1, 1] units. The x0 estimates of the two classes
-    # differ by sqrt((1 - abar) / abar) times this, so adding it to the image moves it towards class c.
+    # (C, 3, 28, 28), CytoDiffusion's eqs. 10-12: the plain mean over the draws (no weighting, no disc) of the
+    # predicted noise under the predicted class minus that under class c, per channel, in the model's [-1, 1]
+    # units. Within a draw the x0 estimates of the two classes differ by sqrt((1 - abar) / abar) times this
+    # difference, so the map points from the image towards class c.
     signed: np.ndarray
 
 
@@ -328,8 +329,9 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
                         index: int = 0) -> CounterfactualMaps:
     """Both kinds of counterfactual heat map of one uint8 image (28, 28, 3) against every candidate class.
 
-    Every candidate class is scored on all `draws` draws (no pruning), with the options' weighting and disc;
-    v-predictions are turned into noise predictions first (NoiseErrors.residuals).
+    Every candidate class is scored on all `draws` draws (no pruning). The squared map and the prediction use
+    the options' weighting and disc; the signed map does not. v-predictions are turned into noise predictions
+    first (NoiseErrors.residuals).
     """
     options = options.check()
     if draws < 1:

@@ -4,6 +4,7 @@ Fig. 7). The replays cost no network evaluation (bloodgen.classify.draws says wh
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,13 +28,15 @@ FIGURE = "figures/ablations.png"
 
 def save_draws(path: Path, result, labels: np.ndarray, test_indices: np.ndarray, alphas_cumprod: np.ndarray,
                timesteps: int) -> None:
-    """parts/draws.npz: an unpruned ClassifyResult's draws (kept with keep_draws) and what replays need."""
+    """parts/draws.npz: an unpruned ClassifyResult's draws (kept with keep_draws), the options that made them
+    (draws per round decides the draw sequence a replayed pruning must follow) and what replays need."""
     if result.draw_errors is None:
         raise ValueError("the result holds no draws: classify with keep_draws=True")
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, errors=result.draw_errors, timesteps=result.draw_timesteps, labels=labels,
                             test_indices=test_indices, candidates=np.asarray(result.candidates),
-                            alphas_cumprod=np.asarray(alphas_cumprod, dtype=np.float64), n_timesteps=timesteps)
+                            alphas_cumprod=np.asarray(alphas_cumprod, dtype=np.float64), n_timesteps=timesteps,
+                            options=np.array(json.dumps(result.options, sort_keys=True)))
 
 
 def _score(labels: np.ndarray, predictions: np.ndarray, evaluations: float) -> ReplayScore:
@@ -42,16 +45,17 @@ def _score(labels: np.ndarray, predictions: np.ndarray, evaluations: float) -> R
                        evaluations_per_image=float(evaluations))
 
 
-def replay_ablations(draws_path: Path, out: Path, weighting: str, draws_per_round: int) -> AblationsPart:
-    """Every replay of the stored draws; the figure goes to out/FIGURE."""
+def replay_ablations(draws_path: Path, out: Path, weighting: str) -> AblationsPart:
+    """Every replay of the stored draws, the pruning ones with `weighting`; the figure goes to out/FIGURE."""
     if not draws_path.is_file():
         raise UserError(f"the ablations part replays the accuracy part's stored draws: run --parts accuracy "
                         f"first ({draws_path} not found; results made before draws were stored need it again)")
     with np.load(draws_path) as f:
         raw, t, labels = f["errors"], f["timesteps"], f["labels"]
         classes, abar, n_t = f["candidates"].tolist(), f["alphas_cumprod"], int(f["n_timesteps"])
+        draws_per_round = json.loads(str(f["options"]))["draws_per_round"]
     n, _, stored = raw.shape
-    if (t < 0).any():
+    if (t < 0).any() or np.isnan(raw[:, classes]).any():
         raise UserError(f"{draws_path} holds a pruned run's draws: only unpruned draws can be replayed")
     n_classes = len(classes)
 

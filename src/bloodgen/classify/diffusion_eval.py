@@ -199,12 +199,16 @@ def _saved_no_prune(ctx: _Context) -> tuple[DiffusionScores, np.ndarray] | None:
     if not (json_path.is_file() and npz_path.is_file() and ctx.draws_path.is_file()):
         return None
     old = AccuracyPart.from_json(json.loads(json_path.read_text()))
-    draw_keys = ("weighting", "draws_per_round", "seed")
+    draw_keys = ("weighting", "draws_per_round", "seed", "disc_radius", "tta")
+    defaults = ClassifierOptions().to_dict()  # for records made before an option existed
     old_cfg, new_cfg = old.run.config, ctx.cfg.to_dict()
     if (old.test_indices != ctx.test_idx.tolist() or old.run.checkpoint_step != ctx.model.step
             or old_cfg["checkpoint"] != new_cfg["checkpoint"] or old_cfg["no_prune_draws"] != new_cfg["no_prune_draws"]
-            or any(old_cfg["options"][k] != new_cfg["options"][k] for k in draw_keys)):
+            or any(old_cfg["options"].get(k, defaults[k]) != new_cfg["options"][k] for k in draw_keys)):
         return None
+    with np.load(ctx.draws_path) as f:  # the draws must be those of that run (a crash may have parted them)
+        if f["test_indices"].tolist() != old.test_indices or f["errors"].shape[2] != ctx.cfg.no_prune_draws:
+            return None
     with np.load(npz_path) as f:
         return old.diffusion_no_prune, f["mean_errors_no_prune"]
 
@@ -238,8 +242,7 @@ def part_accuracy(ctx: _Context) -> AccuracyPart:
 
 
 def part_ablations(ctx: _Context) -> AblationsPart:
-    o = ctx.cfg.options
-    return replay_ablations(ctx.draws_path, ctx.out, o.weighting, o.draws_per_round)
+    return replay_ablations(ctx.draws_path, ctx.out, ctx.cfg.options.weighting)
 
 
 def _classifier_summary(info: dict) -> dict:
@@ -472,12 +475,12 @@ def part_heatmaps(ctx: _Context) -> HeatmapsPart:
     squared, signed = np.stack([m.squared for m in maps]), np.stack([m.signed for m in maps])
     _save_arrays(ctx, "heatmaps", squared=squared.astype(np.float32), signed=signed.astype(np.float32),
                  images=images[picks], test_indices=np.array(picks), predicted=np.array(predicted))
-    resnet, _ = ctx.resnet()
-    faithful = faithfulness(images[picks], predicted, signed, classes, lambda x: predict_proba(resnet, x),
-                            seed=ctx.cfg.seed)
     names = list(CLASS_NAMES)
-    figures = {"heatmaps": "figures/counterfactual_heatmaps.png"}
+    figures, faithful = {"heatmaps": "figures/counterfactual_heatmaps.png"}, None
     if ctx.cfg.heatmap_kind == "signed":
+        resnet, _ = ctx.resnet()
+        faithful = faithfulness(images[picks], predicted, signed, classes, lambda x: predict_proba(resnet, x),
+                                seed=ctx.cfg.seed)
         plot_signed(images[picks], classes, signed, predicted, names, ctx.figures / "counterfactual_heatmaps.png")
         figures["overlays"] = "figures/counterfactual_overlays.png"
         plot_overlay(images[picks], classes, signed, predicted, names, ctx.figures / "counterfactual_overlays.png")
@@ -675,7 +678,8 @@ def _heatmap_blocks(h: HeatmapsPart, figure: _Figures) -> list:
 
 # Each part's report blocks, in report order.
 PART_BLOCKS = {"accuracy": _accuracy_blocks, "ablations": _ablation_blocks, "calibration": _calibration_blocks,
-               "psychometric": _psychometric_blocks, "anomaly": _anomaly_blocks, "corruptions": _corruption_blocks, "heatmaps": _heatmap_blocks}
+               "psychometric": _psychometric_blocks, "anomaly": _anomaly_blocks, "corruptions": _corruption_blocks,
+               "heatmaps": _heatmap_blocks}
 
 
 def report_blocks(results: EvalResults, out_dir: Path, results_dir: Path | None = None) -> list:

@@ -30,7 +30,8 @@ _EXP = re.compile(r"^exp-(\d+(?:\.\d+)?)$")
 
 
 def draw_weights(weighting: str, t: np.ndarray, alphas_cumprod: np.ndarray, timesteps: int) -> np.ndarray:
-    """w(t) (float64, t's shape): uniform, snr, min-snr, paper (1 / the paper's polynomial) or exp-K (exp(-K t / T))."""
+    """w(t) (float64, t's shape): uniform, snr, min-snr, paper (1 / the paper's polynomial of t / (T - 1)) or exp-K
+    (exp(-K t / (T - 1)), T the number of time steps)."""
     t = np.asarray(t)
     abar = np.asarray(alphas_cumprod, dtype=np.float64)[t]
     snr = abar / (1 - abar)
@@ -89,14 +90,12 @@ def winners(gaps: np.ndarray) -> np.ndarray:
     return np.nanargmin(np.where(gaps == 0, 0.0, np.nan), 1)
 
 
-def replay_pruning(weighted: np.ndarray, classes: list[int], min_draws: int, p_value: float, draws_per_round: int,
-                   max_draws: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions (N,), class_draws (N, C)) of a pruned run, from weighted errors (N, C, D) of all classes on
-    all D draws: the t-test after every round of `draws_per_round` once `min_draws` are made, as the live run."""
-    n, n_classes, stored = weighted.shape
-    last = stored if max_draws is None else max_draws
-    if last > stored:
-        raise UserError(f"cannot replay {last} draws: only {stored} were stored")
+def replay_pruning(weighted: np.ndarray, classes: list[int], min_draws: int, p_value: float,
+                   draws_per_round: int) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions (N,), class_draws (N, C)) of a pruned run with at most D draws, from weighted errors (N, C, D)
+    of all classes on all D draws: the t-test after every round of `draws_per_round` once `min_draws` are made,
+    as the live run. The draws must have been made in rounds of the same size (they decide the draw sequence)."""
+    n, n_classes, last = weighted.shape
     class_draws = np.zeros((n, n_classes), dtype=np.int64)
     for i in range(n):
         active = np.zeros(n_classes, dtype=bool)
@@ -151,10 +150,11 @@ def fit_bin_weights(features: np.ndarray, labels: np.ndarray, classes: list[int]
     """(bins,) beta maximising the log-likelihood of `labels` under softmax over the candidates of
     -sum_b beta_b f_cb (features (N, C, bins), each bin standardised), with an L2 penalty: the logistic
     weighting of the draws' time ranges. Returned on the standardised scale times 1 / std (raw scale)."""
-    scale = features[:, classes].std(axis=(0, 1))
+    known = np.isin(labels, classes)  # an image of a class the model cannot score teaches nothing here
+    scale = features[known][:, classes].std(axis=(0, 1))
     scale[scale == 0] = 1.0
-    f = features[:, classes] / scale
-    target = np.searchsorted(classes, labels)
+    f = features[known][:, classes] / scale
+    target = np.searchsorted(classes, np.asarray(labels)[known])
 
     def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
         logp = log_softmax(-f @ beta, axis=1)  # (N, C')

@@ -61,7 +61,8 @@ def plot_signed(images: np.ndarray, classes: list[int], maps: np.ndarray, predic
     as RGB (grey: no change; each map scaled by its largest magnitude)."""
     def show(ax, r: int, c: int) -> None:
         m = maps[r, c]
-        ax.imshow(np.clip(0.5 + 0.5 * m.transpose(1, 2, 0) / np.abs(m).max(), 0, 1), interpolation="nearest")
+        scale = np.abs(m).max() if np.abs(m).max() > 0 else 1.0  # zero under the image's own predicted class
+        ax.imshow(np.clip(0.5 + 0.5 * m.transpose(1, 2, 0) / scale, 0, 1), interpolation="nearest")
 
     _grid(images, classes, predicted, names, path, show,
           "Signed counterfactual maps (eqs. 10-12): predicted noise under the predicted class minus under the "
@@ -73,7 +74,7 @@ def plot_overlay(images: np.ndarray, classes: list[int], maps: np.ndarray, predi
     """As plot_signed, with the image shown under its map's strongest pixels (above the 90th percentile) in red."""
     def show(ax, r: int, c: int) -> None:
         magnitude = np.sqrt((maps[r, c] ** 2).sum(0))
-        mask = magnitude > np.percentile(magnitude, OVERLAY_PERCENTILE)
+        mask = magnitude > np.percentile(magnitude, OVERLAY_PERCENTILE)  # none where the map is zero
         overlay = images[r].astype(np.float64) / 255
         overlay[mask] = 0.4 * overlay[mask] + 0.6 * np.array([1.0, 0.0, 0.0])
         ax.imshow(overlay, interpolation="nearest")

@@ -77,15 +77,21 @@ def scaled_steps(full_steps: int, n_train: int, n_full: int, checkpoints: int) -
     return checkpoints * math.ceil(steps / checkpoints)
 
 
-def pick_checkpoint(run_dir: Path, images: np.ndarray, labels: np.ndarray, options: ClassifierOptions) -> dict:
-    """{"step": the kept checkpoint with the best val accuracy, "val_accuracy": {step: accuracy}, "path": ...}."""
+def pick_checkpoint(run_dir: Path, images: np.ndarray, labels: np.ndarray, options: ClassifierOptions,
+                    saved: Path) -> dict:
+    """{"step": the kept checkpoint with the best val accuracy, "val_accuracy": {step: accuracy}, "path": ...},
+    kept in `saved` so that a unit resumed after the choice does not classify the val images again."""
+    if saved.is_file():
+        return json.loads(saved.read_text())
     kept = sorted((run_dir / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     if not kept:
         raise UserError(f"{run_dir} kept no checkpoints to pick from (train it with keep_every > 0)")
     accuracy = {int(p.stem.split("-")[1]): float((classify_images(load_model(p), images, options).predictions
                                                    == labels).mean()) for p in kept}
     best = max(accuracy, key=lambda s: (accuracy[s], s))
-    return {"step": best, "val_accuracy": accuracy, "path": str(run_dir / "checkpoints" / f"step-{best}.pt")}
+    choice = {"step": best, "val_accuracy": accuracy, "checkpoint": f"step-{best}.pt"}
+    write_json(saved, choice)
+    return json.loads(saved.read_text())  # as a resumed unit reads it (JSON keys are strings)
 
 
 def logistic_probe(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
@@ -113,18 +119,26 @@ def run_unit(data, k: int, r: int, cfg: LowDataConfig, folder: Path, train: Trai
     steps = scaled_steps(full_steps, len(train_split[1]), len(data.labels("train")), cfg.checkpoints)
     run_dir = train(path, r, steps, steps // cfg.checkpoints)
     pick = subset_indices(val_split[1], per_class=cfg.val_per_class, seed=r)
-    chosen = pick_checkpoint(run_dir, val_split[0][pick], val_split[1][pick], cfg.options)
-    result = classify_images(load_model(chosen["path"]), test[0], cfg.options, progress=progress,
+    chosen = pick_checkpoint(run_dir, val_split[0][pick], val_split[1][pick], cfg.options,
+                             folder / "units" / f"k{k}-r{r}.pick.json")
+    result = classify_images(load_model(run_dir / "checkpoints" / chosen["checkpoint"]), test[0], cfg.options,
+                             progress=progress,
                              partial=folder / "units" / f"k{k}-r{r}.partial.npz")
     resnet_recipe = step_matched(recipe, len(train_split[1]), cfg.resnet_steps, r)
     resnet = train_and_test(train_split, val_split, test, resnet_recipe, desc=f"ResNet-18, k {k}, repeat {r}")
     logistic = logistic_probe(extractor(train_split[0], desc=f"features, k {k}"), train_split[1], test_features,
                               test[1])
     diffusion = classification_report(test[1], np.eye(N_CLASSES)[result.predictions]).to_json()
-    return {"per_class": k, "repeat": r, "n_train": int(len(train_split[1])), "steps": steps,
+    return {"settings": unit_settings(cfg), "per_class": k, "repeat": r, "n_train": int(len(train_split[1])),
+            "steps": steps,
             "checkpoint": {"step": chosen["step"], "val_accuracy": chosen["val_accuracy"], "n_val": int(len(pick))},
             "run": run_dir.name, "evaluations_per_image": float(result.evaluations.mean()),
             "diffusion": diffusion, "resnet18": resnet, "logistic": logistic}
+
+
+def unit_settings(cfg: LowDataConfig) -> dict:
+    """What decides a unit's figures besides its k and r: a saved unit made otherwise is not reused."""
+    return json.loads(json.dumps({**asdict(cfg), "options": cfg.options.to_dict(), "per_class": None, "repeats": None}))
 
 
 def low_data_study(data, folder: str | Path, cfg: LowDataConfig, train: Train, full_steps: int,
@@ -143,8 +157,13 @@ def low_data_study(data, folder: str | Path, cfg: LowDataConfig, train: Train, f
             if not unit_path.is_file():
                 write_json(unit_path, run_unit(data, k, r, cfg, folder, train, full_steps, recipe, extractor, test,
                                                test_features, progress))
-                (folder / "units" / f"k{k}-r{r}.partial.npz").unlink(missing_ok=True)
-            units.append(json.loads(unit_path.read_text()))
+                for leftover in ("partial.npz", "pick.json"):
+                    (folder / "units" / f"k{k}-r{r}.{leftover}").unlink(missing_ok=True)
+            unit = json.loads(unit_path.read_text())
+            if unit["settings"] != unit_settings(cfg):
+                raise UserError(f"{unit_path} was made with other low-data settings ({unit['settings']}): use "
+                                f"another study folder or the same settings")
+            units.append(unit)
     summary = {str(k): {method: {figure: mean_std([u[method][figure] for u in units if u["per_class"] == k])
                                  for figure in ("accuracy", "balanced_accuracy")} for method, _ in METHODS}
                for k in cfg.per_class}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bloodgen.cellfeatures.options import INPUTS, METHODS, VIEWS, AEOptions
 from bloodgen.classify.diffusion_options import ClassifierOptions
 from bloodgen.classify.diffusion_results import PARTS, EvalResults
 from bloodgen.data.domains import DOMAINS, make_domains
@@ -38,6 +39,7 @@ class ExperimentContext:
     progress: bool
     extractor: Any
     best_run: Callable[[str], RunRef]  # a family's run with the lowest FID
+    inception_weights: str | None = None  # the study's InceptionV3 file (None: found as the metrics find it)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
                           tag=f"without{cfg.holdout_class}")
     folder = ctx.out / DIFFUSION_CLASSIFIER.folder
     missing = tuple(p for p in PARTS if not (folder / "parts" / f"{p}.json").is_file())
+    if "ablations" in missing and "accuracy" not in missing and not (folder / "parts" / "draws.npz").is_file():
+        missing = ("accuracy", *missing)  # a folder from before draws were stored: the replays need them
     if not missing:
         log(f"diffusion-classifier experiment: done already ({folder})")
         return write_results(folder).to_json()
@@ -194,7 +198,10 @@ def _low_data_config(preset: StudyPreset):
         raise UserError(f"the study preset's low_data names {', '.join(sorted(unknown))}, which "
                         f"bloodgen.classify.low_data.LowDataConfig does not have")
     if "options" in settings:
-        settings["options"] = ClassifierOptions(**settings["options"])
+        try:
+            settings["options"] = ClassifierOptions(**settings["options"])
+        except TypeError as err:
+            raise UserError(f"the study preset's low_data options: {err}") from None
     return LowDataConfig(**settings).check()
 
 
@@ -234,6 +241,48 @@ def _report_low_data(results: dict, out: Path, folder: Path) -> list:
     return report_blocks(results, out, folder)
 
 
+def _cell_feature_settings(preset: StudyPreset, cache_dir: str | None = None, weights: str | None = None):
+    """(InputSpec, methods, AEOptions, forest seeds) of the cell-features experiment, checked."""
+    from bloodgen.cellfeatures.experiment import InputSpec
+
+    settings = dict(preset.cell_features)
+    spec = InputSpec(source=settings.pop("input", "inception"), view=settings.pop("view", "whole"),
+                     inception_weights=weights, cache_dir=cache_dir)
+    methods, seeds = tuple(settings.pop("methods", METHODS)), settings.pop("seeds", 5)
+    unknown = set(settings) - set(AEOptions.__dataclass_fields__)
+    if (unknown or spec.source not in INPUTS or spec.view not in VIEWS or not set(methods) <= set(METHODS)
+            or seeds < 1):
+        raise UserError(f"the study preset's cell_features must name AEOptions fields, an input from "
+                        f"{', '.join(INPUTS)}, a view from {', '.join(VIEWS)}, methods from {', '.join(METHODS)} "
+                        f"and seeds >= 1; got {dict(preset.cell_features)}")
+    return spec, methods, AEOptions(**settings).check(has_target=True), seeds
+
+
+def _check_cell_features(preset: StudyPreset, models: Sequence[str]) -> None:
+    _cell_feature_settings(preset)
+
+
+def _run_cell_features(ctx: ExperimentContext) -> dict:
+    """AE-CFE's cross-domain table on the study's shifted domains (bloodgen.cellfeatures.study)."""
+    from bloodgen.cellfeatures.study import FeatureStudy, domain_files, finished_units, run_study
+
+    folder = ctx.out / DOMAIN_SHIFT.folder  # the domain files are shared with the domain-shift experiment
+    if not all((folder / f"{name}.npz").is_file() for name in ("A", *DOMAINS)):
+        make_domains(ctx.dataset, folder, tuple(DOMAINS))
+    spec, methods, options, seeds = _cell_feature_settings(ctx.preset, ctx.cache_dir, ctx.inception_weights)
+    study = FeatureStudy(domains=domain_files(folder), out=ctx.out / CELL_FEATURES.folder, spec=spec,
+                         methods=methods, options=options, seeds=seeds)
+    log(f"cell-features experiment ({spec.source} input; {', '.join(methods)}) in {study.out}")
+    run_study(study, progress=ctx.progress)
+    return {"domains": list(study.domains), "units": finished_units(study.out)}
+
+
+def _report_cell_features(results: dict, out: Path, folder: Path) -> list:
+    from bloodgen.cellfeatures.study import report_blocks
+
+    return report_blocks(results["units"], results["domains"])
+
+
 # Prototype-guided diffusion vs a learned class embedding (bloodgen.improve).
 PROTOTYPES = Experiment("prototypes", "prototypes", _check_prototypes, _run_prototypes, _report_prototypes)
 # A conditional diffusion model used as a classifier (bloodgen.classify.diffusion_eval).
@@ -251,8 +300,12 @@ TRANSLATION = Experiment("translation", "translation", _check_translation, _run_
 # (bloodgen.classify.low_data).
 LOW_DATA = Experiment("low-data", "low_data", _check_low_data, _run_low_data, _report_low_data)
 
+# Autoencoder cell features with domain alignment, read by a random forest across domains (bloodgen.cellfeatures).
+CELL_FEATURES = Experiment("cell-features", "cell_features", _check_cell_features, _run_cell_features,
+                           _report_cell_features)
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PROTOTYPES, DIFFUSION_CLASSIFIER, DOMAIN_SHIFT,
-                                                          TRANSLATION, LOW_DATA)}
+                                                          TRANSLATION, LOW_DATA, CELL_FEATURES)}
 
 
 def experiments_for(names: Sequence[str], preset: StudyPreset, models: Sequence[str]) -> tuple[Experiment, ...]:

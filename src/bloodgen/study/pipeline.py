@@ -151,7 +151,8 @@ def run_study(request: StudyRequest, folders: StudyFolders, extractor=None, prog
     best = _summarise_families(families, runs, out)
     if preset.utility and not pending:
         _utility_units(plan, families, best, folders, dataset, extractor)
-    context = ExperimentContext(preset, plan.models, out, dataset, folders.cache_dir, progress, extractor, best)
+    context = ExperimentContext(preset, plan.models, out, dataset, folders.cache_dir, progress, extractor, best,
+                                folders.inception_weights)
     if pending:
         log(f"time limit reached: the experiments wait for the {len(pending)} unit(s) left")
     experiments = {} if pending else {e.name: e.run(context) for e in plan.experiments}

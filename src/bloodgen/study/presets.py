@@ -39,6 +39,9 @@ class StudyPreset:
     translation_fid_n: int = 2000
     # The low-data experiment's sizes (bloodgen.classify.low_data.LowDataConfig fields); empty: its defaults.
     low_data: dict = field(default_factory=dict)
+    # The cell-features experiment: "input" (inception or pixels), "view", "methods", "seeds" (forest seeds) and
+    # AEOptions fields (bloodgen.cellfeatures.options); empty: Inception input, every method, the defaults.
+    cell_features: dict = field(default_factory=dict)
     # What the preset is for, printed at the top of the report (e.g. why its budget is what it is).
     note: str = ""
     # One draw per training run: run s is evaluated on protocol seed s alone (N generated vs N real), so the
@@ -63,6 +66,9 @@ class StudyPreset:
 QUICK_DIFFUSION_CLASSIFIER = {"n_test": 60, "n_val": 24, "n_anomaly": 45, "n_corrupt": 10, "severities": (2, 5),
                               "no_prune_draws": 40, "heatmap_draws": 40, "options": {"max_draws": 40}}
 # The low-data experiment as a smoke test: one regime, one repetition, a few images and draws.
+# The cell-features experiment as a smoke test: pixel input, three methods, a short autoencoder, one forest seed.
+QUICK_CELL_FEATURES = {"input": "pixels", "methods": ("raw", "ae", "mmd"), "seeds": 1, "steps": 40, "save_every": 20,
+                       "log_every": 10, "batch_size": 64}
 QUICK_LOW_DATA = {"per_class": (10,), "repeats": 1, "test_per_class": 5, "val_per_class": 2, "checkpoints": 2,
                   "resnet_steps": 20, "options": {"max_draws": 40}}
 
@@ -75,7 +81,7 @@ PRESETS = {
                          config_overrides={name: {"steps": spec.quick_study_steps} for name, spec in REGISTRY.items()
                                            if spec.quick_study_steps},
                          diffusion_classifier=QUICK_DIFFUSION_CLASSIFIER, domain_shift_seeds=1, translation_fid_n=0,
-                         low_data=QUICK_LOW_DATA),
+                         low_data=QUICK_LOW_DATA, cell_features=QUICK_CELL_FEATURES),
     # The largest budget that fits about two and a half hours on 2 CPU cores, for a machine without a GPU:
     # the models' cpu presets (15-55 minutes of training per family), one training seed, and the quick
     # preset's reduced protocol (500 vs 500 images, 2 seeds), because InceptionV3 embeds only 7-20 images/s
