@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_npz
+from model_helpers import resume_tiny, train_tiny
 
 from bloodgen.cli import main
 from bloodgen.errors import UserError
@@ -17,8 +19,6 @@ from bloodgen.models.translation import DiscriminatorPair, Translation, Translat
 from bloodgen.provenance import state_digest
 from bloodgen.training import checkpoint as ck
 from bloodgen.training.loop import lr_factor
-from conftest import write_tiny_npz
-from model_helpers import resume_tiny, train_tiny
 
 TRANSLATORS = ("cyclegan", "aggan")
 
@@ -191,3 +191,14 @@ def test_translate_eval_adds_each_translator_as_a_column_with_its_image_figures(
     assert main(["translate-eval", "--folder", str(folder), "--domains", "scope", "--translators",
                  f"scope={run.run_dir}", "--out", str(out)]) == 2
     assert "not from" in capsys.readouterr().err  # trained from stain, given for scope
+    second = train_tiny("aggan", folder / "A.npz", tmp_path / "runs", seed=1,
+                        overrides={"source_domain": str(folder / "stain.npz")})
+    assert main(["translate-eval", "--folder", str(folder), "--domains", "stain", "--translators",
+                 f"stain={run.run_dir}", f"stain={second.run_dir}", "--classifier-recipe", "cpu", "--cache-dir",
+                 str(tmp_path / "cache"), "--out", str(out)]) == 0
+    study = json.loads((out / "translate_eval.json").read_text())
+    assert {"aggan-s0", "aggan-s1"} <= set(study["results"]["stain"]) and "aggan" not in study["results"]["stain"]
+    spread = study["translator_seeds"]["stain"]["aggan"]
+    f1 = [study["results"]["stain"][k]["macro_f1"]["mean"] for k in ("aggan-s0", "aggan-s1")]
+    assert spread["runs"] == ["aggan-s0", "aggan-s1"] and spread["macro_f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert "Translators over their training seeds" in (out / "translate_eval.md").read_text()

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--domains", nargs="+", metavar="NAME", default=list(DOMAINS),
                    help=f"shifted domains to score, from: {', '.join(DOMAINS)} (default: all)")
     p.add_argument("--translators", nargs="+", metavar="DOMAIN=RUN", default=[],
-                   help="translation runs (cyclegan, aggan) trained from DOMAIN into A, one per family and domain")
+                   help="translation runs (cyclegan, aggan) trained from DOMAIN into A; several training seeds of a "
+                        "family are columns <family>-s<seed> and summarised as mean ± std over the seeds")
     p.add_argument("--fid-n", type=int, default=0, metavar="N",
                    help="images per side for FID and KID of every variant (0: none; each set costs minutes on CPU)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S", help="classifier seeds")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.classify.domain_shift import table
     from bloodgen.classify.recipe import RECIPES
-    from bloodgen.classify.translation_eval import tables, translation_study
+    from bloodgen.classify.translation_eval import seed_table, tables, translation_study
     from bloodgen.data.domains import get_domains
     from bloodgen.provenance import environment, write_json, write_text
     from bloodgen.report.document import Document, Paragraph, to_markdown
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = ", ".join(map(str, args.seeds))
     document = Document("A classifier of domain A under each shift", [
         Paragraph(f"Macro F1 % and class flips % on the same test cells, mean ± std over classifier seeds {seeds}."),
-        table(study), *tables(study["images"])])
+        table(study), *tables(study["images"]), *seed_table(study["translator_seeds"])])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "translate_eval.json", study)
     write_text(out / "translate_eval.md", to_markdown(document))

@@ -10,6 +10,7 @@ translated to B against B's images (the AGGAN study's Tables 1-2).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
@@ -93,29 +94,34 @@ def tables(figures: dict) -> list:
     return out
 
 
-def report_blocks(figures: dict) -> list:
+def report_blocks(figures: dict, spread: dict | None = None) -> list:
     return [Heading("What the translation does to the cells"),
             Paragraph("SSIM and PSNR compare each test cell's variant with the same cell in domain A; FID and KID "
-                      "compare the variants' distribution with A's images."), *tables(figures)]
+                      "compare the variants' distribution with A's images."), *tables(figures),
+            *seed_table(spread or {})]
 
 
 def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple[int, ...],
                       recipe: ClassifierRecipe | None, translators: Mapping[str, list[LoadedModel]],
                       fid_n: int = 0, cache_dir: str | Path | None = None) -> dict:
     """The classifier's table (`domain_shift_study`) with each translation model's B -> A as one more column,
-    and the image figures of every variant; `translators[domain]` holds runs of distinct families trained
-    from that domain into A."""
+    and the image figures of every variant; `translators[domain]` holds runs trained from that domain into A,
+    one column per run: named by its family, or by family and training seed where a family has several runs
+    (their spread over training seeds is then summarised in "translator_seeds")."""
     methods: dict[str, dict[str, LoadedModel]] = {}
     for name, models in translators.items():
         if name not in domains:
             raise UserError(f"a translator is given for domain {name!r}, which is not among --domains "
                             f"({', '.join(domains)})")
+        runs = Counter(model.spec.model for model in models)
         for model in models:
             check_translator(model)
             _check_source(model, Path(folder) / f"{name}.npz")
-            if model.spec.model in methods.setdefault(name, {}):
-                raise UserError(f"two {model.spec.model} runs are given for domain {name!r}: give one per family")
-            methods[name][model.spec.model] = model
+            key = model.spec.model if runs[model.spec.model] == 1 else f"{model.spec.model}-s{model.spec.seed}"
+            if key in methods.setdefault(name, {}):
+                raise UserError(f"two {model.spec.model} runs of training seed {model.spec.seed} are given for "
+                                f"domain {name!r}: give each seed once")
+            methods[name][key] = model
     variants = test_variants(folder, domains, translators={
         name: {method: _translator(model, TO_A) for method, model in models.items()}
         for name, models in methods.items()})
@@ -124,10 +130,48 @@ def translation_study(folder: str | Path, domains: tuple[str, ...], seeds: tuple
     reverse = {name: {method: translate_array(model.network, originals, TO_B)[0] for method, model in models.items()}
                for name, models in methods.items()}
     study["images"] = image_figures(folder, variants, fid_n, reverse, cache_dir)
+    study["translator_seeds"] = seed_spread(study, methods)
     study["translator_runs"] = {name: {method: {"source": portable_path(str(model.source)), "step": model.step,
                                                 "config": _portable_spec(model)}
                                        for method, model in models.items()} for name, models in methods.items()}
     return study
+
+
+def seed_spread(study: dict, methods: Mapping[str, Mapping[str, LoadedModel]]) -> dict:
+    """{domain: {family: figures}} for every family with several training seeds in a domain: S_A's macro F1 and
+    balanced accuracy (each run's mean over classifier seeds) and its image figures, mean ± std over the runs."""
+    spread: dict = {}
+    for name, models in methods.items():
+        families: dict[str, list[str]] = {}
+        for key, model in models.items():
+            families.setdefault(model.spec.model, []).append(key)
+        for family, keys in families.items():
+            if len(keys) < 2:
+                continue
+            scores = study["results"][name]
+            images = study["images"]["paired"][name]
+            figures = {f: [scores[k][f]["mean"] for k in keys] for f in ("macro_f1", "balanced_accuracy")}
+            figures.update({f: [images[k][f] for k in keys] for f in ("ssim", "fid") if f in images[keys[0]]})
+            spread.setdefault(name, {})[family] = {
+                "runs": keys, **{f: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
+                                 for f, v in figures.items()}}
+    return spread
+
+
+def seed_table(spread: dict) -> list:
+    """The families' spread over translator training seeds, where there is one."""
+    if not spread:
+        return []
+
+    def cell(block: dict | None, scale: float = 1.0, digits: int = 1) -> str:
+        return "-" if block is None else f"{scale * block['mean']:.{digits}f} ± {scale * block['std']:.{digits}f}"
+
+    rows = [[name, family, str(len(f["runs"])), cell(f["macro_f1"], 100), cell(f["balanced_accuracy"], 100),
+             cell(f.get("fid")), cell(f["ssim"], digits=3)]
+            for name, families in spread.items() for family, f in families.items()]
+    return [Table(["domain", "translator", "training seeds", "S_A macro F1 %", "S_A balanced acc. %", "FID vs A",
+                   "SSIM"], rows, caption="Translators over their training seeds: mean ± std over the runs, each "
+                                          "run's classifier figures being its mean over the classifier seeds")]
 
 
 def _portable_spec(model: LoadedModel) -> dict:

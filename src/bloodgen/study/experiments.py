@@ -186,7 +186,7 @@ def _report_translation(results: dict, out: Path, folder: Path) -> list:
     from bloodgen.classify.domain_shift import report_blocks as classifier_blocks
     from bloodgen.classify.translation_eval import report_blocks
 
-    return [*classifier_blocks(results), *report_blocks(results["images"])]
+    return [*classifier_blocks(results), *report_blocks(results["images"], results.get("translator_seeds"))]
 
 
 def _low_data_config(preset: StudyPreset):
