@@ -593,3 +593,15 @@ def test_psychometric_fit_recovers_a_known_function_and_bins_by_count():
     assert fit_psychometric(np.full(40, 0.9), np.ones(40, dtype=bool), n_classes=8) is None
     rows = binned(np.r_[np.ones(30), np.zeros(20)], np.ones(50, dtype=bool), bins=25)
     assert len(rows) == 25 and (rows[:, 2] == 2).all() and rows[:, 1].sum() == 50  # ties split by order
+
+
+def test_the_anomaly_auc_interval_is_tight_when_separated_and_spans_chance_when_not():
+    from bloodgen.classify.diffusion_eval import auc_interval
+
+    rng = np.random.default_rng(0)
+    positive = np.r_[np.ones(100, dtype=bool), np.zeros(200, dtype=bool)]
+    separated = auc_interval(positive, np.r_[rng.normal(3, 1, 100), rng.normal(0, 1, 200)])
+    chance = auc_interval(positive, rng.normal(0, 1, 300))
+    assert 0.95 < separated[0] < separated[1] <= 1.0
+    assert chance[0] < 0.5 < chance[1] and chance[1] - chance[0] < 0.2
+    assert auc_interval(positive, rng.normal(0, 1, 300), seed=3) != chance  # other scores, other interval

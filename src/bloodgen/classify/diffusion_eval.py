@@ -385,6 +385,7 @@ def part_anomaly(ctx: _Context) -> AnomalyPart:
         # Low confidence should flag the unseen class, so the anomaly score is minus the confidence.
         inlier_report = classification_report(labels[inliers], np.eye(len(CLASS_NAMES))[predictions[inliers]])
         return AnomalyScores(auc=float(roc_auc_score(is_anomaly, -confidence)),
+                             auc_ci95=auc_interval(is_anomaly, -confidence, seed=ctx.cfg.seed),
                              inlier_balanced_accuracy=inlier_report.balanced_accuracy,
                              confidences={"heldout": confidence[is_anomaly].tolist(),
                                           "others": confidence[inliers].tolist()})
@@ -397,6 +398,17 @@ def part_anomaly(ctx: _Context) -> AnomalyPart:
                       resnet18=scores(logits.argmax(1), logit_gap(logits)))
     _plot_kde(out, ctx.figures / "confidence_kde.png")
     return out
+
+
+def auc_interval(positive: np.ndarray, scores: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap interval of the ROC AUC. Positives and negatives are resampled apart, so every
+    resample holds both and keeps the class balance of the test set (the AUC is defined only with both)."""
+    positive = np.asarray(positive, dtype=bool)
+    pos, neg = scores[positive], scores[~positive]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    aucs = [roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))],
+                          np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]) for _ in range(resamples)]
+    return [float(v) for v in np.percentile(aucs, [2.5, 97.5])]
 
 
 def _plot_kde(anomaly: AnomalyPart, path: Path) -> None:
@@ -624,8 +636,12 @@ def _psychometric_blocks(ps: PsychometricPart, figure: _Figures) -> list:
 
 def _anomaly_blocks(an: AnomalyPart, figure: _Figures) -> list:
     held = CLASS_NAMES[an.heldout_class]
-    return [Table(["classifier (trained without " + held + ")", "anomaly AUC", "balanced acc. on other classes %"],
-                  [[name, f"{s.auc:.3f}", _pct(s.inlier_balanced_accuracy)]
+    def auc(s: AnomalyScores) -> str:
+        return f"{s.auc:.3f}" + (f" [{s.auc_ci95[0]:.3f}, {s.auc_ci95[1]:.3f}]" if s.auc_ci95 else "")
+
+    return [Table(["classifier (trained without " + held + ")", "anomaly AUC [95 % CI]",
+                   "balanced acc. on other classes %"],
+                  [[name, auc(s), _pct(s.inlier_balanced_accuracy)]
                    for s, name in ((an.diffusion, "diffusion (error gap)"), (an.resnet18, "ResNet-18 (logit gap)"))],
                   caption=f"Anomaly detection: {an.n_heldout} {held} images among {an.n_images} random test "
                           f"images (the held-out class oversampled); score = minus the confidence; diffusion: "

@@ -248,6 +248,7 @@ class AnomalyScores(_Record):
     inlier_balanced_accuracy: float
     confidences: dict[str, list[float]]  # of the held-out class's images and of the others
     evaluations_per_image: float | None = None  # the diffusion classifier's only
+    auc_ci95: list[float] | None = None  # bootstrap percentile interval; results made before lack it
 
 
 @dataclass(frozen=True)
