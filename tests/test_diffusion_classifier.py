@@ -314,6 +314,23 @@ def test_signed_maps_of_an_exact_denoiser_point_from_the_image_to_the_target_cla
         np.testing.assert_allclose(maps.signed[c], means[c], rtol=1e-3)  # the same change everywhere
 
 
+def test_a_latent_model_classifies_on_its_encoders_latents_and_refuses_pixel_heat_maps(tiny_npz, tiny_data,
+                                                                                        tmp_path):
+    from bloodgen.sampling.api import load_model
+
+    run = train_tiny("ldm", tiny_npz, tmp_path, overrides={"conditional": True})
+    model = load_model(run.run_dir, "cpu")
+    calls = spy_on_denoise(model)
+    images = tiny_data.images("test")[:3]
+    res = dc.classify_images(model, images, replace(FAST, prune=False, tta=True), keep_draws=True)
+    latent = (model.family.config["latent_channels"], 14, 14)
+    assert all(tuple(x.shape[1:]) == latent for x, _, _ in calls)  # the U-Net saw latents, not pixels
+    assert res.draw_errors.shape == (3, 8, FAST.max_draws) and np.isfinite(res.draw_errors).all()
+    assert set(res.predictions) <= set(range(8))
+    with pytest.raises(UserError, match="pixel-space model"):
+        dc.counterfactual_maps(model, images[0], draws=2)
+
+
 def test_moving_along_a_faithful_map_reaches_the_target_more_often_than_random_moves():
     from bloodgen.classify.heatmaps import faithfulness, moved
 

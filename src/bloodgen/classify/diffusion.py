@@ -94,11 +94,13 @@ def disc_mask(shape: tuple[int, int], radius: float) -> torch.Tensor:
 
 
 class NoiseErrors:
-    """Weighted noise-prediction errors of one loaded model (epsilon or v-prediction)."""
+    """Weighted noise-prediction errors of one loaded model (epsilon or v-prediction), on what its diffusion
+    runs on: the pixels, or a latent model's latents of them (the disc then scaled to the latent's size)."""
 
     def __init__(self, loaded, weighting: str, disc_radius: float = 0.0):
         self.family, self.network = loaded.family, loaded.network
-        self.mask = disc_mask(self.family.sample_shape[1:], disc_radius)
+        size = self.family.sample_shape[1]
+        self.mask = disc_mask(self.family.sample_shape[1:], disc_radius * size / 28)
         self.device = loaded.device
         self.scheduler = self.family.noise_scheduler()
         self.abar = self.scheduler.alphas_cumprod.to(self.device)
@@ -125,6 +127,10 @@ class NoiseErrors:
     def error(self, residuals: torch.Tensor) -> torch.Tensor:
         """(B,) mean squared residual of each image over its channels and the pixels of the mask."""
         return (residuals.pow(2).mean(1) * self.mask).sum((1, 2)) / self.mask.sum()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (CPU) as the diffusion sees them (CPU): themselves, or a latent model's latents."""
+        return self.family.diffusion_input(self.network, images.to(self.device)).float().cpu()
 
     def noisy(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return self.scheduler.add_noise(x0, eps, t)
@@ -174,7 +180,7 @@ def classify_images(loaded, images: np.ndarray, options: ClassifierOptions = Cla
         for lo in range(saved.done, n, chunk):
             hi = min(n, lo + chunk)
             state = _ChunkState(to_model_range(images[lo:hi]), [image_generator(options.seed, i) for i in range(lo, hi)],
-                                classes, options.max_draws)
+                                classes, options.max_draws, scorer)
             while not state.finished.all():
                 rows = np.flatnonzero(~state.finished)
                 state.score_round(scorer, rows, options)
@@ -236,9 +242,11 @@ class _Partial:
 class _ChunkState:
     """The draws of a chunk of images so far: per-draw errors, active classes, draw counts."""
 
-    def __init__(self, x0: torch.Tensor, generators: list[torch.Generator], classes: list[int], max_draws: int):
-        m = len(x0)
-        self.x0, self.generators = x0, generators
+    def __init__(self, images: torch.Tensor, generators: list[torch.Generator], classes: list[int], max_draws: int,
+                 scorer: NoiseErrors):
+        m = len(images)
+        self.images, self.generators = images, generators
+        self.x0 = scorer.encode(images)  # what is noised: the images, or a latent model's latents of them
         self.errors = np.zeros((m, N_CLASSES, max_draws))
         self.raw = np.full((m, N_CLASSES, max_draws), np.nan)  # unweighted: what replays re-weight
         self.timesteps = np.full((m, max_draws), -1, dtype=np.int64)
@@ -256,8 +264,9 @@ class _ChunkState:
             k = min(options.draws_per_round, self.max_draws - self.done[i])
             t, eps = scorer.draw(self.generators[i], k)
             x0 = self.x0[i:i + 1].expand(k, -1, -1, -1)
-            if options.tta:  # drawn after (t, eps), so runs without it keep their draws
-                x0 = dihedral(x0, torch.randint(0, 8, (k,), generator=self.generators[i]))
+            if options.tta:  # drawn after (t, eps), so runs without it keep their draws; flipped before encoding
+                turns = torch.randint(0, 8, (k,), generator=self.generators[i])
+                x0 = scorer.encode(dihedral(self.images[i:i + 1].expand(k, -1, -1, -1), turns))
             x_t = scorer.noisy(x0, t, eps)
             cls = np.flatnonzero(self.active[i])
             # The same (t, eps, x_t) goes to every class: the errors are paired across classes.
@@ -338,6 +347,9 @@ def counterfactual_maps(loaded, image: np.ndarray, draws: int = 100, options: Cl
         raise UserError(f"heat-map draws must be >= 1, got {draws}")
     image = check_images(np.asarray(image)[None], "the heat-map image")
     classes = candidate_classes(loaded)
+    if tuple(loaded.family.sample_shape) != (3, 28, 28):
+        raise UserError(f"{loaded.source} is a {loaded.spec.model} model, whose diffusion runs on latents: heat maps "
+                        f"are pixel maps, so they need a pixel-space model (ddpm)")
     scorer = NoiseErrors(loaded, options.weighting, options.disc_radius)
     t, eps = scorer.draw(image_generator(options.seed, index), draws)
     x_t = scorer.noisy(to_model_range(image).expand(draws, -1, -1, -1), t, eps)

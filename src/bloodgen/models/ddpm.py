@@ -140,6 +140,11 @@ class DDPM(Family):
         cls = DDIMScheduler if sampler == "ddim" else DPMSolverMultistepScheduler
         return cls.from_config(base.config, timestep_spacing="trailing")
 
+    @torch.no_grad()
+    def diffusion_input(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """What the diffusion noises for images x in [-1, 1]: the images themselves here."""
+        return x
+
     def denoise(self, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The U-Net's prediction (epsilon or v) for noisy x at time t; the one place t and labels enter it."""
         return unet(x, t, class_labels=labels if self.conditional else None).sample

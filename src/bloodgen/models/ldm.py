@@ -112,6 +112,11 @@ class LDM(DDPM):
         unet = self.unet(num_class_embeds=self.n_classes + 1 if self.conditional else None)
         return {"ldm": LatentDiffusion(autoencoder, unet)}
 
+    @torch.no_grad()
+    def diffusion_input(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's latents of images x: what the U-Net was trained to denoise."""
+        return getattr(network, "module", network).autoencoder.encode(x)
+
     def denoise(self, network: nn.Module, x: torch.Tensor, t: torch.Tensor,
                 labels: torch.Tensor | None) -> torch.Tensor:
         return network(x, t, labels if self.conditional else None)

@@ -50,7 +50,7 @@ class FamilySpec:
     summary: str  # one line for `bloodgen train --help`
     in_study: bool = False  # compared by `bloodgen study` unless --models names others
     quick_study_steps: int | None = None  # training steps of the quick study (about a minute on 2 CPU cores)
-    noise_classifier: bool = False  # a class-conditional pixel denoiser: usable as a diffusion classifier
+    noise_classifier: bool = False  # a class-conditional denoiser (of pixels or latents): a diffusion classifier
     needs_inputs: bool = False  # trains only with inputs of its own (a prototypes file), not from the data alone
     translates: bool = False  # translates images of a source domain into the data's (bloodgen translate)
     sampler_options: tuple[SamplerOption, ...] = ()
@@ -84,7 +84,7 @@ REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in (
     # Of its 4 tiny test steps, 2 train the autoencoder and 2 the U-Net.
     FamilySpec("ldm", "bloodgen.models.ldm:LDM",
                "latent diffusion: the ddpm in the 14x14 latent space of an autoencoder trained first, in the same run",
-               sampler_options=DIFFUSION_SAMPLING,
+               noise_classifier=True, sampler_options=DIFFUSION_SAMPLING,
                tiny_config={**TINY_DIFFUSION, "channels": [16, 32], "attention": [False, True], "ae_channels": 8,
                             "ae_steps": 2}),
     FamilySpec("proto-ddpm", "bloodgen.models.proto_ddpm:ProtoDDPM",

@@ -79,7 +79,7 @@ def _report_prototypes(results: dict, out: Path, folder: Path) -> list:
 
 
 def _classifier_family(models: Sequence[str]) -> str | None:
-    return next((m for m in models if m in noise_classifiers()), None)
+    return next((m for m in noise_classifiers() if m in models), None)  # registry order: pixel ddpm first
 
 
 def _check_diffusion_classifier(preset: StudyPreset, models: Sequence[str]) -> None:
