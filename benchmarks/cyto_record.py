@@ -11,7 +11,8 @@ writes their mean ± std into results/record/diffusion-classifier/summary/. A se
 parts is saved as it finishes (and, inside a part, every 64 images), so the benchmark resumes where it
 stopped. On 2 CPU cores a seed's accuracy part takes about an hour (400 images, pruned and unpruned).
 A --variant other than default turns on the paper's options (the error within a centred disc of 12
-pixels, paired test-time augmentation) for an A/B on the same images, into ddpm-s<seed>-<variant>/.
+pixels, paired test-time augmentation) for an A/B on the same images, into ddpm-s<seed>-<variant>/; --family ldm
+evaluates the record latent-diffusion runs the same way (ldm-s<seed>/), the A/B of the latent model.
 """
 
 from __future__ import annotations
@@ -38,21 +39,21 @@ VARIANTS = {"default": {}, "disc": {"disc_radius": 12.0}, "tta": {"tta": True},
             "disc-tta": {"disc_radius": 12.0, "tta": True}}
 
 
-def out_folder(seed: int, variant: str) -> Path:
-    return OUT / (f"ddpm-s{seed}" if variant == "default" else f"ddpm-s{seed}-{variant}")
+def out_folder(seed: int, variant: str, family: str = "ddpm") -> Path:
+    return OUT / (f"{family}-s{seed}" if variant == "default" else f"{family}-s{seed}-{variant}")
 
 
-def run_folder(seed: int) -> Path:
-    found = sorted((RECORD / "runs").glob(f"ddpm-s{seed}-*"))
+def run_folder(seed: int, family: str = "ddpm") -> Path:
+    found = sorted((RECORD / "runs").glob(f"{family}-s{seed}-*"))
     if len(found) != 1:
-        raise UserError(f"expected one record ddpm run of seed {seed} in {RECORD / 'runs'}, found {len(found)}")
+        raise UserError(f"expected one record {family} run of seed {seed} in {RECORD / 'runs'}, found {len(found)}")
     return found[0]
 
 
 def evaluate_seed(seed: int, variant: str, parts: tuple[str, ...], per_class: int, data: str | None,
-                  progress: bool) -> bool:
+                  progress: bool, family: str = "ddpm") -> bool:
     """Run the parts of `seed` not saved yet; True when all of them are saved."""
-    out = out_folder(seed, variant)
+    out = out_folder(seed, variant, family)
     missing = tuple(p for p in parts if not (out / "parts" / f"{p}.json").is_file())
     if not missing:
         print(f"seed {seed}: done already ({out})", flush=True)
@@ -60,7 +61,7 @@ def evaluate_seed(seed: int, variant: str, parts: tuple[str, ...], per_class: in
     print(f"seed {seed}: {', '.join(missing)} into {out}", flush=True)
     options = ClassifierOptions(max_draws=2000, **VARIANTS[variant])
     # The ResNet-18 beside it is trained with the same seed: five evaluations give five of each (Table 2).
-    run_evaluation(EvalConfig(checkpoint=str(run_folder(seed)), out=str(out), data=data, parts=missing,
+    run_evaluation(EvalConfig(checkpoint=str(run_folder(seed, family)), out=str(out), data=data, parts=missing,
                               test_per_class=per_class, options=options, progress=progress,
                               recipe=replace(default_recipe(), seed=seed)))
     return True
@@ -72,6 +73,8 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=50, help="test images of each class (default 50)")
     parser.add_argument("--parts", nargs="+", default=["accuracy", "calibration"], choices=PARTS)
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="default")
+    parser.add_argument("--family", choices=("ddpm", "ldm"), default="ddpm",
+                        help="the record runs to evaluate: the pixel ddpm, or the latent model (an A/B of item 3)")
     parser.add_argument("--max-minutes", type=float, default=None, help="start no seed after this many minutes")
     parser.add_argument("--data", default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -81,10 +84,12 @@ def main() -> int:
         if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
             print(f"time limit: seeds from {seed} on wait for the next run", flush=True)
             break
-        evaluate_seed(seed, args.variant, tuple(args.parts), args.per_class, args.data, not args.no_progress)
-    done = [out_folder(s, args.variant) for s in args.seeds
-            if all((out_folder(s, args.variant) / "parts" / f"{p}.json").is_file() for p in args.parts)]
-    summary = OUT / ("summary" if args.variant == "default" else f"summary-{args.variant}")
+        evaluate_seed(seed, args.variant, tuple(args.parts), args.per_class, args.data, not args.no_progress,
+                      args.family)
+    done = [out_folder(s, args.variant, args.family) for s in args.seeds
+            if all((out_folder(s, args.variant, args.family) / "parts" / f"{p}.json").is_file() for p in args.parts)]
+    prefix = "summary" if args.family == "ddpm" else f"summary-{args.family}"
+    summary = OUT / (prefix if args.variant == "default" else f"{prefix}-{args.variant}")
     if len(done) >= 2:
         write_summary(done, summary)
         print(f"summary of {len(done)} seeds in {summary}", flush=True)
