@@ -104,6 +104,7 @@ class NoiseErrors:
         self.device = loaded.device
         self.scheduler = self.family.noise_scheduler()
         self.abar = self.scheduler.alphas_cumprod.to(self.device)
+        self.weight_abar = self.scheduler.alphas_cumprod.double().numpy()  # w(t) is computed on the CPU, every round
         self.timesteps = int(self.family.config["timesteps"])
         self.v_prediction = self.family.config["prediction"] == "v"
         self.weighting = weighting
@@ -137,8 +138,7 @@ class NoiseErrors:
 
     def weights(self, t: torch.Tensor) -> torch.Tensor:
         """(k,) float64 w(t) of draws at CPU time steps t."""
-        return torch.as_tensor(draw_weights(self.weighting, t.numpy(), self.scheduler.alphas_cumprod.double().numpy(),
-                                            self.timesteps))
+        return torch.as_tensor(draw_weights(self.weighting, t.numpy(), self.weight_abar, self.timesteps))
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:

@@ -58,20 +58,18 @@ def replay_ablations(draws_path: Path, out: Path, weighting: str) -> AblationsPa
     if (t < 0).any() or np.isnan(raw[:, classes]).any():
         raise UserError(f"{draws_path} holds a pruned run's draws: only unpruned draws can be replayed")
     n_classes = len(classes)
-
-    def weighted(name: str) -> np.ndarray:
-        return raw * draw_weights(name, t, abar, n_t)[:, None, :]
-
-    table = {w: {a: _score(labels, predictions_by_draws(combine(weighted(w), classes, a), [stored])[0],
-                           n_classes * stored) for a in AGGREGATIONS} for w in REPLAY_WEIGHTINGS}
     counts = [c for c in DRAW_COUNTS if c < stored] + [stored]
-    curves = {w: [float(accuracy_score(labels, p)) for p in predictions_by_draws(weighted(w), counts)]
-              for w in REPLAY_WEIGHTINGS}
+    table, curves = {}, {}
+    for w in REPLAY_WEIGHTINGS:  # one weighting's errors at a time: each is the size of the stored draws
+        weighted = raw * draw_weights(w, t, abar, n_t)[:, None, :]
+        table[w] = {a: _score(labels, predictions_by_draws(combine(weighted, classes, a), [stored])[0],
+                              n_classes * stored) for a in AGGREGATIONS}
+        curves[w] = [float(accuracy_score(labels, p)) for p in predictions_by_draws(weighted, counts)]
     features = bin_features(raw, t, classes, n_t, TIME_BINS)
     fitted = _score(labels, cross_fitted_predictions(features, labels, classes), n_classes * stored)
     beta = fit_bin_weights(features, labels, classes)
     pruning = []
-    live = weighted(weighting)
+    live = raw * draw_weights(weighting, t, abar, n_t)[:, None, :]
     for min_draws in (m for m in PRUNE_MIN_DRAWS if m <= stored):
         for p_value in PRUNE_P_VALUES:
             predictions, class_draws = replay_pruning(live, classes, min_draws, p_value, draws_per_round)

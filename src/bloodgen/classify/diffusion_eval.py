@@ -589,12 +589,12 @@ def _test_text(cfg: dict) -> str:
 
 
 def _ablation_blocks(ab: AblationsPart, figure: _Figures) -> list:
-    rows = [[w] + [_pct(by[a].accuracy) for a in by] + [_pct(by["mean"].balanced_accuracy)]
-            for w, by in ab.weightings.items()]
     aggregations = list(next(iter(ab.weightings.values())))
-    f = ab.fitted
-    rows.append([f"logistic over {ab.fitted_bins} time ranges (5-fold cross-fitted)", _pct(f.accuracy), "", "",
-                 _pct(f.balanced_accuracy)])
+    rows = [[w] + [_pct(by[a].accuracy) for a in aggregations] + [_pct(by["mean"].balanced_accuracy)]
+            for w, by in ab.weightings.items()]
+    f = ab.fitted  # a weighting of its own: one accuracy, in the first aggregation's column
+    rows.append([f"logistic over {ab.fitted_bins} time ranges (5-fold cross-fitted)", _pct(f.accuracy),
+                 *[""] * (len(aggregations) - 1), _pct(f.balanced_accuracy)])
     pruning = [[str(s.min_draws), f"{s.p_value:g}", _pct(s.accuracy), _pct(s.balanced_accuracy),
                 f"{s.evaluations_per_image:.0f}"] for s in ab.pruning]
     return [

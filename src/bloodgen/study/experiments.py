@@ -82,16 +82,29 @@ def _classifier_family(models: Sequence[str]) -> str | None:
     return next((m for m in noise_classifiers() if m in models), None)  # registry order: pixel ddpm first
 
 
+def _preset_settings(name: str, settings: dict, config_class) -> dict:
+    """A preset's settings of an experiment as keyword arguments of `config_class`: lists as tuples, the
+    diffusion classifier's options as ClassifierOptions; a key the class does not have is a UserError."""
+    unknown = set(settings) - set(config_class.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"the study preset's {name} names {', '.join(sorted(unknown))}, which "
+                        f"{config_class.__module__}.{config_class.__qualname__} does not have")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    if "options" in kwargs:
+        try:
+            kwargs["options"] = ClassifierOptions(**kwargs["options"])
+        except TypeError as err:
+            raise UserError(f"the study preset's {name} options: {err}") from None
+    return kwargs
+
+
 def _check_diffusion_classifier(preset: StudyPreset, models: Sequence[str]) -> None:
     from bloodgen.classify.diffusion_eval import EvalConfig
 
     if _classifier_family(models) is None:
         raise UserError(f"the diffusion-classifier experiment uses the study's {' or '.join(noise_classifiers())}: "
                         f"add it to --models or leave the experiment out")
-    unknown = set(preset.diffusion_classifier) - set(EvalConfig.__dataclass_fields__)
-    if unknown:
-        raise UserError(f"the study preset's diffusion_classifier names {', '.join(sorted(unknown))}, which "
-                        f"bloodgen.classify.diffusion_eval.EvalConfig does not have")
+    _preset_settings("diffusion_classifier", preset.diffusion_classifier, EvalConfig)
 
 
 def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
@@ -99,10 +112,8 @@ def _run_diffusion_classifier(ctx: ExperimentContext) -> dict:
     without the held-out class for the anomaly part. Parts already saved are kept."""
     from bloodgen.classify.diffusion_eval import EvalConfig, holdout_data_path, run_evaluation, write_results
 
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in ctx.preset.diffusion_classifier.items()}
-    if "options" in settings:
-        settings["options"] = ClassifierOptions(**settings["options"])
-    cfg = EvalConfig(checkpoint="", out="", **settings)
+    cfg = EvalConfig(checkpoint="", out="",
+                     **_preset_settings("diffusion_classifier", ctx.preset.diffusion_classifier, EvalConfig))
     run = ctx.best_run(_classifier_family(ctx.models))
     holdout_path = holdout_data_path(ctx.dataset, cfg.holdout_class, ctx.cache_dir)
     holdout = train_stage(run.model, run.seed, ctx.preset, ctx.out,
@@ -192,17 +203,7 @@ def _report_translation(results: dict, out: Path, folder: Path) -> list:
 def _low_data_config(preset: StudyPreset):
     from bloodgen.classify.low_data import LowDataConfig
 
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.low_data.items()}
-    unknown = set(settings) - set(LowDataConfig.__dataclass_fields__)
-    if unknown:
-        raise UserError(f"the study preset's low_data names {', '.join(sorted(unknown))}, which "
-                        f"bloodgen.classify.low_data.LowDataConfig does not have")
-    if "options" in settings:
-        try:
-            settings["options"] = ClassifierOptions(**settings["options"])
-        except TypeError as err:
-            raise UserError(f"the study preset's low_data options: {err}") from None
-    return LowDataConfig(**settings).check()
+    return LowDataConfig(**_preset_settings("low_data", preset.low_data, LowDataConfig)).check()
 
 
 def _check_low_data(preset: StudyPreset, models: Sequence[str]) -> None:
