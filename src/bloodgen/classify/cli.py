@@ -49,8 +49,7 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from bloodgen import checks
-    from bloodgen.classify.recipe import RECIPES
-    from bloodgen.classify.reference import default_recipe, reference_classifier
+    from bloodgen.classify.reference import chosen_recipe, reference_classifier
     from bloodgen.classify.scores import ClassificationScores
     from bloodgen.data import load_bloodmnist
     from bloodgen.errors import UserError
@@ -70,7 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.no_augment:
         overrides["augment"] = False
-    recipe = replace(RECIPES[args.recipe] if args.recipe else default_recipe(), **overrides)
+    recipe = replace(chosen_recipe(args.recipe), **overrides)
     _, info = reference_classifier(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir, retrain=args.retrain)
     test = ClassificationScores.from_json(info["test"])
     print(f"reference classifier (width {recipe.width}, {recipe.epochs} epochs, best val accuracy "

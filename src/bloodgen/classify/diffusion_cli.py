@@ -100,6 +100,7 @@ def add_parser(subparsers) -> None:
 def _add_eval_parser(subparsers) -> None:
     from bloodgen.classify.corruptions import BLOODMNIST_CORRUPTIONS
     from bloodgen.classify.diffusion_results import PARTS
+    from bloodgen.classify.recipe import add_recipe_argument
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.cli import add_data_argument
     from bloodgen.data.domains import DOMAINS
@@ -140,8 +141,7 @@ def _add_eval_parser(subparsers) -> None:
     e.add_argument("--heatmap-kind", choices=("signed", "squared"), default="signed",
                    help="the heat maps shown: signed per-channel noise differences (CytoDiffusion eqs. 10-12, with "
                         "overlays and a faithfulness check) or the unsigned weighted squared-error differences")
-    e.add_argument("--classifier-recipe", choices=("full", "cpu"), default=None,
-                   help="ResNet-18 reference recipe (default: full with a GPU, cpu without); a cached one is reused")
+    add_recipe_argument(e, "ResNet-18 reference recipe; a cached one is reused")
     e.add_argument("--classifier-epochs", type=int, default=None, help="override the reference recipe's epochs")
     e.add_argument("--classifier-seed", type=int, default=None,
                    help="the ResNet-18's training seed (default: the recipe's, 0); one per evaluation of several "
@@ -234,8 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from bloodgen import checks
     from bloodgen.classify.diffusion_eval import EvalConfig, run_evaluation
-    from bloodgen.classify.recipe import RECIPES
-    from bloodgen.classify.reference import default_recipe
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.errors import UserError
     from bloodgen.sampling.api import parse_class
     from bloodgen.sampling.pretrained import resolve_model_path
@@ -257,7 +256,7 @@ def run_eval(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     checks.output_folder(args.out, "--out")
     checks.device(args.device)
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else default_recipe()
+    recipe = chosen_recipe(args.classifier_recipe)
     if args.classifier_epochs is not None:
         if args.classifier_epochs < 1:
             raise UserError(f"--classifier-epochs must be >= 1, got {args.classifier_epochs}")

@@ -34,3 +34,9 @@ RECIPES = {
     "full": ClassifierRecipe(),
     "cpu": ClassifierRecipe(epochs=6, width=32),
 }
+
+
+def add_recipe_argument(parser, role: str) -> None:
+    """The --classifier-recipe option of every command that trains a ResNet-18; `role` says what it trains."""
+    parser.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
+                        help=f"{role} (default: full with a GPU, cpu without)")

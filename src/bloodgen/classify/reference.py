@@ -60,6 +60,11 @@ def default_recipe() -> ClassifierRecipe:
     return RECIPES["full" if torch.cuda.is_available() else "cpu"]
 
 
+def chosen_recipe(name: str | None) -> ClassifierRecipe:
+    """The recipe a --classifier-recipe value names, or the device's default when it names none."""
+    return RECIPES[name] if name else default_recipe()
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                    device: torch.device | str | None = None) -> np.ndarray:

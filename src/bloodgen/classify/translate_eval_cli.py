@@ -17,7 +17,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.recipe import add_recipe_argument
     from bloodgen.cli import HelpFormatter
     from bloodgen.data.domains import DOMAINS
 
@@ -41,8 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fid-n", type=int, default=0, metavar="N",
                    help="images per side for FID and KID of every variant (0: none; each set costs minutes on CPU)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S", help="classifier seeds")
-    p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                   help="ResNet-18 recipe of S_A and the oracles (default: full with a GPU, cpu without)")
+    add_recipe_argument(p, "ResNet-18 recipe of S_A and the oracles")
     p.add_argument("--cache-dir", default=None,
                    help="classifier and feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for translate_eval.json and .md")
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bloodgen import checks
     from bloodgen.classify.domain_shift import table
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.classify.translation_eval import seed_table, tables, translation_study
     from bloodgen.data.domains import get_domains
     from bloodgen.provenance import environment, write_json, write_text
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     get_domains(args.domains)
     runs = _translators(args.translators)
     translators = {domain: [load_model(run) for run in paths] for domain, paths in runs.items()}
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
+    recipe = chosen_recipe(args.classifier_recipe)
     study = translation_study(Path(args.folder), tuple(args.domains), tuple(args.seeds), recipe, translators,
                               args.fid_n, args.cache_dir)
     study["environment"] = environment()

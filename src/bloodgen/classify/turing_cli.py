@@ -64,7 +64,7 @@ def _add_score(actions, formatter) -> None:
 
 
 def _add_c2st(actions, formatter) -> None:
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.recipe import add_recipe_argument
 
     c = actions.add_parser(
         "c2st", help="the classifier two-sample test: can a ResNet-18 tell generated from real images?",
@@ -74,8 +74,7 @@ def _add_c2st(actions, formatter) -> None:
         epilog=EXAMPLES, formatter_class=formatter)
     _add_source(c)
     c.add_argument("--n", type=int, default=5000, help="images per side")
-    c.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                   help="ResNet-18 recipe (default: full with a GPU, cpu without)")
+    add_recipe_argument(c, "ResNet-18 recipe")
     c.add_argument("--out", metavar="FILE.json", required=True, help="the result")
     c.set_defaults(func=run_c2st)
 
@@ -140,8 +139,7 @@ def run_c2st(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bloodgen import checks
-    from bloodgen.classify.recipe import RECIPES
-    from bloodgen.classify.reference import default_recipe
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.classify.two_sample import balanced_draw, classifier_two_sample_test
     from bloodgen.data import N_CLASSES, load_bloodmnist
     from bloodgen.provenance import environment, portable_path, write_json
@@ -156,7 +154,7 @@ def run_c2st(args: argparse.Namespace) -> int:
     # Class-balanced against labelled samples; at random (the data's class mix) against an unconditional model's.
     real = balanced_draw(data.images("all"), data.labels("all") if labels is not None else None, args.n, rng,
                          N_CLASSES)[0]
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else default_recipe()
+    recipe = chosen_recipe(args.classifier_recipe)
     result = classifier_two_sample_test(generated, real, recipe, args.seed)
     write_json(out, {**result.to_json(), "samples": portable_path(args.samples), "seed": args.seed, "recipe": vars(recipe),
                      "data": data.provenance(), "environment": environment()})

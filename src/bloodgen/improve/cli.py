@@ -80,7 +80,7 @@ def add_parser(subparsers) -> None:
 
 
 def _encoder_arguments(p: argparse.ArgumentParser) -> None:
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.recipe import add_recipe_argument
 
     p.add_argument("--encoder", default="reference",
                    help="'reference' (the reference classifier's ResNet-18 features, trained and cached if needed), "
@@ -88,9 +88,7 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
                         "cached with the evaluation's features; weights from $BLOODGEN_INCEPTION_WEIGHTS or the torch "
                         "hub cache) or module:function returning a torch module from images (N, 3, 28, 28) in "
                         "[-1, 1] to (N, D)")
-    p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                   help="recipe of the reference classifier behind --encoder reference (default: full with a GPU, "
-                        "cpu without; cached per recipe)")
+    add_recipe_argument(p, "recipe of the reference classifier behind --encoder reference, cached per recipe")
     p.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
 
@@ -98,7 +96,7 @@ def run_learn(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.classify.prototype_options import PrototypeOptions
     from bloodgen.classify.prototypes import learn_prototypes
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.data import load_bloodmnist
 
     options = PrototypeOptions(per_class=args.per_class, dim=args.dim, gamma=args.gamma, lam=args.lam,
@@ -111,7 +109,7 @@ def run_learn(args: argparse.Namespace) -> int:
         checks.output_file(args.out, "--out", ".safetensors")
     else:
         checks.output_folder(args.out, "--out")
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
+    recipe = chosen_recipe(args.classifier_recipe)
     path, record = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
                                     classifier_recipe=recipe, cache_dir=args.cache_dir,
                                     max_per_class=args.max_per_class)

@@ -70,7 +70,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_utility_arguments(p) -> None:
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.recipe import add_recipe_argument
 
     utility = p.add_argument_group(
         "utility", "with --utility: class fidelity, train-on-synthetic/test-on-real, augmentation and memorisation, "
@@ -80,8 +80,7 @@ def _add_utility_arguments(p) -> None:
     utility.add_argument("--utility", action="store_true", help="add the utility checks")
     utility.add_argument("--utility-dir", metavar="DIR", default="utility",
                          help="where utility.md, utility.html and their figures go")
-    utility.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                         help="reference classifier recipe (default: full with a GPU, cpu without)")
+    add_recipe_argument(utility, "reference classifier recipe")
     utility.add_argument("--memorisation-n", type=int, default=5000,
                          help="generated images checked for memorisation (nearest training image)")
     utility.add_argument("--memorisation-space", choices=("both", "pixels"), default="both",
@@ -139,10 +138,10 @@ def _extractors(args: argparse.Namespace, metrics: list[str]) -> dict:
     if not any(name in METRICS and METRICS[name].space == CLASSIFIER for name in metrics):
         return {}
     from bloodgen.classify.features import classifier_extractor
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.data import load_bloodmnist
 
-    recipe = RECIPES[args.classifier_recipe] if args.classifier_recipe else None
+    recipe = chosen_recipe(args.classifier_recipe)
     return {CLASSIFIER: classifier_extractor(load_bloodmnist(args.data), recipe, cache_dir=args.cache_dir,
                                              device=args.device, progress=not args.quiet)}
 
@@ -161,7 +160,7 @@ def _utility(args: argparse.Namespace) -> dict:
     """The utility checks of SAMPLES, written as a small report in --utility-dir; returns the figures."""
     from pathlib import Path
 
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.reference import chosen_recipe
     from bloodgen.classify.utility import evaluate_utility
     from bloodgen.classify.utility_report import plot_fidelity_confusions, plot_nearest_pairs, utility_blocks
     from bloodgen.data import load_bloodmnist
@@ -177,7 +176,7 @@ def _utility(args: argparse.Namespace) -> dict:
         extractor = inception_extractor(args.inception_weights, device=args.device, batch_size=args.batch_size,
                                         progress=not args.quiet)
     report = evaluate_utility((samples.images, samples.labels), data,
-                              recipe=RECIPES[args.classifier_recipe] if args.classifier_recipe else None,
+                              recipe=chosen_recipe(args.classifier_recipe),
                               cache_dir=args.cache_dir, extractor=extractor, memorisation_n=args.memorisation_n)
     out = Path(args.utility_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,10 +68,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--utility-models", nargs="+", metavar="MODEL", default=None,
                    help="run the utility checks on these families only (implies --utility); on a CPU each "
                         "conditional family costs two classifier trainings")
-    from bloodgen.classify.recipe import RECIPES
+    from bloodgen.classify.recipe import add_recipe_argument
 
-    p.add_argument("--classifier-recipe", choices=tuple(RECIPES), default=None,
-                   help="reference-classifier recipe for --utility (default: full with a GPU, cpu without)")
+    add_recipe_argument(p, "reference-classifier recipe for --utility")
     p.add_argument("--experiments", nargs="+", choices=(*EXPERIMENTS, "none"), default=None, metavar="NAME",
                    help=f"experiments to add, from {', '.join(EXPERIMENTS)}, or 'none' (default: the preset's: "
                         f"both for full, none for quick)")
