@@ -124,6 +124,69 @@ def test_the_inception_encoder_reads_the_evaluation_feature_cache_split_by_split
     assert list((tmp_path / "cache" / "features").glob("*.npz"))  # shared with the evaluation's cache
 
 
+# A random CLIP small enough for a test: 32-pixel input, one transformer block per tower, 16-d image features.
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                             "patch_size": 8},
+             "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture
+def tiny_clip(tmp_path):
+    """(the tower's open_clip model, its weights file) of a random tiny CLIP architecture 'tiny-clip-test'."""
+    open_clip = pytest.importorskip("open_clip")
+    config = tmp_path / "tiny-clip-test.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip-test").eval()
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    return model, tmp_path / "tiny.pt"
+
+
+def test_the_clip_encoder_embeds_28_pixel_cells_as_open_clip_s_own_preprocessing_does(tiny_clip, monkeypatch):
+    import open_clip
+    from PIL import Image
+
+    from bloodgen.classify.clip_encoder import WEIGHTS_ENV, clip_encoder
+    from bloodgen.classify.prototypes import encode
+    from bloodgen.provenance import file_sha256
+
+    model, weights = tiny_clip
+    tower, trained_on = clip_encoder(f"clip:tiny-clip-test:{weights}")
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 3), dtype=np.uint8)
+    features = encode(tower, images)
+    # open_clip's PIL transform (resize, crop, normalise) on the same cells, through the saved model itself
+    transform = open_clip.image_transform(32, is_train=False)
+    with torch.no_grad():
+        expected = model.encode_image(torch.stack([transform(Image.fromarray(im)) for im in images])).numpy()
+    cosine = (features * expected).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(expected, axis=1)
+    assert features.shape == (6, 16) and cosine.min() > 0.98, cosine
+    assert trained_on["weights_sha256"] == file_sha256(weights) and "no BloodMNIST" in trained_on["images"]
+    torch.manual_seed(1)
+    other = weights.with_name("other.pt")
+    torch.save(open_clip.create_model("tiny-clip-test").state_dict(), other)
+    assert not np.allclose(encode(clip_encoder(f"clip:tiny-clip-test:{other}")[0], images), features, atol=1e-3)
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    for spec, says in ((f"clip:tiny-clip-test:{weights.with_name('gone.pt')}", "gone.pt not found"),
+                       ("clip:tiny-clip-test", WEIGHTS_ENV), (f"clip:no-such-arch:{weights}", "unknown CLIP")):
+        with pytest.raises(UserError, match=says):
+            clip_encoder(spec)
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights))
+    assert np.array_equal(encode(clip_encoder("clip:tiny-clip-test")[0], images), features)
+
+
+def test_prototypes_learned_on_clip_features_record_the_weights_by_name_and_hash(tiny_clip, tiny_data, tmp_path):
+    from bloodgen.classify.prototypes import learn_prototypes
+    from bloodgen.provenance import file_sha256
+
+    _, weights = tiny_clip
+    _, record = learn_prototypes(tiny_data, tmp_path / "p", PrototypeOptions(dim=DIM, epochs=3, batch_size=32),
+                                 encoder=f"clip:tiny-clip-test:{weights}")
+    assert record.encoder.spec == "clip:tiny-clip-test:tiny.pt" and record.encoder.feature_dim == 16
+    assert record.encoder.trained_on["weights_sha256"] == file_sha256(weights)
+    assert str(tmp_path) not in (tmp_path / "p" / "prototypes.json").read_text()
+
+
 def build_proto(path, mode="prototypes", **extra):
     from bloodgen.models.config import resolve_config
     from bloodgen.models.registry import get_family

@@ -39,7 +39,7 @@ class PrototypeOptions:
 class PrototypeEncoder:
     """The frozen encoder the prototypes were learned on, as prototypes.json's "encoder" records it."""
 
-    spec: str  # 'reference', 'inception' or 'module:function'
+    spec: str  # 'reference', 'inception', 'clip:ARCH:WEIGHTS-FILE-NAME' or 'module:function'
     feature_dim: int
     classifier_recipe: ClassifierRecipe | None  # the reference classifier's recipe when one was given
     trained_on: dict[str, Any] | None  # what the encoder saw: a data file's provenance, ImageNet, or unknown

@@ -9,7 +9,8 @@ trained with the distance-based cross-entropy plus lambda times the prototype lo
 to the closest prototype of the true class (it pulls features onto their class's prototypes, so the
 prototypes become class centres rather than mere decision boundaries).
 
-IMPROVE uses CLIP as f. Here f is one of: "reference", the reference classifier's ResNet-18 backbone (its
+IMPROVE uses CLIP as f. Here f is one of: "clip[:ARCH[:WEIGHTS]]", a CLIP image tower from a user's weights
+file (classify/clip_encoder.py); "reference", the reference classifier's ResNet-18 backbone (its
 512-d penultimate features; it saw the labels of the file it was trained on, which the record says);
 "inception", the FID InceptionV3's 2048-d pool3 features (ImageNet-trained, it never saw BloodMNIST; the
 features come from the evaluation's feature cache); or "module:function", a callable that returns a torch
@@ -34,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from bloodgen.classify.clip_encoder import clip_encoder, is_clip_spec, recorded_clip_spec
 from bloodgen.classify.prototype_options import EpochLog, PrototypeEncoder, PrototypeOptions, PrototypeRecord
 from bloodgen.classify.reference import reference_classifier
 from bloodgen.data import N_CLASSES, to_model_range
@@ -139,7 +141,8 @@ def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None
         return model.eval().requires_grad_(False)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"--encoder must be 'reference', '{INCEPTION_ENCODER}' or 'module:function', got {spec!r}")
+        raise UserError(f"--encoder must be 'reference', '{INCEPTION_ENCODER}', 'clip[:ARCH[:WEIGHTS]]' or "
+                        f"'module:function', got {spec!r}")
     try:
         factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
@@ -201,7 +204,8 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
         train_accuracy=fit.train_accuracy, val_accuracy=fit.val_accuracy,
         test_accuracy=prototype_accuracy(model, *splits["test"]),
         options=options,
-        encoder=PrototypeEncoder(encoder, int(splits["train"][0].shape[1]), classifier_recipe, trained_on),
+        encoder=PrototypeEncoder(recorded_clip_spec(encoder) if is_clip_spec(encoder) else encoder,
+                                 int(splits["train"][0].shape[1]), classifier_recipe, trained_on),
         data={**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
         history=fit.history,
         seconds=round(time.perf_counter() - started, 1),
@@ -221,6 +225,9 @@ def _embedder(encoder: str, data, encoder_data, recipe, cache_dir) -> tuple[Call
         return (lambda split, index: store.features(offsets[split] + index),
                 {"images": "ImageNet (pytorch-fid's InceptionV3 weights): no BloodMNIST image or label",
                  "weights_sha256": extractor.weights_sha256})
+    if is_clip_spec(encoder):
+        tower, trained_on = clip_encoder(encoder)
+        return lambda split, index: encode(tower, data.split(split)[0][index], batch_size=32), trained_on
     net = load_encoder(encoder, encoder_data, recipe, cache_dir)
     trained_on = encoder_data.provenance() if encoder == REFERENCE_ENCODER else None
     return lambda split, index: encode(net, data.split(split)[0][index]), trained_on

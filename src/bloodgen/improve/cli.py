@@ -72,7 +72,8 @@ def add_parser(subparsers) -> None:
                       help="epochs of the reference classifier (judge and encoder; default: its recipe's)")
     comp.add_argument("--seed", type=int, default=0, help="seed of every training and sampling of the comparison")
     comp.add_argument("--encoder", default="reference",
-                      help="prototype encoder: 'reference', 'inception' or module:function (see prototypes learn)")
+                      help="prototype encoder: 'reference', 'inception', 'clip[:ARCH[:WEIGHTS]]' or module:function "
+                           "(see prototypes learn)")
     comp.add_argument("--cache-dir", default=None,
                       help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,8 +87,10 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
                    help="'reference' (the reference classifier's ResNet-18 features, trained and cached if needed), "
                         "'inception' (the FID InceptionV3's pool3 features: ImageNet-trained, never saw BloodMNIST; "
                         "cached with the evaluation's features; weights from $BLOODGEN_INCEPTION_WEIGHTS or the torch "
-                        "hub cache) or module:function returning a torch module from images (N, 3, 28, 28) in "
-                        "[-1, 1] to (N, D)")
+                        "hub cache), 'clip[:ARCH[:WEIGHTS]]' (a CLIP image tower, IMPROVE's encoder: ARCH an "
+                        "open_clip architecture, default ViT-L-14; WEIGHTS an open_clip checkpoint file or, online, "
+                        "a pretrained tag such as openai; default $BLOODGEN_CLIP_WEIGHTS; needs the 'clip' extra) or "
+                        "module:function returning a torch module from images (N, 3, 28, 28) in [-1, 1] to (N, D)")
     add_recipe_argument(p, "recipe of the reference classifier behind --encoder reference, cached per recipe")
     p.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
