@@ -161,6 +161,32 @@ def test_the_study_scores_every_domain_per_method_and_resumes(domains, tmp_path,
     assert "begun with other options" in capsys.readouterr().err
 
 
+def test_the_resnet_oracle_is_trained_in_each_domain_and_scored_in_all(domains, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from sklearn.metrics import accuracy_score
+
+    import bloodgen.classify.reference as reference
+    from bloodgen.cellfeatures import study
+    from bloodgen.classify.recipe import ClassifierRecipe
+
+    recipe, cache = ClassifierRecipe(epochs=1, batch_size=32, width=8), str(tmp_path / "cache")
+    plan = study.FeatureStudy(study.domain_files(domains["A"].parent), tmp_path / "s",
+                              InputSpec("pixels", "whole", cache_dir=cache), methods=("resnet18",), recipe=recipe,
+                              classifier_seeds=2)
+    report = study.run_study(plan, progress=False).read_text()
+    unit = json.loads((tmp_path / "s" / "resnet18.json").read_text())
+    assert set(unit) == {"plan", "trained on A", "trained on stain", "protocol"} and unit["plan"]["seeds"] == 2
+    assert "### resnet18" in report and "| resnet18 |" in report
+    # The unit's figures are the cached oracles' own predictions: the seed-1 network of stain, scored on A.
+    monkeypatch.setattr(reference, "train_classifier", lambda *a, **k: pytest.fail("a cached oracle was retrained"))
+    stain, a = load_domain(str(domains["stain"])), load_domain(str(domains["A"]))
+    model, _ = reference.reference_classifier(stain, replace(recipe, seed=1), cache_dir=cache)
+    predicted = reference.predict_proba(model, a.images("test")).argmax(1)
+    per_seed = unit["trained on stain"]["A"]["accuracy"]["per_seed"]
+    assert len(per_seed) == 2 and per_seed[1] == accuracy_score(a.labels("test"), predicted)
+
+
 def test_the_bottleneck_sweep_fills_table_3_1_with_grids_and_resumes(tiny_npz, tmp_path, monkeypatch, capsys):
     import bloodgen.cellfeatures.sweep as sweep
 

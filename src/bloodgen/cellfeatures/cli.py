@@ -76,21 +76,26 @@ def _options(args: argparse.Namespace, alignment: str = "none"):
 
 def _add_study(actions, formatter) -> None:
     from bloodgen.cellfeatures.options import METHODS
+    from bloodgen.classify.recipe import add_recipe_argument
 
     s = actions.add_parser(
         "study", help="AE-CFE's cross-domain table: a forest trained in each domain, scored in all, per method",
         description="For each method (raw: the input and a forest; ae: the autoencoder without a domain loss; "
                     "normal, adversarial, mmd: with that domain loss, mmd being AE-CFE) a random forest per seed "
                     "is trained on each domain's train part and scored on the test cells of every domain. The "
-                    "autoencoders train on every domain's train part. Each method is a unit saved as it finishes "
-                    "(OUT/<input>-<method>.json, OUT/runs/): the same command continues a cut study. Writes "
-                    "OUT/README.md with the tables.", epilog=EXAMPLES, formatter_class=formatter)
+                    "autoencoders train on every domain's train part. The oracle, resnet18, is the reference "
+                    "ResNet-18 trained on each domain's images (per classifier seed). Each method is a unit saved "
+                    "as it finishes (OUT/<input>-<method>.json, OUT/resnet18.json, OUT/runs/): the same command "
+                    "continues a cut study. Writes OUT/README.md with the tables.",
+        epilog=EXAMPLES, formatter_class=formatter)
     s.add_argument("--domains", metavar="DIR", required=True, help="a `bloodgen domains make` folder")
     s.add_argument("--out", metavar="DIR", required=True, help="the study folder")
     _add_inputs(s)
     s.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="feature spaces to compare")
     _add_autoencoder_options(s)
     s.add_argument("--seeds", type=int, default=5, help="forest seeds")
+    add_recipe_argument(s, "the resnet18 oracle's recipe")
+    s.add_argument("--classifier-seeds", type=int, default=3, help="the resnet18 oracle's seeds")
     s.add_argument("--max-minutes", type=float, default=None, help="start no method after this many minutes")
     s.add_argument("--umap", action="store_true", help="also draw OUT/umap-<input>.png (needs umap-learn)")
     s.set_defaults(func=run_study)
@@ -197,11 +202,14 @@ def run_probe(args: argparse.Namespace) -> int:
 def run_study(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.cellfeatures import study
+    from bloodgen.classify.reference import chosen_recipe
 
     out = checks.output_folder(args.out, "--out")
     checks.positive(args.seeds, "--seeds")
+    checks.positive(args.classifier_seeds, "--classifier-seeds")
     plan = study.FeatureStudy(study.domain_files(args.domains), out, _spec(args), tuple(args.methods),
-                              _options(args).check(has_target=True), args.seeds)
+                              _options(args).check(has_target=True), args.seeds,
+                              chosen_recipe(args.classifier_recipe), args.classifier_seeds)
     print(f"report: {study.run_study(plan, args.max_minutes, args.umap, progress=not args.quiet)}")
     return 0
 

@@ -11,7 +11,8 @@ INPUTS = ("inception", "pixels")  # h: frozen Inception pool3 features, or the p
 VIEWS = ("whole", "cell")  # the whole image, or the segmented cell alone
 IMAGE_LOSSES = ("ssim", "mse")
 ALIGNMENTS = ("none", "mmd", "normal", "adversarial")
-METHODS = ("raw", "ae", "normal", "adversarial", "mmd")  # the study's feature spaces
+ORACLE = "resnet18"  # a ResNet-18 on the images, trained in each domain: the cross-domain table's oracle
+METHODS = ("raw", "ae", "normal", "adversarial", "mmd", ORACLE)  # the study's feature spaces, then the oracle
 BOTTLENECKS = (5, 10, 20, 50, 100, 200, 500, 1000)  # the bottleneck study's range (Table 3.1)
 
 

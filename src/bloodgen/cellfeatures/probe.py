@@ -32,11 +32,16 @@ class ProbeScores:
 def forest_probe(train: tuple[np.ndarray, np.ndarray], tests: dict[str, tuple[np.ndarray, np.ndarray]],
                  seeds: int = 5, trees: int = TREES) -> dict[str, ProbeScores]:
     """A forest per seed fitted on `train` (features, labels), scored on each named test set."""
-    per_seed: dict[str, list[tuple[float, float]]] = {name: [] for name in tests}
+    per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in tests}
     for seed in range(seeds):
         forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1).fit(*train)
         for name, (features, labels) in tests.items():
-            predicted = forest.predict(features)
-            per_seed[name].append((accuracy_score(labels, predicted), balanced_accuracy_score(labels, predicted)))
-    return {name: ProbeScores(Figure.of([float(a) for a, _ in scores]), Figure.of([float(b) for _, b in scores]))
-            for name, scores in per_seed.items()}
+            per_seed[name].append((labels, forest.predict(features)))
+    return scores_over_seeds(per_seed)
+
+
+def scores_over_seeds(per_seed: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict[str, ProbeScores]:
+    """Each named test set's (labels, predictions) of every seed, as accuracy and balanced accuracy over seeds."""
+    return {name: ProbeScores(Figure.of([float(accuracy_score(y, p)) for y, p in pairs]),
+                              Figure.of([float(balanced_accuracy_score(y, p)) for y, p in pairs]))
+            for name, pairs in per_seed.items()}

@@ -6,7 +6,9 @@ test cells of every domain: `raw` (the input h + forest, no autoencoder), `ae` (
 every domain's train part, no domain loss), `normal`, `adversarial` and `mmd` (the same with the study's
 domain losses; `mmd` is AE-CFE). Each (input, method) is a unit whose parts are kept in
 OUT/<input>-<method>.json as they finish, its autoencoder in OUT/runs/<input>-<method>/ (resumable), and
-OUT/README.md holds the tables (with OUT/umap-<input>.png when asked for).
+OUT/README.md holds the tables (with OUT/umap-<input>.png when asked for). The oracle, `resnet18`, is the
+reference ResNet-18 trained on each domain's labelled images (OUT/resnet18.json, whatever the input): what a
+network trained in the target lab would reach.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from bloodgen.cellfeatures.experiment import InputSpec, domain_inputs, load_domain
-from bloodgen.cellfeatures.options import METHODS, AEOptions
-from bloodgen.cellfeatures.probe import ProbeScores, forest_probe
+from bloodgen.cellfeatures.options import METHODS, ORACLE, AEOptions
+from bloodgen.cellfeatures.probe import ProbeScores, forest_probe, scores_over_seeds
 from bloodgen.cellfeatures.train import embed, train_autoencoder
+from bloodgen.classify.recipe import ClassifierRecipe
+from bloodgen.classify.reference import chosen_recipe, predict_proba, reference_classifier
 from bloodgen.data.bloodmnist import CLASS_NAMES
 from bloodgen.data.domains import DOMAINS, SOURCE_DOMAIN
 from bloodgen.errors import UserError
@@ -37,7 +41,8 @@ UMAP_PER_DOMAIN = 500  # test cells per domain in the UMAP figure
 @dataclass(frozen=True)
 class FeatureStudy:
     """What the study runs: the domain files (by name, A first), the input, the methods, the autoencoder's
-    options (its alignment is set per method) and the forest seeds."""
+    options (its alignment is set per method), the forest seeds, and the oracle's recipe (None: the device's
+    default) and classifier seeds."""
 
     domains: dict[str, Path]
     out: Path
@@ -45,9 +50,11 @@ class FeatureStudy:
     methods: tuple[str, ...] = METHODS
     options: AEOptions = AEOptions()
     seeds: int = 5
+    recipe: ClassifierRecipe | None = None
+    classifier_seeds: int = 3
 
     def unit(self, method: str) -> str:
-        return f"{self.spec.source}-{method}"
+        return method if method == ORACLE else f"{self.spec.source}-{method}"
 
 
 def domain_files(folder: str | Path) -> dict[str, Path]:
@@ -74,7 +81,23 @@ def method_features(study: FeatureStudy, method: str, progress: bool = True) -> 
     return {name: {s: (embed(model, x), x.labels) for s, x in splits.items()} for name, splits in inputs.items()}
 
 
+def oracle_probe(study: FeatureStudy, train_domain: str) -> dict[str, ProbeScores]:
+    """The reference ResNet-18, one per classifier seed, trained on one domain's labelled images (cached per
+    data file and recipe, so translate-eval's oracles are reused), scored on every domain's test cells."""
+    data = {name: load_domain(str(path)) for name, path in study.domains.items()}
+    recipe = study.recipe or chosen_recipe(None)
+    per_seed: dict[str, list] = {name: [] for name in data}
+    for seed in range(study.classifier_seeds):
+        model, _ = reference_classifier(data[train_domain], replace(recipe, seed=seed), cache_dir=study.spec.cache_dir)
+        for name, domain in data.items():
+            per_seed[name].append((domain.labels("test"), predict_proba(model, domain.images("test")).argmax(1)))
+    return scores_over_seeds(per_seed)
+
+
 def _plan(study: FeatureStudy, method: str) -> dict:
+    if method == ORACLE:
+        return {"oracle": ORACLE, "recipe": vars(study.recipe or chosen_recipe(None)),
+                "seeds": study.classifier_seeds, "domains": list(study.domains)}
     alignment = "none" if method == "ae" else method
     autoencoder = None if method == "raw" else {**vars(study.options), "alignment": alignment}
     return {"input": study.spec.source, "view": study.spec.view, "autoencoder": autoencoder, "seeds": study.seeds,
@@ -92,6 +115,8 @@ def run_method(study: FeatureStudy, method: str, progress: bool = True) -> dict:
     for train_domain in study.domains:
         def probe():
             nonlocal features
+            if method == ORACLE:
+                return {name: s.to_json() for name, s in oracle_probe(study, train_domain).items()}
             features = features or method_features(study, method, progress)
             scores = forest_probe(features[train_domain]["train"],
                                   {name: f["test"] for name, f in features.items()}, seeds=study.seeds)
@@ -111,7 +136,8 @@ def run_study(study: FeatureStudy, max_minutes: float | None = None, umap: bool 
             break
         run_method(study, method, progress)
     if umap:
-        umap_figure(study, [m for m in study.methods if "protocol" in _saved(study.out, study.unit(m))])
+        umap_figure(study, [m for m in study.methods
+                            if m != ORACLE and "protocol" in _saved(study.out, study.unit(m))])
     return write_report(study.out, list(study.domains))
 
 
@@ -174,7 +200,7 @@ def summary_rows(units: dict[str, dict], domains: list[str]) -> list[list[str]]:
 
 def finished_units(out: Path) -> dict[str, dict]:
     """Every unit saved in OUT with all its parts, by name."""
-    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*-*.json"))}
+    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     return {u: r for u, r in units.items() if "protocol" in r}
 
 
@@ -186,14 +212,14 @@ def report_blocks(units: dict[str, dict], domains: list[str]) -> list:
     for unit, result in units.items():
         rows = [[t] + [_cell(_accuracy(result[f"trained on {t}"][d])) for d in domains] for t in domains]
         blocks += [Heading(unit, level=3),
-                   Table(["trained on"] + domains, rows, caption="accuracy (mean ± std over forest seeds)")]
+                   Table(["trained on"] + domains, rows, caption="accuracy (mean ± std over seeds)")]
     return blocks
 
 
 def write_report(out: Path, domains: list[str]) -> Path:
     """OUT/README.md from every finished unit in OUT (whatever the input), with the UMAP figures there."""
     finished = finished_units(out)
-    waiting = sorted({p.stem for p in out.glob("*-*.json")} - set(finished))
+    waiting = sorted({p.stem for p in out.glob("*.json")} - set(finished))
     doc = Document("AE-CFE across shifted domains", report_blocks(finished, domains))
     if waiting:
         doc.add(Paragraph(f"Unfinished (the same command continues): {', '.join(waiting)}."))
@@ -204,5 +230,7 @@ def write_report(out: Path, domains: list[str]) -> Path:
 REPORT_TEXT = """Random-forest accuracy (mean ± std over forest seeds), trained on the train part of one domain (rows),
 tested on the same test cells in every domain (columns). Units `<input>-<method>`: the input h (Inception
 pool3 or pixels) and the feature space (`raw`: h itself; `ae`: the autoencoder, no domain loss; `normal`,
-`adversarial`, `mmd`: with that domain loss, `mmd` being AE-CFE). The diagonal is the in-domain ceiling; the
-question is how much of it survives off the diagonal. Made by `bloodgen features study` (see its --help)."""
+`adversarial`, `mmd`: with that domain loss, `mmd` being AE-CFE); `resnet18` is the oracle, a ResNet-18
+trained on the images of the row's domain (mean ± std over classifier seeds). The diagonal is the in-domain
+ceiling; the question is how much of it survives off the diagonal. Made by `bloodgen features study` (see
+its --help)."""
