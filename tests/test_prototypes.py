@@ -182,7 +182,8 @@ def test_prototypes_learned_on_clip_features_record_the_weights_by_name_and_hash
     _, weights = tiny_clip
     _, record = learn_prototypes(tiny_data, tmp_path / "p", PrototypeOptions(dim=DIM, epochs=3, batch_size=32),
                                  encoder=f"clip:tiny-clip-test:{weights}")
-    assert record.encoder.spec == "clip:tiny-clip-test:tiny.pt" and record.encoder.feature_dim == 16
+    assert record.encoder.spec == f"clip:tiny-clip-test:tiny.pt#{file_sha256(weights)[:16]}"
+    assert record.encoder.feature_dim == 16
     assert record.encoder.trained_on["weights_sha256"] == file_sha256(weights)
     assert str(tmp_path) not in (tmp_path / "p" / "prototypes.json").read_text()
 

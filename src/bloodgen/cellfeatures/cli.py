@@ -43,7 +43,8 @@ def _add_inputs(p, view: bool = True) -> None:
         p.add_argument("--view", choices=VIEWS, default="whole", help="the whole image or the segmented cell alone")
     p.add_argument("--inception-weights", default=None, help="FID Inception weights (default: "
                                                              "$BLOODGEN_INCEPTION_WEIGHTS, then pytorch-fid's)")
-    p.add_argument("--cache-dir", default=None, help="feature cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
+    p.add_argument("--cache-dir", default=None,
+                   help="feature and classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
 
 def _add_autoencoder_options(t, single: bool = True) -> None:

@@ -25,7 +25,7 @@ from bloodgen.cellfeatures.options import METHODS, ORACLE, AEOptions
 from bloodgen.cellfeatures.probe import ProbeScores, forest_probe, scores_over_seeds
 from bloodgen.cellfeatures.train import embed, train_autoencoder
 from bloodgen.classify.recipe import ClassifierRecipe
-from bloodgen.classify.reference import chosen_recipe, predict_proba, reference_classifier
+from bloodgen.classify.reference import default_recipe, predict_proba, reference_classifier
 from bloodgen.data.bloodmnist import CLASS_NAMES
 from bloodgen.data.domains import DOMAINS, SOURCE_DOMAIN
 from bloodgen.errors import UserError
@@ -56,6 +56,9 @@ class FeatureStudy:
     def unit(self, method: str) -> str:
         return method if method == ORACLE else f"{self.spec.source}-{method}"
 
+    def oracle_recipe(self) -> ClassifierRecipe:
+        return self.recipe or default_recipe()
+
 
 def domain_files(folder: str | Path) -> dict[str, Path]:
     """A.npz and every shifted domain's file found in a `bloodgen domains make` folder."""
@@ -85,7 +88,7 @@ def oracle_probe(study: FeatureStudy, train_domain: str) -> dict[str, ProbeScore
     """The reference ResNet-18, one per classifier seed, trained on one domain's labelled images (cached per
     data file and recipe, so translate-eval's oracles are reused), scored on every domain's test cells."""
     data = {name: load_domain(str(path)) for name, path in study.domains.items()}
-    recipe = study.recipe or chosen_recipe(None)
+    recipe = study.oracle_recipe()
     per_seed: dict[str, list] = {name: [] for name in data}
     for seed in range(study.classifier_seeds):
         model, _ = reference_classifier(data[train_domain], replace(recipe, seed=seed), cache_dir=study.spec.cache_dir)
@@ -96,8 +99,8 @@ def oracle_probe(study: FeatureStudy, train_domain: str) -> dict[str, ProbeScore
 
 def _plan(study: FeatureStudy, method: str) -> dict:
     if method == ORACLE:
-        return {"oracle": ORACLE, "recipe": vars(study.recipe or chosen_recipe(None)),
-                "seeds": study.classifier_seeds, "domains": list(study.domains)}
+        recipe = {k: v for k, v in vars(study.oracle_recipe()).items() if k != "seed"}  # the seeds are below
+        return {"oracle": ORACLE, "recipe": recipe, "seeds": study.classifier_seeds, "domains": list(study.domains)}
     alignment = "none" if method == "ae" else method
     autoencoder = None if method == "raw" else {**vars(study.options), "alignment": alignment}
     return {"input": study.spec.source, "view": study.spec.view, "autoencoder": autoencoder, "seeds": study.seeds,
@@ -136,8 +139,7 @@ def run_study(study: FeatureStudy, max_minutes: float | None = None, umap: bool 
             break
         run_method(study, method, progress)
     if umap:
-        umap_figure(study, [m for m in study.methods
-                            if m != ORACLE and "protocol" in _saved(study.out, study.unit(m))])
+        umap_figure(study, [m for m in study.methods if "protocol" in _saved(study.out, study.unit(m))])
     return write_report(study.out, list(study.domains))
 
 
@@ -148,11 +150,12 @@ def _saved(out: Path, unit: str) -> dict:
 
 def umap_figure(study: FeatureStudy, methods: list[str]) -> Path | None:
     """Test cells of every domain in two UMAP dimensions, per method: coloured by domain (aligned features
-    mix the domains) and by class (useful features keep the classes apart)."""
+    mix the domains) and by class (useful features keep the classes apart). The oracle has no features."""
     try:
         import umap  # optional: the 'analysis' extra
     except ImportError:
         raise UserError("the UMAP figure needs umap-learn: pip install 'bloodgen[analysis]'") from None
+    methods = [m for m in methods if m != ORACLE]
     if not methods:
         return None
     plt, rng = pyplot(), np.random.default_rng(0)
@@ -198,17 +201,23 @@ def summary_rows(units: dict[str, dict], domains: list[str]) -> list[list[str]]:
     return rows
 
 
+def saved_units(out: Path) -> dict[str, dict]:
+    """Every unit begun in OUT (a JSON file with a plan; other files are not units), by name."""
+    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    return {u: r for u, r in units.items() if isinstance(r, dict) and "plan" in r}
+
+
 def finished_units(out: Path) -> dict[str, dict]:
     """Every unit saved in OUT with all its parts, by name."""
-    units = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
-    return {u: r for u, r in units.items() if "protocol" in r}
+    return {u: r for u, r in saved_units(out).items() if "protocol" in r}
 
 
 def report_blocks(units: dict[str, dict], domains: list[str]) -> list:
     """The summary table and each unit's table (rows: trained on; columns: tested on)."""
     blocks = [Paragraph(REPORT_TEXT),
               Table(["input, method", "in-domain (mean of the diagonal)", "other domains (mean off the diagonal)"],
-                    summary_rows(units, domains), caption="Random-forest accuracy, in and across domains")]
+                    summary_rows(units, domains), caption="Accuracy (random forest, or the ResNet-18 oracle), in "
+                                                          "and across domains")]
     for unit, result in units.items():
         rows = [[t] + [_cell(_accuracy(result[f"trained on {t}"][d])) for d in domains] for t in domains]
         blocks += [Heading(unit, level=3),
@@ -219,7 +228,7 @@ def report_blocks(units: dict[str, dict], domains: list[str]) -> list:
 def write_report(out: Path, domains: list[str]) -> Path:
     """OUT/README.md from every finished unit in OUT (whatever the input), with the UMAP figures there."""
     finished = finished_units(out)
-    waiting = sorted({p.stem for p in out.glob("*.json")} - set(finished))
+    waiting = sorted(set(saved_units(out)) - set(finished))
     doc = Document("AE-CFE across shifted domains", report_blocks(finished, domains))
     if waiting:
         doc.add(Paragraph(f"Unfinished (the same command continues): {', '.join(waiting)}."))

@@ -3,7 +3,8 @@
 The encoder spec is `clip[:ARCH[:WEIGHTS]]`: ARCH an open_clip architecture (default ViT-L-14, whose 768-d
 image features IMPROVE uses) and WEIGHTS an open_clip checkpoint file or, where the internet is reachable, one
 of open_clip's pretrained tags (e.g. `openai`, downloaded and cached by open_clip). Without WEIGHTS the file
-named by $BLOODGEN_CLIP_WEIGHTS is used, so offline machines never try a download.
+named by $BLOODGEN_CLIP_WEIGHTS is used, so offline machines never try a download. The `clip` prefix is
+reserved: a plug-in encoder cannot be a module named `clip`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class ClipImageTower(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate((images + 1) / 2, size=self.size, mode=self.interpolation, align_corners=False)
+        x = F.interpolate((images.to(self.mean.device) + 1) / 2, size=self.size, mode=self.interpolation,
+                          align_corners=False)
         return self.model.encode_image((x.clamp(0, 1) - self.mean) / self.std)
 
 
@@ -54,23 +56,35 @@ def parse_clip_spec(spec: str) -> tuple[str, str]:
     return arch or DEFAULT_ARCH, weights
 
 
-def recorded_clip_spec(spec: str) -> str:
-    """The spec as a record keeps it: a weights file by its name only (its sha256 is in `trained_on`)."""
-    arch, weights = parse_clip_spec(spec)
-    return f"{CLIP_ENCODER}:{arch}:{Path(weights).name}"
-
-
-def clip_encoder(spec: str) -> tuple[ClipImageTower, dict]:
-    """The frozen image tower of a `clip[:ARCH[:WEIGHTS]]` spec and what it was trained on (for the record)."""
+def _open_clip():
     try:
         import open_clip  # optional: the 'clip' extra
     except ImportError:
         raise UserError("--encoder clip needs open-clip-torch: pip install 'bloodgen[clip]'") from None
+    return open_clip
+
+
+def _is_tag(arch: str, weights: str) -> bool:
+    return weights in _open_clip().list_pretrained_tags_by_model(arch)
+
+
+def recorded_clip_spec(spec: str) -> str:
+    """The spec as records keep it: a tag as such, a weights file by its name and the start of its sha256 (no
+    machine's path, and another file of the same name is not mistaken for it)."""
+    arch, weights = parse_clip_spec(spec)
+    if _is_tag(arch, weights) or not Path(weights).is_file():
+        return f"{CLIP_ENCODER}:{arch}:{weights}"
+    return f"{CLIP_ENCODER}:{arch}:{Path(weights).name}#{file_sha256(weights)[:16]}"
+
+
+def clip_encoder(spec: str) -> tuple[ClipImageTower, dict]:
+    """The frozen image tower of a `clip[:ARCH[:WEIGHTS]]` spec and what it was trained on (for the record)."""
+    open_clip = _open_clip()
     arch, weights = parse_clip_spec(spec)
     if arch not in open_clip.list_models():
         raise UserError(f"unknown CLIP architecture {arch!r}: choose one of open_clip.list_models(), e.g. "
                         f"{DEFAULT_ARCH}")
-    is_file = Path(weights).suffix != "" or os.sep in weights
+    is_file = not _is_tag(arch, weights)
     if is_file and not Path(weights).is_file():
         raise UserError(f"CLIP weights file {weights} not found: give an open_clip checkpoint of {arch}")
     try:
@@ -83,4 +97,5 @@ def clip_encoder(spec: str) -> tuple[ClipImageTower, dict]:
     trained_on = {"images": f"CLIP {arch} image-text pre-training: no BloodMNIST image or label",
                   "weights": Path(weights).name if is_file else weights,
                   "weights_sha256": file_sha256(weights) if is_file else None}
-    return tower.eval().requires_grad_(False), trained_on
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a ViT-L at 224 px is slow on a CPU
+    return tower.to(device).eval().requires_grad_(False), trained_on

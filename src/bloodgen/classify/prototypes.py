@@ -133,8 +133,10 @@ def fit_prototypes(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
 
 def load_encoder(spec: str, data=None, recipe=None, cache_dir: str | Path | None = None) -> nn.Module:
     """The frozen image encoder as a torch module: 'reference' (the backbone of the reference classifier
-    trained with `recipe`, by default `default_recipe()`) or 'module:function'. ('inception' is read from the
-    feature cache by `learn_prototypes`, not run here.)"""
+    trained with `recipe`, by default `default_recipe()`), 'clip[:ARCH[:WEIGHTS]]' or 'module:function'.
+    ('inception' is read from the feature cache by `learn_prototypes`, not run here.)"""
+    if is_clip_spec(spec):
+        return clip_encoder(spec)[0]
     if spec == REFERENCE_ENCODER:
         model, _ = reference_classifier(data, recipe, cache_dir=cache_dir)
         model.fc = nn.Identity()  # the penultimate features (512-d for the full-width ResNet-18)

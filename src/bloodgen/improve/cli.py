@@ -112,7 +112,7 @@ def run_learn(args: argparse.Namespace) -> int:
         checks.output_file(args.out, "--out", ".safetensors")
     else:
         checks.output_folder(args.out, "--out")
-    recipe = chosen_recipe(args.classifier_recipe)
+    recipe = chosen_recipe(args.classifier_recipe) if args.encoder == "reference" else None  # the encoder's own
     path, record = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
                                     classifier_recipe=recipe, cache_dir=args.cache_dir,
                                     max_per_class=args.max_per_class)

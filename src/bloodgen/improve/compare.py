@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bloodgen.classify.clip_encoder import is_clip_spec, recorded_clip_spec
 from bloodgen.classify.prototype_options import PrototypeEncoder, PrototypeOptions
 from bloodgen.classify.prototypes import learn_prototypes, read_info
 from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
@@ -298,6 +299,8 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
 def _claim(out: Path, budget: Budget, seed: int, encoder: str) -> None:
     """Record what this folder compares; a folder started with another budget, seed or encoder is refused,
     since its finished stages would be silently mixed with new ones."""
+    if is_clip_spec(encoder):  # the weights by name and hash: no path, and a changed file is noticed
+        encoder = recorded_clip_spec(encoder)
     spec = json.loads(json.dumps(ComparisonSpec(budget, seed, encoder).to_json()))
     path = out / "comparison.json"
     existing = _load_json(path)
@@ -445,7 +448,6 @@ def report_blocks(results: ComparisonResult, out_dir: Path, results_dir: Path | 
 def _setup_paragraph(results: ComparisonResult):
     budget = results.budget
     steps = budget.diffusion_overrides.get("steps", f"the {budget.diffusion_preset!r} preset's")
-    recipe = results.classifier.recipe
     cap = budget.eval_per_class
     tested = "the whole test split" if cap is None else f"{cap} test images per class"
     return Paragraph(
@@ -456,10 +458,17 @@ def _setup_paragraph(results: ComparisonResult):
         f"'{results.preset}': {budget.n_samples} generated images per run, FID at N={budget.fid_n} "
         f"over {budget.fid_seeds} seed(s) against all BloodMNIST images (no floor); TSTR classifiers "
         f"trained {budget.tstr_epochs} epochs, tested on {tested}. "
-        f"Class fidelity and the prototype encoder use one classifier, the reference ResNet-18 at width "
-        f"{recipe.width} trained {recipe.epochs} epoch(s) (test accuracy "
-        f"{_f(results.classifier.test_accuracy)}); as it also shapes the prototypes, its fidelity "
-        f"figures may favour the prototype arm.")
+        f"{_judge_text(results)}")
+
+
+def _judge_text(results: ComparisonResult) -> str:
+    recipe, encoders = results.classifier.recipe, sorted({r.prototypes.encoder.spec for r in results.regimes.values()})
+    judge = (f"the reference ResNet-18 at width {recipe.width} trained {recipe.epochs} epoch(s) (test accuracy "
+             f"{_f(results.classifier.test_accuracy)})")
+    if encoders == ["reference"]:
+        return (f"Class fidelity and the prototype encoder use one classifier, {judge}; as it also shapes the "
+                f"prototypes, its fidelity figures may favour the prototype arm.")
+    return f"Class fidelity is judged by {judge}; the prototypes are learned on frozen {', '.join(encoders)} features."
 
 
 def _tstr_table(results: ComparisonResult, regimes: list[str]):

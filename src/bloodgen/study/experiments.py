@@ -272,7 +272,8 @@ def _run_cell_features(ctx: ExperimentContext) -> dict:
         make_domains(ctx.dataset, folder, tuple(DOMAINS))
     spec, methods, options, seeds = _cell_feature_settings(ctx.preset, ctx.cache_dir, ctx.inception_weights)
     study = FeatureStudy(domains=domain_files(folder), out=ctx.out / CELL_FEATURES.folder, spec=spec,
-                         methods=methods, options=options, seeds=seeds, recipe=classifier_recipe(ctx.preset))
+                         methods=methods, options=options, seeds=seeds, recipe=classifier_recipe(ctx.preset),
+                         classifier_seeds=ctx.preset.domain_shift_seeds)  # the domain-shift experiment's oracles
     log(f"cell-features experiment ({spec.source} input; {', '.join(methods)}) in {study.out}")
     run_study(study, progress=ctx.progress)
     return {"domains": list(study.domains), "units": finished_units(study.out)}
