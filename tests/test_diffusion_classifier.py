@@ -428,7 +428,7 @@ def test_eval_heatmap_part_writes_results_report_and_blocks(toy_run, tmp_path):
     saved = json.loads((tmp_path / "eval" / "parts" / "heatmaps.json").read_text())
     assert saved["image_classes"] == [0, 7] and saved["draws"] == 4
     assert saved["checkpoint_step"] == results.heatmaps.run.checkpoint_step
-    blocks = report_blocks(results, tmp_path / "study")  # another folder: figures are copied there
+    blocks = report_blocks(results, tmp_path / "study", results_dir=tmp_path / "eval")  # figures copied there
     images = [b for b in blocks if isinstance(b, Image)]
     assert images and all((tmp_path / "study" / b.path).is_file() for b in images)
 

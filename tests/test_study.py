@@ -521,14 +521,15 @@ def test_experiments_get_the_study_ddpm_a_holdout_ddpm_and_a_report_section(tiny
 
     def fake_evaluation(cfg):
         calls["diffusion-classifier"] = cfg
-        return EvalResults(results_dir="diffusion classifier")  # the folder stands in for a marker
+        return EvalResults()
 
     monkeypatch.setattr(improve, "compare", fake_compare)
     monkeypatch.setattr(improve.ComparisonResult, "from_json", lambda record: record)
     monkeypatch.setattr(diffusion_eval, "run_evaluation", fake_evaluation)
     monkeypatch.setattr(improve, "report_blocks", lambda results, out, **kw: [Paragraph("SECTION " + results["marker"])])
     monkeypatch.setattr(diffusion_eval, "report_blocks",
-                        lambda results, out, **kw: [Paragraph("SECTION " + results.results_dir)])
+                        lambda results, out, **kw: [Paragraph("SECTION diffusion classifier"
+                                                              if isinstance(results, EvalResults) else "")])
     preset = replace(TINY_STUDY, diffusion_classifier={"n_test": 5})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

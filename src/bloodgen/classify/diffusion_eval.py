@@ -528,7 +528,7 @@ def write_results(out: str | Path) -> EvalResults:
     out = Path(out)
     parts = {p: PART_RECORDS[p].from_json(json.loads(_part_path(out, p).read_text())) for p in PARTS
              if _part_path(out, p).is_file()}
-    results = EvalResults(**parts, results_dir=str(out.resolve()))
+    results = EvalResults(**parts)
     write_json(out / "results.json", results.to_json())
     write_report(Document("Diffusion classifier (CytoDiffusion) evaluation", report_blocks(results, out)), out)
     return results
@@ -702,10 +702,10 @@ def report_blocks(results: EvalResults, out_dir: Path, results_dir: Path | None 
     """Report blocks (headings, tables, figures) for `results` (EvalResults.from_json of results.json), with
     figure paths relative to `out_dir`; figures made elsewhere are copied into out_dir/diffusion_classifier/.
 
-    The figures are looked up in `results_dir` (default: the folder results.json was written to).
+    The figures are looked up in `results_dir`, the folder results.json was written to (default: `out_dir`).
     """
     parts = results.parts()
-    figure = _Figures(Path(results_dir or results.results_dir or out_dir), Path(out_dir))
+    figure = _Figures(Path(results_dir or out_dir), Path(out_dir))
     blocks: list = [Heading("Diffusion model as a classifier (CytoDiffusion)")]
     for name, make in PART_BLOCKS.items():
         if name in parts:

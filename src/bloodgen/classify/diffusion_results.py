@@ -333,7 +333,7 @@ PART_RECORDS: dict[str, type[_Part]] = {"accuracy": AccuracyPart, "ablations": A
 
 @dataclass(frozen=True)
 class EvalResults:
-    """results.json: every part saved so far, and the folder they were saved in."""
+    """results.json: every part saved so far (their figures lie beside it)."""
 
     accuracy: AccuracyPart | None = None
     ablations: AblationsPart | None = None
@@ -342,17 +342,14 @@ class EvalResults:
     anomaly: AnomalyPart | None = None
     corruptions: CorruptionsPart | None = None
     heatmaps: HeatmapsPart | None = None
-    results_dir: str | None = None
 
     def parts(self) -> dict[str, _Part]:
         """The saved parts by name, in PARTS order."""
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
 
     def to_json(self) -> dict:
-        out = {"parts": {name: part.to_json() for name, part in self.parts().items()}}
-        return out if self.results_dir is None else {**out, "results_dir": self.results_dir}
+        return {"parts": {name: part.to_json() for name, part in self.parts().items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> EvalResults:
-        parts = {name: PART_RECORDS[name].from_json(part) for name, part in d["parts"].items()}
-        return cls(**parts, results_dir=d.get("results_dir"))
+        return cls(**{name: PART_RECORDS[name].from_json(part) for name, part in d["parts"].items()})
