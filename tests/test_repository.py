@@ -80,6 +80,7 @@ DEFERRED_IMPORTS = {
                          "bloodgen.training.loop"}, HELP_PATH),
     "classify/corruptions.py": ({"cv2", "medmnistc.corruptions.filter", "medmnistc.corruptions.registry"}, OPTIONAL),
     "cellfeatures/study.py": ({"umap"}, OPTIONAL),
+    "classify/clip_encoder.py": ({"open_clip"}, OPTIONAL),
     "data/bloodmnist.py": ({"medmnist"}, OPTIONAL),
 }
 

@@ -88,9 +88,10 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
                         "'inception' (the FID InceptionV3's pool3 features: ImageNet-trained, never saw BloodMNIST; "
                         "cached with the evaluation's features; weights from $BLOODGEN_INCEPTION_WEIGHTS or the torch "
                         "hub cache), 'clip[:ARCH[:WEIGHTS]]' (a CLIP image tower, IMPROVE's encoder: ARCH an "
-                        "open_clip architecture, default ViT-L-14; WEIGHTS an open_clip checkpoint file or, online, "
-                        "a pretrained tag such as openai; default $BLOODGEN_CLIP_WEIGHTS; needs the 'clip' extra) or "
-                        "module:function returning a torch module from images (N, 3, 28, 28) in [-1, 1] to (N, D)")
+                        "open_clip architecture, ViT-L-14 when omitted; WEIGHTS an open_clip checkpoint file or, "
+                        "online, a pretrained tag such as openai, $BLOODGEN_CLIP_WEIGHTS when omitted; needs the "
+                        "'clip' extra) or module:function returning a torch module from images (N, 3, 28, 28) in "
+                        "[-1, 1] to (N, D)")
     add_recipe_argument(p, "recipe of the reference classifier behind --encoder reference, cached per recipe")
     p.add_argument("--cache-dir", default=None, help="classifier cache (default: $BLOODGEN_CACHE or ~/.cache/bloodgen)")
 
