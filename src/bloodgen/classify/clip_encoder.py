@@ -68,9 +68,12 @@ def _is_tag(arch: str, weights: str) -> bool:
     return weights in _open_clip().list_pretrained_tags_by_model(arch)
 
 
-def recorded_clip_spec(spec: str) -> str:
-    """The spec as records keep it: a tag as such, a weights file by its name and the start of its sha256 (no
-    machine's path, and another file of the same name is not mistaken for it)."""
+def recorded_encoder_spec(spec: str) -> str:
+    """An encoder spec as records keep it: any other encoder's unchanged; a CLIP tag as such, a CLIP weights
+    file by its name and the start of its sha256 (no machine's path, and another file of the same name is not
+    mistaken for it)."""
+    if not is_clip_spec(spec):
+        return spec
     arch, weights = parse_clip_spec(spec)
     if _is_tag(arch, weights) or not Path(weights).is_file():
         return f"{CLIP_ENCODER}:{arch}:{weights}"

@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from bloodgen.classify.clip_encoder import clip_encoder, is_clip_spec, recorded_clip_spec
+from bloodgen.classify.clip_encoder import clip_encoder, is_clip_spec, recorded_encoder_spec
 from bloodgen.classify.prototype_options import EpochLog, PrototypeEncoder, PrototypeOptions, PrototypeRecord
 from bloodgen.classify.reference import reference_classifier
 from bloodgen.data import N_CLASSES, to_model_range
@@ -206,8 +206,8 @@ def learn_prototypes(data, out: str | Path, options: PrototypeOptions = Prototyp
         train_accuracy=fit.train_accuracy, val_accuracy=fit.val_accuracy,
         test_accuracy=prototype_accuracy(model, *splits["test"]),
         options=options,
-        encoder=PrototypeEncoder(recorded_clip_spec(encoder) if is_clip_spec(encoder) else encoder,
-                                 int(splits["train"][0].shape[1]), classifier_recipe, trained_on),
+        encoder=PrototypeEncoder(recorded_encoder_spec(encoder), int(splits["train"][0].shape[1]),
+                                 classifier_recipe, trained_on),
         data={**data.provenance(), "n_train_used": int(len(splits["train"][1])), "max_per_class": max_per_class},
         history=fit.history,
         seconds=round(time.perf_counter() - started, 1),

@@ -99,7 +99,7 @@ def _encoder_arguments(p: argparse.ArgumentParser) -> None:
 def run_learn(args: argparse.Namespace) -> int:
     from bloodgen import checks
     from bloodgen.classify.prototype_options import PrototypeOptions
-    from bloodgen.classify.prototypes import learn_prototypes
+    from bloodgen.classify.prototypes import REFERENCE_ENCODER, learn_prototypes
     from bloodgen.classify.reference import chosen_recipe
     from bloodgen.data import load_bloodmnist
 
@@ -113,7 +113,7 @@ def run_learn(args: argparse.Namespace) -> int:
         checks.output_file(args.out, "--out", ".safetensors")
     else:
         checks.output_folder(args.out, "--out")
-    recipe = chosen_recipe(args.classifier_recipe) if args.encoder == "reference" else None  # the encoder's own
+    recipe = chosen_recipe(args.classifier_recipe) if args.encoder == REFERENCE_ENCODER else None  # its own
     path, record = learn_prototypes(load_bloodmnist(args.data), args.out, options, encoder=args.encoder,
                                     classifier_recipe=recipe, cache_dir=args.cache_dir,
                                     max_per_class=args.max_per_class)

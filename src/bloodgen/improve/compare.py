@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bloodgen.classify.clip_encoder import is_clip_spec, recorded_clip_spec
+from bloodgen.classify.clip_encoder import recorded_encoder_spec
 from bloodgen.classify.prototype_options import PrototypeEncoder, PrototypeOptions
 from bloodgen.classify.prototypes import learn_prototypes, read_info
 from bloodgen.classify.recipe import RECIPES, ClassifierRecipe
@@ -299,9 +299,8 @@ def compare(out: str | Path, comparison: Comparison = Comparison(), cache_dir: s
 def _claim(out: Path, budget: Budget, seed: int, encoder: str) -> None:
     """Record what this folder compares; a folder started with another budget, seed or encoder is refused,
     since its finished stages would be silently mixed with new ones."""
-    if is_clip_spec(encoder):  # the weights by name and hash: no path, and a changed file is noticed
-        encoder = recorded_clip_spec(encoder)
-    spec = json.loads(json.dumps(ComparisonSpec(budget, seed, encoder).to_json()))
+    # A CLIP encoder's weights by name and hash: no path, and a changed file is noticed.
+    spec = json.loads(json.dumps(ComparisonSpec(budget, seed, recorded_encoder_spec(encoder)).to_json()))
     path = out / "comparison.json"
     existing = _load_json(path)
     if existing is not None and existing != spec:
